@@ -1,0 +1,45 @@
+"""The single `cia-jax` console script.
+
+Each subcommand lives in the module that owns its logic; that module exposes
+`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when
+their subcommand runs, so `cia-jax --help` stays fast (no TensorFlow import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add a line here when a subcommand lands.
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="cia-jax",
+      description="CIA / DiMP visual object tracking in JAX: train, track, evaluate.",
+  )
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, (module_name, help_text) in COMMANDS.items():
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.set_defaults(_module=module_name)
+    # Argument definitions are cheap to import only if the module is; modules keep
+    # their heavy imports (jax, tensorflow) inside `run`.
+    importlib.import_module(module_name).add_arguments(p)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 0
+  module = importlib.import_module(args._module)
+  return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""cia_jax.interop."""
