@@ -1,0 +1,122 @@
+"""Small layers shared by every network, with PyTorch's exact semantics.
+
+* `BatchNorm`: batch statistics in training (biased variance for normalising,
+  *unbiased* variance for the running estimate, as torch.nn.BatchNorm2d),
+  running statistics in inference. Flax's own BatchNorm updates the running
+  variance with the biased estimate, which drifts from converted PyTorch
+  checkpoints; variable names (`scale`, `bias`, `mean`, `var`) match Flax's.
+* `Conv2d`: NHWC convolution with explicit symmetric padding. `padding='SAME'`
+  pads asymmetrically for stride 2 on even inputs and shifts features by half
+  a pixel relative to PyTorch.
+* Initialisers used by the reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+
+def torch_default_kernel_init() -> Initializer:
+  """PyTorch's default Conv/Linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))."""
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int) -> Initializer:
+  """PyTorch's default bias init U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def normal_fan_out_init() -> Initializer:
+  """N(0, sqrt(2 / (k*k*out_channels))): the ResNet / DiMP random init ("fan_out" He normal)."""
+  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, matching torch.nn.BatchNorm2d/1d.
+
+  Attributes:
+    momentum: weight of the old running statistic (Flax convention; PyTorch 0.1 == 0.9 here).
+    epsilon: added to the variance.
+    scale_init: initialiser of the affine scale (ones by default).
+  """
+
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  scale_init: Initializer = nn.initializers.ones
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
+    """x: `[..., C]` -> same shape."""
+    c = x.shape[-1]
+    scale = self.param("scale", self.scale_init, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axis=axes)
+      var = jnp.mean(jnp.square(xf - mean), axis=axes)  # biased, used to normalise
+      n = math.prod(x.shape[:-1])
+      if not self.is_initializing():
+        unbiased = var * (n / max(n - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(self.dtype)
+
+
+class Conv2d(nn.Module):
+  """NHWC 2-D convolution with explicit symmetric padding (PyTorch Conv2d semantics).
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel side.
+    stride: stride in both axes.
+    padding: zero padding on every side (pixels).
+    use_bias: whether to add a bias.
+    kernel_init / bias_init: initialisers (default: PyTorch's defaults).
+  """
+
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  padding: int = 0
+  use_bias: bool = False
+  kernel_init: Initializer | None = None
+  bias_init: Initializer | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: `[N, H, W, Cin]` -> `[N, H', W', features]`."""
+    if x.ndim != 4:
+      raise ValueError(f"{self.name or 'Conv2d'}: expected NHWC input of rank 4, got shape {x.shape}")
+    k = self.kernel_size
+    fan_in = x.shape[-1] * k * k
+    kernel = self.param("kernel", self.kernel_init or torch_default_kernel_init(),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+        ((self.padding, self.padding), (self.padding, self.padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (self.features,),
+                        jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
