@@ -13,6 +13,8 @@ import sys
 
 # name -> (module, one-line help). Add a line here when a subcommand lands.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("cia_jax.data.synthetic", "Write synthetic tracking sequences in a benchmark's on-disk layout."),
+    "evaluate": ("cia_jax.evaluation.report", "Benchmark metrics, tables and plots of tracker results."),
 }
 
 

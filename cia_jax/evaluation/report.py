@@ -1,0 +1,309 @@
+"""Benchmark comparison reports: tables, plots and per-sequence CSV for several trackers (`cia-jax evaluate`).
+
+    cia-jax evaluate --dataset lasot --root /data/LaSOT --out reports/lasot \\
+        --results CIA18=results/cia18/lasot DiMP18=/downloads/dimp18_000 DiMP18=/downloads/dimp18_001
+
+Each `NAME=DIR` is one tracker's results directory (our layout, pytracking's raw results or the GOT-10k
+toolkit layout, see `results_io`); repeating a NAME adds runs that are averaged (pytracking's merge_results;
+GOT-10k pools them). The logic is in `evaluate_trackers` / `write_report` / `run_evaluation`, which take
+`cia_jax.data.datasets.base.Sequence` objects, so they work without the dataset readers.
+
+Sequence fields used: `name`, `boxes`, `visible` (LaSOT / GOT-10k protocols only), for GOT-10k's clipping the
+image size (`attributes["resolution"]` (width, height), the GOT-10k reader's
+`attributes["meta"]["resolution"]` string, or else the first frame's header), and `attributes["attributes"]`:
+the sequence's attribute tags (a list of names, or a mapping name -> truthy) for per-attribute plots.
+
+Outputs in OUT: `summary.md`, `summary.csv` (AUC / P / NP / NP-AUC / OP50 / OP75 in percent, or AO / SR0.5 /
+SR0.75 for GOT-10k, trackers best first), `per_sequence.csv`,
+`{success,precision,norm_precision}_plot.{png,pdf}` and `attributes/<tag>_*_plot.*`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import os
+import sys
+import warnings
+from collections.abc import Mapping
+from collections.abc import Sequence as SequenceABC
+from typing import Any
+
+import numpy as np
+
+from cia_jax.evaluation import metrics
+from cia_jax.evaluation import results_io
+
+# (column header, summary key); values are shown in percent.
+_COLUMNS_OPE = (("AUC", "auc"), ("P", "precision20"), ("NP", "norm_precision20"),
+                ("NP-AUC", "norm_precision_auc"), ("OP50", "op50"), ("OP75", "op75"))
+_COLUMNS_GOT10K = (("AO", "ao"), ("SR0.5", "sr50"), ("SR0.75", "sr75"))
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+  """Everything `evaluate_trackers` computed.
+
+  Attributes:
+    protocol: the protocol used.
+    sequences: names of the evaluated sequences, in dataset order.
+    skipped: sequences left out because some tracker had no result for them (`skip_missing=True`).
+    runs: tracker -> per evaluated sequence, the `metrics.evaluate_sequence` dicts of its runs.
+    summary: tracker -> `metrics.summarize` output.
+    attributes: attribute tag -> indices into `sequences`.
+  """
+
+  protocol: metrics.Protocol
+  sequences: list[str]
+  skipped: list[str]
+  runs: dict[str, list[list[dict[str, Any]]]]
+  summary: dict[str, dict[str, Any]]
+  attributes: dict[str, list[int]]
+
+  @property
+  def score_key(self) -> str:
+    """Headline score: AO for frame-pooled protocols (GOT-10k), AUC otherwise."""
+    return "ao" if self.protocol.frame_pooled else "auc"
+
+  def ranking(self) -> list[str]:
+    """Tracker names, best headline score first."""
+    return sorted(self.summary, key=lambda n: -self.summary[n][self.score_key])
+
+  def columns(self) -> tuple[tuple[str, str], ...]:
+    """(table header, summary key) of the protocol's headline scores."""
+    return _COLUMNS_GOT10K if self.protocol.frame_pooled else _COLUMNS_OPE
+
+
+def protocol_for_dataset(dataset: str) -> metrics.Protocol:
+  """The protocol of a dataset name: lasot*, uav*, got10k* or, for everything else, pytracking's "otb"."""
+  key = dataset.lower().replace("-", "")
+  for prefix in ("lasot", "uav", "got10k"):
+    if key.startswith(prefix):
+      return metrics.get_protocol(prefix)
+  return metrics.get_protocol("otb")
+
+
+def _attribute_tags(seq) -> set[str]:
+  tags = seq.attributes.get("attributes") if seq.attributes else None
+  if tags is None:
+    return set()
+  if isinstance(tags, Mapping):
+    return {str(k) for k, v in tags.items() if v}
+  if isinstance(tags, str):
+    return {tags}
+  return {str(t) for t in tags}
+
+
+def _image_size(seq) -> tuple[float, float] | None:
+  """(width, height): `attributes["resolution"]`, GOT-10k's `attributes["meta"]["resolution"]` ("(W, H)"), or
+  the first frame's header."""
+  attrs = seq.attributes or {}
+  size = attrs.get("resolution", (attrs.get("meta") or {}).get("resolution"))
+  if isinstance(size, str):
+    size = size.strip("()[] ").split(",")
+  if size is not None:
+    try:
+      return float(size[0]), float(size[1])
+    except (ValueError, IndexError, TypeError) as e:
+      raise ValueError(f"sequence {seq.name!r}: resolution {size!r} is not (width, height)") from e
+  if seq.frame_paths and os.path.isfile(seq.frame_paths[0]):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    try:
+      with Image.open(seq.frame_paths[0]) as im:  # reads the header only
+        return float(im.size[0]), float(im.size[1])
+    except OSError:  # not an image PIL can read: no clipping, with the warning in evaluate_trackers
+      return None
+  return None
+
+
+def evaluate_trackers(sequences: SequenceABC, results: Mapping[str, str | SequenceABC[str]],
+                      protocol: str | metrics.Protocol | None = None, *, exclude_invalid_frames: bool = False,
+                      skip_missing: bool = False) -> EvaluationReport:
+  """Evaluates several trackers' result directories on a list of sequences.
+
+  Args:
+    sequences: `cia_jax.data.datasets.base.Sequence` objects with ground truth.
+    results: tracker name -> results directory, or a list of directories (runs of one tracker).
+    protocol: protocol name or `Protocol` (see `metrics.evaluate_sequence`); default from the sequences'
+      `dataset` field (`protocol_for_dataset`).
+    exclude_invalid_frames: passed to `metrics.evaluate_sequence`.
+    skip_missing: leave out (for every tracker) sequences some tracker has no result for, instead of raising
+      FileNotFoundError.
+
+  Returns:
+    An `EvaluationReport`.
+  """
+  sequences = list(sequences)
+  if not sequences:
+    raise ValueError("sequences: empty")
+  if not results:
+    raise ValueError("results: no tracker given")
+  if protocol is None:
+    protocol = protocol_for_dataset(sequences[0].dataset or "otb")
+  proto = metrics.get_protocol(protocol)
+  dirs = {name: [d] if isinstance(d, str) else list(d) for name, d in results.items()}
+  for name, ds in dirs.items():
+    for d in ds:
+      if not os.path.isdir(d):
+        raise FileNotFoundError(f"results of {name!r}: directory not found: {d}")
+
+  runs = {name: [] for name in dirs}
+  kept, skipped, unsized = [], [], []
+  for seq in sequences:
+    if len(seq.boxes) > 1 and not np.isfinite(seq.boxes[1:]).all(axis=1).any():
+      raise ValueError(f"sequence {seq.name!r}: no ground truth after frame 0 (withheld test annotations? "
+                       "GOT-10k and TrackingNet test sets are evaluated by their servers)")
+    try:
+      preds = {name: [p for d in ds for p in results_io.load_results(d, seq.name, seq.dataset)]
+               for name, ds in dirs.items()}
+    except FileNotFoundError:
+      if not skip_missing:
+        raise
+      skipped.append(seq.name)
+      continue
+    visible = seq.visible if proto.uses_visible else None
+    image_size = _image_size(seq) if proto.clip_to_image else None
+    if proto.clip_to_image and image_size is None:
+      unsized.append(seq.name)
+    for name, pred_runs in preds.items():
+      runs[name].append([
+          metrics.evaluate_sequence(p, seq.boxes, visible, proto, image_size=image_size,
+                                    exclude_invalid_frames=exclude_invalid_frames, name=f"{name}/{seq.name}")
+          for p in pred_runs])
+    kept.append(seq)
+  if not kept:
+    raise FileNotFoundError("no sequence has results for every tracker")
+  if unsized:
+    warnings.warn(f"{len(unsized)} sequences without image size (no attributes['resolution'], no readable "
+                  f"first frame), e.g. {unsized[0]!r}: their boxes are not clipped to the image",
+                  stacklevel=2)
+
+  attributes: dict[str, list[int]] = {}
+  for i, seq in enumerate(kept):
+    for tag in _attribute_tags(seq):
+      attributes.setdefault(tag, []).append(i)
+  return EvaluationReport(
+      protocol=proto, sequences=[s.name for s in kept], skipped=skipped, runs=runs,
+      summary={name: metrics.summarize(r) for name, r in runs.items()},
+      attributes=dict(sorted(attributes.items())))
+
+
+def summary_rows(report: EvaluationReport) -> list[list[str]]:
+  """Header + one row per tracker (best first): name, the protocol's scores in percent (2 decimals)."""
+  columns = report.columns()
+  rows = [["Tracker"] + [c for c, _ in columns]]
+  for name in report.ranking():
+    rows.append([name] + [f"{100.0 * report.summary[name][k]:.2f}" for _, k in columns])
+  return rows
+
+
+def format_markdown(report: EvaluationReport) -> str:
+  """The summary table in Markdown, with a line naming the protocol and the number of sequences."""
+  rows = summary_rows(report)
+  skipped = f" ({len(report.skipped)} skipped: no results for every tracker)" if report.skipped else ""
+  lines = [f"Protocol `{report.protocol.name}`, {len(report.sequences)} sequences{skipped}.", "",
+           "| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|"]
+  lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+  return "\n".join(lines) + "\n"
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+  buf = io.StringIO()
+  csv.writer(buf, lineterminator="\n").writerows(rows)
+  return buf.getvalue()
+
+
+def write_report(report: EvaluationReport, out_dir: str, plots: bool = True,
+                 formats: SequenceABC[str] = ("png", "pdf")) -> list[str]:
+  """Writes summary.md, summary.csv, per_sequence.csv and (optionally) the plots; returns the paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+
+  def write(filename, text):
+    path = os.path.join(out_dir, filename)
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+    written.append(path)
+
+  write("summary.md", format_markdown(report))
+  write("summary.csv", _csv_text(summary_rows(report)))
+  rows = [["sequence", "tracker", "num_frames", "num_valid", "num_runs", *metrics.SCALAR_KEYS]]
+  ranking = report.ranking()
+  for i, seq_name in enumerate(report.sequences):
+    for name in ranking:
+      merged = metrics.merge_runs(report.runs[name][i])
+      rows.append([seq_name, name, merged["num_frames"], merged["num_valid"], merged["num_runs"]]
+                  + [f"{merged[k]:.6f}" for k in metrics.SCALAR_KEYS])
+  write("per_sequence.csv", _csv_text(rows))
+
+  if plots:
+    from cia_jax.evaluation import plots as plotting  # pylint: disable=g-import-not-at-top  (matplotlib)
+    pooled = report.protocol.frame_pooled
+    written += plotting.plot_benchmark(report.summary, out_dir, frame_pooled=pooled, formats=formats)
+    for tag, idx in report.attributes.items():
+      subset = {name: metrics.summarize([r[i] for i in idx]) for name, r in report.runs.items()}
+      safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+      written += plotting.plot_benchmark(subset, os.path.join(out_dir, "attributes"), frame_pooled=pooled,
+                                         prefix=f"{safe}_", title_suffix=f" - {tag} ({len(idx)})",
+                                         formats=formats)
+  return written
+
+
+def run_evaluation(sequences: SequenceABC, results: Mapping[str, str | SequenceABC[str]], out_dir: str,
+                   protocol: str | metrics.Protocol | None = None, *, exclude_invalid_frames: bool = False,
+                   skip_missing: bool = False, plots: bool = True,
+                   formats: SequenceABC[str] = ("png", "pdf")) -> EvaluationReport:
+  """`evaluate_trackers` followed by `write_report` into `out_dir`; returns the report."""
+  report = evaluate_trackers(sequences, results, protocol, exclude_invalid_frames=exclude_invalid_frames,
+                             skip_missing=skip_missing)
+  write_report(report, out_dir, plots=plots, formats=formats)
+  return report
+
+
+def parse_results_args(items: SequenceABC[str]) -> dict[str, list[str]]:
+  """`["NAME=DIR", ...]` -> {NAME: [DIR, ...]} in first-seen order; a repeated NAME collects runs."""
+  out: dict[str, list[str]] = {}
+  for item in items:
+    name, sep, path = item.partition("=")
+    if not sep or not name.strip() or not path.strip():
+      raise ValueError(f"--results: expected NAME=DIR, got {item!r}")
+    out.setdefault(name.strip(), []).append(path.strip())
+  return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Flags of `cia-jax evaluate`."""
+  parser.add_argument("--dataset", required=True, help="dataset name for cia_jax.data.datasets.load_dataset")
+  parser.add_argument("--root", required=True, help="dataset root directory")
+  parser.add_argument("--split", default=None, help="dataset split (e.g. val for GOT-10k)")
+  parser.add_argument("--results", required=True, nargs="+", metavar="NAME=DIR",
+                      help="tracker results directories; repeat a NAME to add runs")
+  parser.add_argument("--out", required=True, help="output directory for tables and plots")
+  parser.add_argument("--protocol", default=None,
+                      help=f"evaluation protocol {sorted(metrics.PROTOCOLS)} (default: from --dataset)")
+  parser.add_argument("--exclude-invalid-frames", action="store_true",
+                      help="leave frames without valid ground truth out of every curve")
+  parser.add_argument("--skip-missing", action="store_true",
+                      help="skip sequences some tracker has no result for (default: error)")
+  parser.add_argument("--no-plots", action="store_true", help="tables only")
+  parser.add_argument("--plot-formats", nargs="+", default=["png", "pdf"], help="plot file formats")
+
+
+def run(args: argparse.Namespace) -> int:
+  """`cia-jax evaluate`: loads the dataset, evaluates, writes OUT, prints the Markdown table."""
+  try:
+    results = parse_results_args(args.results)
+    protocol = metrics.get_protocol(args.protocol) if args.protocol else protocol_for_dataset(args.dataset)
+    from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
+    sequences = load_dataset(args.dataset, args.root, args.split)
+    report = run_evaluation(sequences, results, args.out, protocol, skip_missing=args.skip_missing,
+                            exclude_invalid_frames=args.exclude_invalid_frames, plots=not args.no_plots,
+                            formats=args.plot_formats)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"cia-jax evaluate: error: {e}", file=sys.stderr)
+    return 2
+  print(format_markdown(report), end="")
+  print(f"Written to {args.out}")
+  return 0
