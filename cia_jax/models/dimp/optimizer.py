@@ -1,0 +1,194 @@
+"""DiMP's steepest-descent filter optimizer with Gauss-Newton step lengths (DiMPSteepestDescentGN, spec 2.4).
+
+Per sequence b, with features x (all images of b), filter f, label y, target mask m and residual weight v
+(all on the score grid, predicted from a distance-bin map of the target centre):
+  s = x * f,   r = v (a(s, m) - y),   a(s, m) = (1 - m)/2 |s| + (1 + m)/2 s      (LeakyReluPar)
+  g = J^T(a'(s, m) v r) + lambda f,   a'(s, m) = (1 - m)/2 sign(stop_grad(s)) + (1 + m)/2
+  q = v a'(s, m) (x * g),   alpha = sum(g^2) / max(sum(q^2) + (lambda + alpha_eps) sum(g^2), 1e-8)
+  f <- f - exp(log_step_length) alpha g,   lambda = max(filter_reg^2, min_filter_reg^2)
+J^T is the exact adjoint of f -> x * f (`jax.vjp`), so the unrolled loop is differentiable end to end.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
+from cia_jax.models.layers import Conv2d, Initializer
+from cia_jax.ops.labels import distance_map
+
+
+def _const_init(value: np.ndarray):
+  """Initialiser returning a fixed array (the reference's hand-set predictor weights)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    if tuple(shape) != value.shape:
+      raise ValueError(f"constant initialiser: expected shape {value.shape}, got {tuple(shape)}")
+    return jnp.asarray(value, dtype)
+
+  return init
+
+
+def bin_distances(num_bins: int, bin_displacement: float) -> np.ndarray:
+  """Distance (feature cells) at the centre of each bin, d_k = k * bin_displacement, `[K]` float64."""
+  return np.arange(num_bins, dtype=np.float64) * bin_displacement
+
+
+class _MaskPredictor(nn.Module):
+  """1x1 conv 100->1 (no bias) named '0' followed by a sigmoid (torch Sequential `target_mask_predictor`)."""
+
+  kernel_init: Initializer
+
+  @nn.compact
+  def __call__(self, dist: jax.Array) -> jax.Array:
+    return nn.sigmoid(Conv2d(1, 1, use_bias=False, kernel_init=self.kernel_init, name="0")(dist))
+
+
+class DiMPSteepestDescentGN(nn.Module):
+  """Learned steepest-descent optimizer of the per-sequence classifier filter.
+
+  Parameters (Flax path <- torch key `classifier.filter_optimizer.*`):
+    log_step_length `(1,)`, filter_reg `(1,)` (copied as is);
+    label_map_predictor/kernel, target_mask_predictor/0/kernel, spatial_weight_predictor/kernel `(1, 1, K, 1)`
+    <- `*.weight` `(1, K, 1, 1)` transposed (2, 3, 1, 0) (the usual conv rule).
+
+  Attributes:
+    num_iter: default number of iterations (5 in training).
+    feat_stride: pixels per feature cell (16), to map boxes to cells.
+    init_step_length: initial beta = exp(log_step_length).
+    init_filter_reg: initial filter_reg.
+    init_gauss_sigma: sigma0 (cells) of the initial label-map predictor (0.9 for DiMP18/CIA18, 22/24 for R50).
+    num_dist_bins: K, number of distance bins.
+    bin_displacement: bin spacing in cells.
+    mask_init_factor: amplitude of the initial target-mask predictor (3 tanh(2 - d_k)).
+    min_filter_reg: lower bound of |filter_reg| (lambda >= min_filter_reg^2).
+    alpha_eps: added to lambda in the step-length denominator.
+  """
+
+  num_iter: int = 5
+  feat_stride: int = 16
+  init_step_length: float = 0.9
+  init_filter_reg: float = 0.1
+  init_gauss_sigma: float = 1.0
+  num_dist_bins: int = 100
+  bin_displacement: float = 0.1
+  mask_init_factor: float = 3.0
+  min_filter_reg: float = 1e-3
+  alpha_eps: float = 0.0
+
+  def _predictor_inits(self):
+    d = bin_distances(self.num_dist_bins, self.bin_displacement)
+    if self.init_gauss_sigma == 0:
+      gauss = np.zeros_like(d)
+      gauss[0] = 1.0
+    else:
+      gauss = np.exp(-0.5 * (d / self.init_gauss_sigma) ** 2)
+    shape = (1, 1, self.num_dist_bins, 1)
+    label = (gauss - gauss.min()).reshape(shape).astype(np.float32)
+    mask = (self.mask_init_factor * np.tanh(2.0 - d)).reshape(shape).astype(np.float32)  # +0: sigmoid mask
+    return _const_init(label), _const_init(mask), nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
+               sample_weight: jax.Array | None = None,
+               num_iter: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Runs `num_iter` steepest-descent steps from `filt`.
+
+    Args:
+      filt: `[B, fh, fw, D]` initial filters.
+      feat: `[Nimg, B, H, W, D]` classification features of the training samples.
+      box_xywh: `[Nimg, B, 4]` target boxes (x, y, w, h) in crop pixels; the centre (x + w / 2) / feat_stride
+        is the target position in cells.
+      sample_weight: None -> v = sqrt(1 / Nimg) * spatial weight (training, tracker initialisation); or
+        per-sample weights `[Nimg, B]` or `[Nimg]` (shared by all sequences) -> v = sqrt(w) * spatial weight.
+        Samples of weight 0 contribute nothing (their features are masked: empty memory slots may hold
+        anything, NaN included).
+      num_iter: static Python int overriding the default number of iterations (0 returns `filt` unchanged).
+
+    Returns:
+      (final filter `[B, fh, fw, D]`, iterates `[num_iter + 1, B, fh, fw, D]` (f0 = filt first),
+       losses `[num_iter + 1]`: (sum r^2 + lambda ||f||^2) / B at every iterate).
+    """
+    check_filter_inputs(feat, filt, "DiMPSteepestDescentGN")
+    nimg, nseq, h, w, _ = feat.shape
+    fh, fw = filt.shape[1:3]
+    box_xywh = jnp.asarray(box_xywh, jnp.float32)
+    if box_xywh.shape != (nimg, nseq, 4):
+      raise ValueError(f"DiMPSteepestDescentGN: box_xywh must be [Nimg, B, 4] = {(nimg, nseq, 4)}, "
+                       f"got {box_xywh.shape}")
+    num_iter = self.num_iter if num_iter is None else num_iter
+    if not isinstance(num_iter, (int, np.integer)) or num_iter < 0:
+      raise ValueError(f"DiMPSteepestDescentGN: num_iter must be a static int >= 0, got {num_iter!r}")
+    num_iter = int(num_iter)
+    sw = None if sample_weight is None else _sample_weight(sample_weight, nimg, nseq)
+    if sw is not None:
+      # Empty (weight-0) memory slots may hold anything; zero them so no 0 * nan/inf reaches the sums.
+      box_xywh = jnp.where((sw > 0)[:, :, None], box_xywh, 0.0)
+      feat = jnp.where((sw > 0)[:, :, None, None, None], feat, 0.0)
+
+    label_init, mask_init, weight_init = self._predictor_inits()
+    log_step_length = self.param("log_step_length", nn.initializers.constant(math.log(self.init_step_length)),
+                                 (1,), jnp.float32)
+    filter_reg = self.param("filter_reg", nn.initializers.constant(self.init_filter_reg), (1,), jnp.float32)
+
+    # Label, mask and spatial weight from the distance-bin map around each target centre (score-grid cells).
+    out_hw = score_size((h, w), (fh, fw))
+    offset = jnp.array([fh % 2, fw % 2], jnp.float32) / 2.0
+    center_yx = (box_xywh[..., 1::-1] + 0.5 * box_xywh[..., :1:-1]) / self.feat_stride - offset
+    dist = distance_map(center_yx, out_hw, self.num_dist_bins, self.bin_displacement)
+    dist = dist.reshape(nimg * nseq, *out_hw, self.num_dist_bins)
+    grid = (nimg, nseq, *out_hw)
+    conv = lambda name, init: Conv2d(1, 1, use_bias=False, kernel_init=init, name=name)  # noqa: E731
+    label = conv("label_map_predictor", label_init)(dist).reshape(grid)
+    mask = _MaskPredictor(mask_init, name="target_mask_predictor")(dist).reshape(grid)
+    spatial_weight = conv("spatial_weight_predictor", weight_init)(dist).reshape(grid)
+
+    if sw is None:
+      v = math.sqrt(1.0 / nimg) * spatial_weight
+    else:
+      v = jnp.sqrt(sw)[:, :, None, None] * spatial_weight
+
+    step = jnp.exp(log_step_length[0])
+    reg = jnp.maximum(filter_reg[0] ** 2, self.min_filter_reg**2)
+    half_mask, half_one = (1.0 - mask) / 2.0, (1.0 + mask) / 2.0
+
+    def loss_of(f):
+      s = apply_filter(feat, f)
+      r = v * (half_mask * jnp.abs(s) + half_one * s - label)
+      return (jnp.sum(r * r) + reg * jnp.sum(f * f)) / nseq
+
+    def body(f, _):
+      s, filt_vjp = jax.vjp(lambda ff: apply_filter(feat, ff), f)
+      act = half_mask * jnp.abs(s) + half_one * s
+      deriv = half_mask * jnp.sign(jax.lax.stop_gradient(s)) + half_one
+      r = v * (act - label)
+      loss = (jnp.sum(r * r) + reg * jnp.sum(f * f)) / nseq
+      (g,) = filt_vjp(deriv * v * r)
+      g = g + reg * f
+      q = v * deriv * apply_filter(feat, g)
+      g2 = jnp.sum(g * g, axis=(1, 2, 3))
+      den = jnp.maximum(jnp.sum(q * q, axis=(0, 2, 3)) + (reg + self.alpha_eps) * g2, 1e-8)
+      f_new = f - (step * g2 / den)[:, None, None, None] * g
+      return f_new, (f_new, loss)
+
+    final, (later, losses) = jax.lax.scan(body, filt, None, length=num_iter)
+    iterates = jnp.concatenate([filt[None], later], axis=0)
+    losses = jnp.concatenate([losses, loss_of(final)[None]], axis=0)
+    return final, iterates, losses
+
+
+def _sample_weight(sample_weight: jax.Array, nimg: int, nseq: int) -> jax.Array:
+  """`[Nimg, B]` or `[Nimg]` weights -> `[Nimg, B]` float32 (ValueError on any other shape)."""
+  sw = jnp.asarray(sample_weight, jnp.float32)
+  if sw.shape == (nimg,):
+    sw = jnp.broadcast_to(sw[:, None], (nimg, nseq))
+  if sw.shape != (nimg, nseq):
+    raise ValueError(f"DiMPSteepestDescentGN: sample_weight must be [Nimg, B] = {(nimg, nseq)} or [Nimg] = "
+                     f"({nimg},), got {sw.shape}")
+  return sw

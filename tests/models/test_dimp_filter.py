@@ -1,0 +1,70 @@
+"""Per-sequence filter application (spec 2.2) against a float64 NumPy correlation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cia_jax.models.dimp.filter import apply_filter, score_size
+
+
+def np_correlate(feat, filt):
+  """scores[n, b, i, j] = sum_{u, v, d} pad(feat)[n, b, i + u, j + v, d] * filt[b, u, v, d], pad = fh // 2."""
+  feat, filt = np.asarray(feat, np.float64), np.asarray(filt, np.float64)
+  n, b, h, w, d = feat.shape
+  fh, fw = filt.shape[1:3]
+  xp = np.pad(feat, ((0, 0), (0, 0), (fh // 2, fh // 2), (fw // 2, fw // 2), (0, 0)))
+  ho, wo = xp.shape[2] - fh + 1, xp.shape[3] - fw + 1
+  out = np.zeros((n, b, ho, wo))
+  for i in range(ho):
+    for j in range(wo):
+      out[:, :, i, j] = np.einsum("nbuvd,buvd->nb", xp[:, :, i:i + fh, j:j + fw], filt)
+  return out
+
+
+@pytest.mark.parametrize("impl", ["taps", "grouped"])
+@pytest.mark.parametrize("fsz", [(4, 4), (3, 3), (4, 3)])
+def test_apply_filter_matches_numpy(impl, fsz):
+  rng = np.random.default_rng(0)
+  feat = rng.normal(size=(3, 2, 6, 5, 4)).astype(np.float32)
+  filt = rng.normal(size=(2, *fsz, 4)).astype(np.float32)
+  got = apply_filter(jnp.asarray(feat), jnp.asarray(filt), impl=impl)
+  ref = np_correlate(feat, filt)
+  assert got.shape == ref.shape == (3, 2, *score_size((6, 5), fsz))
+  np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_score_size_even_filter_adds_one_cell():
+  assert score_size((18, 18), (4, 4)) == (19, 19)
+  assert score_size((22, 22), (4, 4)) == (23, 23)
+  assert score_size((22, 22), (3, 3)) == (22, 22)
+
+
+def test_sequences_use_their_own_filter():
+  rng = np.random.default_rng(1)
+  feat = jnp.asarray(rng.normal(size=(2, 3, 5, 5, 4)), jnp.float32)
+  filt = jnp.asarray(rng.normal(size=(3, 4, 4, 4)), jnp.float32)
+  full = apply_filter(feat, filt)
+  for b in range(3):
+    np.testing.assert_allclose(np.asarray(apply_filter(feat[:, b:b + 1], filt[b:b + 1]))[:, 0],
+                               np.asarray(full[:, b]), rtol=1e-5, atol=1e-5)
+
+
+def test_full_size_shape():
+  out = jax.eval_shape(apply_filter, jax.ShapeDtypeStruct((3, 8, 18, 18, 256), jnp.float32),
+                       jax.ShapeDtypeStruct((8, 4, 4, 256), jnp.float32))
+  assert out.shape == (3, 8, 19, 19)
+
+
+def test_apply_filter_errors():
+  feat, filt = jnp.zeros((3, 2, 6, 6, 4)), jnp.zeros((2, 4, 4, 4))
+  with pytest.raises(ValueError, match="rank 5"):
+    apply_filter(feat[0], filt)
+  with pytest.raises(ValueError, match="rank 4"):
+    apply_filter(feat, filt[0])
+  with pytest.raises(ValueError, match="disagree"):
+    apply_filter(feat, filt[:1])
+  with pytest.raises(ValueError, match="disagree"):
+    apply_filter(feat, filt[..., :3])
+  with pytest.raises(ValueError, match="impl"):
+    apply_filter(feat, filt, impl="fft")
