@@ -392,8 +392,15 @@ def test_prediction_changes_smoothly_with_the_proposal(score_fn):
   directional = (np.asarray(grad(props)) * d).sum(-1)
   big = np.abs(directional) > 0.1 * np.abs(directional).max()  # skip near-stationary proposals
   assert big.sum() >= 3
+  # Continuity: every difference shrinks as the step shrinks.
+  assert np.all(np.abs(diffs[-1]) <= np.abs(diffs[0]) + 1e-6)
+  # Differentiability: halving the step halves the difference. The network is piecewise smooth (ReLU
+  # kinks in the heads), so a step may straddle a kink: require it for 90% of the pairs at the two
+  # largest steps and for every proposal at the smallest pair of steps.
   ratios = diffs[:-1][:, big] / diffs[1:][:, big]
-  np.testing.assert_allclose(ratios, 2.0, rtol=0.15)
+  close = np.abs(ratios - 2.0) <= 0.3
+  assert close.mean() >= 0.9, ratios
+  np.testing.assert_allclose(ratios[-1], 2.0, rtol=0.15)
   np.testing.assert_allclose(diffs[-1][big] / steps[-1], directional[big], rtol=0.1)
 
 

@@ -1,0 +1,260 @@
+"""The whole CIA network (and DiMP18 / SuperDiMP with the CIA parts switched off).
+
+Wiring (spec 4.7, 4.8, Decisions 1-2):
+
+    images -> backbone (ResNet) -> layer2, layer3, layer4
+    layer3 -> [IE] angle modulation with the dense contrastive projector -> [CE] category encoder
+           -> classifier (DiMP LinearFilter: features, filter init, steepest descent, scores)
+    layer2, layer3 -> bb_regressor (IoU-Net; plain, unmodulated features)
+    layer4 -> [CC] category classifier (logits; its clf_fc weights are CE's dictionary)
+    layer3 -> [CL] contrastive projector on the target RoI -> InfoNCE-V query (the key comes from the
+              same modules applied to the EMA `momentum_params`, see `key_embedding`)
+
+Switches (paper Table 1 / Table 2 / Fig. 6): `category_classification` (CC), `category_encoder` (CE),
+`contrastive` (CL), `instance_encoder` (IE), `num_known_categories` (70, or 0 = a learned random
+dictionary); the momentum switch lives in the training step (it decides where keys come from).
+
+Parameter tree (top level): `backbone` (ResNet, reference `feature_extractor.encoder_q`), `proj`
+(contrastive MLP, reference `encoder_q.proj`), `modulator`, `upper_classifier` (category classifier),
+`category_encoder` (reference `upper_classifier.proj_post` + `transformer_encoder`), `classifier`,
+`bb_regressor`. Only the modules a configuration uses exist in the tree.
+
+Stage methods (for the tracker, with `model.apply(variables, ..., method=...)`): `backbone_features`,
+`classification_input`, `classification_features`, `contrastive_embedding`, `key_embedding`,
+`category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`, `iou_features`,
+`predict_iou`. `__call__` is the training forward.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cia_jax.data.categories import NUM_CATEGORIES
+from cia_jax.models.category import CategoryClassifier, CategoryEncoder
+from cia_jax.models.dimp.classifier import LinearFilter
+from cia_jax.models.instance import AngleModulator, ContrastiveProjector
+from cia_jax.models.iou_net import AtomIoUNet
+from cia_jax.models.resnet import ResNet, layer_channels
+
+_STAGES = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
+
+
+class CIANet(nn.Module):
+  """CIA18 / CIA50 / DiMP18 / SuperDiMP as one configurable Flax module.
+
+  Attributes:
+    backbone_arch: 'resnet18' or 'resnet50'.
+    backbone_width: ResNet base width (64 = the real networks; tests use 8 or 16).
+    frozen_layers: backbone prefix kept frozen (SuperDiMP / CIA50: conv1, layer1, layer2).
+    clf_arch: 'r18' (residual block + conv + L2 norm) or 'r50' (conv + L2 norm) classification features.
+    clf_dim: D, classification feature channels (256 / 512; scaled down in tiny configs).
+    num_iter: steepest-descent iterations in training (5).
+    init_gauss_sigma: initial label-predictor sigma in feature cells (0.9 / 0.9167).
+    iou_dim: IoU-Net internal width (256 in the reference).
+    category_classification: CC, the 70-way classifier on layer4.
+    category_encoder: CE, the dictionary cross-attention on the classification input.
+    contrastive: CL, InfoNCE-V embedding of the target.
+    instance_encoder: IE, angle modulation of layer3 by the contrastive projector.
+    num_known_categories: 70 = dictionary from the classifier weights; 0 = learned random dictionary.
+    encoder_layers, encoder_heads, encoder_ffn, encoder_dropout: category-encoder shape (3, 4, 2048, 0.1).
+    joint_backbone_batch: CIA runs the backbone once on all 6B crops (one BN batch); DiMP runs train and
+      test crops separately (two BN batches).
+  """
+
+  backbone_arch: str = "resnet18"
+  backbone_width: int = 64
+  frozen_layers: Sequence[str] = ()
+  clf_arch: str = "r18"
+  clf_dim: int = 256
+  num_iter: int = 5
+  init_gauss_sigma: float = 0.9
+  iou_dim: int = 256
+  category_classification: bool = True
+  category_encoder: bool = True
+  contrastive: bool = True
+  instance_encoder: bool = True
+  num_known_categories: int = NUM_CATEGORIES
+  encoder_layers: int = 3
+  encoder_heads: int = 4
+  encoder_ffn: int = 2048
+  encoder_dropout: float = 0.1
+  joint_backbone_batch: bool = True
+
+  def setup(self):
+    if self.backbone_arch not in _STAGES:
+      raise ValueError(f"CIANet: backbone_arch must be one of {sorted(_STAGES)}, got {self.backbone_arch!r}")
+    if self.category_encoder and self.num_known_categories not in (0, NUM_CATEGORIES):
+      raise ValueError(f"CIANet: num_known_categories must be 0 or {NUM_CATEGORIES}, "
+                       f"got {self.num_known_categories}")
+    if self.category_encoder and self.num_known_categories and not self.category_classification:
+      raise ValueError("CIANet: the category encoder's dictionary comes from the category classifier; "
+                       "enable category_classification or set num_known_categories=0")
+    block, stages = _STAGES[self.backbone_arch]
+    chans = layer_channels(block, self.backbone_width)
+    self.backbone = ResNet(block, stages, width=self.backbone_width, frozen_layers=tuple(self.frozen_layers))
+    if self.contrastive or self.instance_encoder:
+      self.proj = ContrastiveProjector()
+    if self.instance_encoder:
+      self.modulator = AngleModulator()
+    if self.category_classification:
+      self.upper_classifier = CategoryClassifier()
+    if self.category_encoder:
+      self.category_encoder_net = CategoryEncoder(
+          num_layers=self.encoder_layers, num_heads=self.encoder_heads, ffn_dim=self.encoder_ffn,
+          dropout_rate=self.encoder_dropout, num_known_categories=self.num_known_categories,
+          dictionary_features=chans["layer4"], name="category_encoder")
+    self.classifier = LinearFilter(arch=self.clf_arch, out_dim=self.clf_dim, in_dim=chans["layer3"],
+                                   num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma)
+    self.bb_regressor = AtomIoUNet(input_dim=(chans["layer2"], chans["layer3"]),
+                                   pred_input_dim=(self.iou_dim, self.iou_dim),
+                                   pred_inter_dim=(self.iou_dim, self.iou_dim))
+
+  # ----------------------------------------------------------------------------------------------
+  # Stage methods.
+
+  @property
+  def needs_layer4(self) -> bool:
+    return self.category_classification
+
+  def backbone_features(self, images: jax.Array, train: bool, layers: Sequence[str] | None = None):
+    """ResNet features of `[N, H, W, 3]` normalised images -> dict of `[N, h, w, C]` maps.
+
+    layers: None = what this configuration uses (layer2, layer3, and layer4 with CC).
+    """
+    if layers is None:
+      layers = ("layer2", "layer3") + (("layer4",) if self.needs_layer4 else ())
+    return self.backbone(images, output_layers=tuple(layers), train=train)
+
+  def classification_input(self, layer3: jax.Array, deterministic: bool = True) -> jax.Array:
+    """layer3 `[N, H, W, C3]` -> the classifier's input: [IE] angle modulation, then [CE] category encoder."""
+    x = layer3
+    if self.instance_encoder:
+      x = self.modulator(layer3, self.proj(layer3, padding=1))
+    if self.category_encoder:
+      dictionary = self.upper_classifier.dictionary() if self.num_known_categories else None
+      x = self.category_encoder_net(x, dictionary, deterministic=deterministic)
+    return x
+
+  def classification_features(self, layer3: jax.Array, train: bool = False,
+                              deterministic: bool = True) -> jax.Array:
+    """layer3 `[N, H, W, C3]` -> DiMP classification features `[N, H, W, D]` (the tracker's path, spec 5.8)."""
+    return self.classifier.extract_classification_feat(self.classification_input(layer3, deterministic), train)
+
+  def contrastive_embedding(self, layer3: jax.Array, box_xywh: jax.Array) -> jax.Array:
+    """InfoNCE-V embedding `[N, C3]` (L2-normalised) of the target box `[N, 4]` on layer3 `[N, H, W, C3]`."""
+    return self.proj.embed_target(layer3, box_xywh)
+
+  def key_embedding(self, images: jax.Array, box_xywh: jax.Array, train: bool = True) -> jax.Array:
+    """Key side of InfoNCE-V: backbone to layer3 + embedding. Apply with the EMA parameters.
+
+    images: `[N, H, W, 3]`; box_xywh: `[N, 4]` crop pixels -> `[N, C3]`.
+    """
+    layer3 = self.backbone(images, output_layers=("layer3",), train=train)["layer3"]
+    return self.contrastive_embedding(layer3, box_xywh)
+
+  def category_logits(self, layer4: jax.Array, box_xywh: jax.Array) -> jax.Array:
+    """Category logits `[N, 70]` of the box `[N, 4]` on layer4 `[N, H, W, C4]`."""
+    return self.upper_classifier(layer4, box_xywh)
+
+  def init_filter(self, feat: jax.Array, box_xywh: jax.Array) -> jax.Array:
+    """Initial filter `[B, 4, 4, D]` from features `[Nimg, B, H, W, D]` and boxes `[Nimg, B, 4]`."""
+    return self.classifier.init_filter(feat, box_xywh)
+
+  def optimize_filter(self, filt, feat, box_xywh, sample_weight=None, num_iter=None):
+    """Steepest-descent refinement; see `LinearFilter.optimize_filter`."""
+    return self.classifier.optimize_filter(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter)
+
+  def classify(self, filt: jax.Array, feat: jax.Array) -> jax.Array:
+    """Scores `[Nimg, B, H + 1, W + 1]` of filters `[B, 4, 4, D]` on features `[Nimg, B, H, W, D]`."""
+    return self.classifier.classify(filt, feat)
+
+  def iou_modulation(self, layer2, layer3, box_xywh, train: bool = False):
+    """IoU-Net modulation vectors (two `[B, iou_dim]`) from reference features and boxes `[B, 4]`."""
+    return self.bb_regressor.get_modulation(layer2, layer3, box_xywh, train)
+
+  def iou_features(self, layer2, layer3, train: bool = False):
+    """IoU-Net test-branch features of `[N, ...]` layer2/layer3 maps."""
+    return self.bb_regressor.get_iou_feat(layer2, layer3, train)
+
+  def predict_iou(self, mod3, mod4, c3t, c4t, proposals_xywh, train: bool = False):
+    """Predicted IoU `[N, P]` of proposals `[N, P, 4]` (crop pixels)."""
+    return self.bb_regressor.predict_iou(mod3, mod4, c3t, c4t, proposals_xywh, train)
+
+  # ----------------------------------------------------------------------------------------------
+  # Training forward.
+
+  def __call__(self, train_images: jax.Array, test_images: jax.Array, train_box_xywh: jax.Array,
+               test_box_xywh: jax.Array, test_proposals_xywh: jax.Array, train: bool = True,
+               deterministic: bool = True) -> dict[str, jax.Array]:
+    """Training forward of B sequences (frame-major layout, spec 4.8).
+
+    Args:
+      train_images: `[Ntr, B, S, S, 3]` normalised template crops.
+      test_images: `[Nte, B, S, S, 3]` normalised search crops.
+      train_box_xywh: `[Ntr, B, 4]` target boxes in crop pixels.
+      test_box_xywh: `[Nte, B, 4]` target boxes in crop pixels.
+      test_proposals_xywh: `[Nte, B, P, 4]` IoU-Net proposals.
+      train: BatchNorm batch statistics (and running-stat updates) vs running statistics.
+      deterministic: disables dropout in the category encoder (False needs a 'dropout' rng).
+
+    Returns:
+      dict with `scores` `[num_iter + 1, Nte, B, f + 1, f + 1]`, `iou` `[Nte, B, P]`, and, when enabled,
+      `category_logits` `[Ntr + Nte, B, 70]` and `query` `[(Ntr + Nte) * B, C3]` (frame-major rows).
+    """
+    for name, a in (("train_images", train_images), ("test_images", test_images)):
+      if a.ndim != 5 or a.shape[-1] != 3:
+        raise ValueError(f"CIANet: {name} must be [Nimg, B, S, S, 3], got shape {a.shape}")
+    ntr, b = train_images.shape[:2]
+    nte = test_images.shape[0]
+    if test_images.shape[1] != b or train_box_xywh.shape != (ntr, b, 4) or test_box_xywh.shape != (nte, b, 4):
+      raise ValueError(f"CIANet: inconsistent shapes: train_images {train_images.shape}, test_images "
+                       f"{test_images.shape}, train_box_xywh {train_box_xywh.shape}, test_box_xywh "
+                       f"{test_box_xywh.shape}")
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    boxes = jnp.concatenate([flat(train_box_xywh), flat(test_box_xywh)])  # [(Ntr + Nte) * B, 4]
+    if self.joint_backbone_batch:
+      feats = self.backbone_features(jnp.concatenate([flat(train_images), flat(test_images)]), train)
+      split = lambda x: (x[:ntr * b].reshape(ntr, b, *x.shape[1:]), x[ntr * b:].reshape(nte, b, *x.shape[1:]))
+      tr, te = {k: split(v)[0] for k, v in feats.items()}, {k: split(v)[1] for k, v in feats.items()}
+    else:
+      tr_flat = self.backbone_features(flat(train_images), train)
+      te_flat = self.backbone_features(flat(test_images), train)
+      feats = {k: jnp.concatenate([tr_flat[k], te_flat[k]]) for k in tr_flat}
+      tr = {k: v.reshape(ntr, b, *v.shape[1:]) for k, v in tr_flat.items()}
+      te = {k: v.reshape(nte, b, *v.shape[1:]) for k, v in te_flat.items()}
+
+    out = {}
+    if self.category_classification:  # Before the encoder: the dictionary reads clf_fc's parameters.
+      out["category_logits"] = self.category_logits(feats["layer4"], boxes).reshape(ntr + nte, b, -1)
+    if self.contrastive:
+      out["query"] = self.contrastive_embedding(feats["layer3"], boxes)
+
+    # Classification path: modulation + category encoder jointly on all crops (per-pixel, no
+    # cross-image interaction), then the DiMP feature block in two BN batches (train, test).
+    clf_in = self.classification_input(feats["layer3"], deterministic)
+    clf_tr = clf_in[:ntr * b].reshape(ntr, b, *clf_in.shape[1:])
+    clf_te = clf_in[ntr * b:].reshape(nte, b, *clf_in.shape[1:])
+    out["scores"] = self.classifier(clf_tr, clf_te, train_box_xywh, train=train)
+    out["iou"] = self.bb_regressor(tr["layer2"], tr["layer3"], te["layer2"], te["layer3"], train_box_xywh,
+                                   test_proposals_xywh, train=train)
+    return out
+
+
+def build_model(model_config) -> CIANet:
+  """`CIANet` from a mapping of its attributes (a ConfigDict, or JSON read back from a checkpoint).
+
+  Lists become tuples (the module must stay hashable: it is a static argument of jitted functions);
+  unknown keys raise a ValueError that names them.
+  """
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  known = {f.name for f in dataclasses.fields(CIANet)} - {"parent", "name"}
+  cfg = dict(model_config)
+  unknown = sorted(set(cfg) - known)
+  if unknown:
+    raise ValueError(f"model config: unknown CIANet field(s) {unknown}; known: {sorted(known)}")
+  return CIANet(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
