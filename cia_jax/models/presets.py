@@ -1,0 +1,57 @@
+"""The four published networks as `CIANet` keyword arguments, and random initialisation of any `CIANet`.
+
+| preset | backbone | frozen | clf features | D | CIA modules |
+|---|---|---|---|---|---|
+| dimp18 | ResNet-18 | - | residual block + conv + L2 norm | 256 | off (two BN batches, spec 1.3) |
+| superdimp | ResNet-50 | conv1, layer1, layer2 | conv + L2 norm | 512 | off |
+| cia18 | ResNet-18 | - | as dimp18 | 256 | all on (Decisions 1-2) |
+| cia50 | ResNet-50 | conv1, layer1, layer2 | as superdimp | 512 | all on |
+
+`init_gauss_sigma` = output_sigma_factor / search_area_factor * feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for
+the 288 px / factor 5 trainings, 0.25 / 6 * 22 for the 352 px / factor 6 ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_OFF = dict(category_classification=False, category_encoder=False, contrastive=False, instance_encoder=False)
+_R50 = dict(backbone_arch="resnet50", frozen_layers=("conv1", "layer1", "layer2"), clf_arch="r50", clf_dim=512,
+            init_gauss_sigma=0.25 / 6 * 22)
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "dimp18": dict(_OFF, joint_backbone_batch=False),
+    "superdimp": dict(_R50, **_OFF, joint_backbone_batch=False),
+    "cia18": dict(),
+    "cia50": dict(_R50),
+}
+
+
+def model_kwargs(name: str, **overrides) -> dict[str, Any]:
+  """`CIANet` keyword arguments of preset `name` (see the module table), with `overrides` applied."""
+  if name not in MODEL_PRESETS:
+    raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(MODEL_PRESETS)}")
+  return {**MODEL_PRESETS[name], **overrides}
+
+
+def init_variables(net, key: jax.Array, image_size: int = 64, num_proposals: int = 2) -> dict:
+  """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
+
+  Variable shapes do not depend on `image_size` (64 px keeps every map >= 1 cell); jitted, so it costs one
+  compilation. Under `jax.eval_shape` it gives the abstract tree.
+  """
+  s = int(image_size)
+  imgs = jnp.zeros((3, 1, s, s, 3), jnp.float32)
+  box = jnp.broadcast_to(jnp.asarray([s / 4, s / 4, s / 2, s / 2], jnp.float32), (3, 1, 4))
+  props = jnp.broadcast_to(box[:, :, None], (3, 1, num_proposals, 4))
+
+  @jax.jit
+  def _init(k):
+    params_key, dropout_key = jax.random.split(k)
+    return net.init({"params": params_key, "dropout": dropout_key}, imgs, imgs, box, box, props, train=False)
+
+  variables = _init(key)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -1,0 +1,105 @@
+"""The benchmark runner's I/O: result layouts, resumability, frame prefetching, sequence selection."""
+
+import os
+
+import numpy as np
+import pytest
+
+from cia_jax.data.datasets.base import Sequence
+from cia_jax.evaluation import results_io
+from cia_jax.track import runner
+
+REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "real")
+
+
+def _seq(name, n=3, box=(1, 2, 3, 4)):
+  return Sequence(name=name, frame_paths=[f"/nonexistent/{name}/{i}.jpg" for i in range(n)],
+                  boxes=np.tile(np.asarray(box, float), (n, 1)), visible=np.ones(n, bool))
+
+
+@pytest.mark.parametrize("fmt", runner.RESULT_FORMATS)
+def test_results_round_trip_through_the_evaluation_reader(tmp_path, fmt):
+  boxes = np.random.default_rng(0).uniform(0, 100, size=(7, 4)).round(3)
+  box_path, time_path = runner.write_results(str(tmp_path), "seqA", boxes, np.arange(7) * 0.01, fmt)
+  assert os.path.isfile(time_path)
+  (back,) = results_io.load_results(str(tmp_path), "seqA")
+  np.testing.assert_allclose(back, boxes, atol=1e-4)
+  if fmt == "got10k":
+    assert box_path.endswith(os.path.join("seqA", "seqA_001.txt"))
+  assert runner.is_finished(str(tmp_path), "seqA", 7, fmt)
+  assert not runner.is_finished(str(tmp_path), "seqA", 8, fmt)  # wrong length = not finished
+  assert not runner.is_finished(str(tmp_path), "other", 7, fmt)
+  assert not any(n.endswith(".tmp") or ".tmp" in n for n in os.listdir(os.path.dirname(box_path)))
+
+
+def test_write_results_rejects_bad_shapes(tmp_path):
+  with pytest.raises(ValueError, match="seqA.*\\[T, 4\\]"):
+    runner.write_results(str(tmp_path), "seqA", np.zeros((3, 5)), np.zeros(3))
+  with pytest.raises(ValueError, match="unknown result format"):
+    runner.result_paths(str(tmp_path), "seqA", "vot")
+
+
+def test_prefetch_keeps_order_and_reraises_at_the_failing_frame():
+  def reader(p):
+    if p == "bad":
+      raise ValueError("frame could not be decoded as an image: bad")
+    return np.full((2, 2, 3), int(p), np.uint8)
+
+  got = [int(f[0, 0, 0]) for f in runner.prefetch_frames([str(i) for i in range(20)], depth=3, reader=reader)]
+  assert got == list(range(20))
+  seen = []
+  with pytest.raises(ValueError, match="bad"):
+    for f in runner.prefetch_frames(["1", "2", "bad", "4"], depth=2, reader=reader):
+      seen.append(int(f[0, 0, 0]))
+  assert seen == [1, 2]
+  # Abandoning the iterator early does not hang (the producer thread is released).
+  it = runner.prefetch_frames([str(i) for i in range(100)], depth=1, reader=reader)
+  assert int(next(it)[0, 0, 0]) == 0
+  it.close()
+
+
+def test_read_frame_errors_name_the_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match="missing.jpg"):
+    runner.read_frame(str(tmp_path / "missing.jpg"))
+  bad = tmp_path / "junk.jpg"
+  bad.write_bytes(b"not an image")
+  with pytest.raises(ValueError, match="junk.jpg"):
+    runner.read_frame(str(bad))
+
+
+def test_select_sequences_and_first_box():
+  seqs = [_seq("a"), _seq("b"), _seq("c")]
+  assert [s.name for s in runner.select_sequences(seqs, "c, a")] == ["c", "a"]
+  assert runner.select_sequences(seqs, None) == seqs
+  with pytest.raises(ValueError, match="unknown sequence.*'zz'"):
+    runner.select_sequences(seqs, "a,zz")
+  with pytest.raises(ValueError, match="'bad'.*no valid box"):
+    runner.first_box(_seq("bad", box=(1, 2, 0, 4)))
+  np.testing.assert_array_equal(runner.first_box(_seq("ok")), [1, 2, 3, 4])
+
+
+def test_sequence_keys_depend_only_on_seed_and_name():
+  import jax
+
+  k = lambda seed, name: jax.random.key_data(runner.sequence_key(seed, name))
+  np.testing.assert_array_equal(k(0, "a"), k(0, "a"))
+  assert not np.array_equal(k(0, "a"), k(0, "b"))
+  assert not np.array_equal(k(0, "a"), k(1, "a"))
+
+
+def test_refuses_random_weights_unless_asked():
+  with pytest.raises(ValueError, match="refusing to track with random weights"):
+    runner.load_model("cia18", None, False)
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL), reason=f"real sequences not found at {REAL}")
+def test_folder_dataset_names_sequences_after_their_folders():
+  seqs = runner.folder_sequences(REAL)
+  names = {s.name for s in seqs}
+  assert {"OTB_Crossing", "LaSOT_airplane-1", "VOT_bag"} <= names
+  for s in seqs:
+    assert len(s.frame_paths) == len(s.boxes) > 0
+  groups = runner.batch_groups(seqs, 2)
+  for g in groups:
+    assert 1 <= len(g) <= 2 and len({runner.frame_size(s) for s in g}) == 1
+  assert sorted(s.name for g in groups for s in g) == sorted(names)
