@@ -1,0 +1,135 @@
+"""Tracker patch extraction (`sample_patch`, spec 5.3) as one jittable gather.
+
+The reference crops a variable-sized window out of an (optionally integer-decimated) image with replicate
+padding and resizes it bilinearly to the network's input size. Every size in that pipeline depends on the
+data (target scale, decimation factor df), so a literal port would recompile per frame. Here the whole
+chain is folded into index arithmetic instead: output pixel j -> bilinear source position u in the crop
+(align_corners=False, no antialias) -> crop index i -> decimated-image index clamp(tl + i) (= replicate
+padding) -> full-image index o + df * that. Only the image shape and the output size are static.
+
+Coordinates: 0-based full-image pixels, (y, x) order for positions and sizes. `patch_coord` is
+(T_y, T_x, E_y, E_x) = df * (tl, br): the crop window [T, E) in full-image pixels (E exclusive).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+MODES = ("replicate", "inside", "inside_major")
+
+
+def _as_pair(v, dtype=jnp.float32) -> jax.Array:
+  """Scalar or `[2]` -> `[2]` array."""
+  return jnp.broadcast_to(jnp.asarray(v, dtype), (2,))
+
+
+def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
+                mode: str = "replicate", max_scale_change: float | None = None):
+  """The integer crop geometry of spec 5.3 (steps 1-5), without touching pixels.
+
+  Args:
+    image_hw: static (H, W) of the full image.
+    pos_yx: `[2]` crop centre (y, x) in full-image pixels (any real value).
+    sample_sz_yx: `[2]` (or scalar) requested crop size in full-image pixels (target_scale * S).
+    output_sz_yx: static (S_y, S_x) output patch size.
+    mode: 'replicate', 'inside' or 'inside_major'.
+    max_scale_change: upper clamp of the inside-mode shrink factor (None: unclamped).
+
+  Returns:
+    dict with int32 `df` (decimation factor, scalar), `offset` `[2]` (decimation start o), `tl` `[2]`,
+    `br` `[2]` (crop window in decimated pixels, br exclusive) and `patch_coord` `[4]` = df * (tl, br).
+  """
+  if mode not in MODES:
+    raise ValueError(f"sample_patch: mode must be one of {MODES}, got {mode!r}")
+  h, w = int(image_hw[0]), int(image_hw[1])
+  out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], jnp.float32)
+  pos = _as_pair(pos_yx)
+  sz = _as_pair(sample_sz_yx)
+  posl = jnp.trunc(pos).astype(jnp.int32)  # torch .long(): toward zero.
+  im_sz = jnp.asarray([h, w], jnp.float32)
+  if mode != "replicate":
+    ratio = sz / im_sz
+    shrink = jnp.max(ratio) if mode == "inside" else jnp.min(ratio)
+    shrink = jnp.maximum(shrink, 1.0)
+    if max_scale_change is not None:
+      shrink = jnp.minimum(shrink, float(max_scale_change))
+    sz = jnp.trunc(sz / shrink)  # .long() in the reference.
+  # Integer pre-decimation (nearest subsampling) when the crop is much larger than the output.
+  df = jnp.maximum(jnp.trunc(jnp.min(sz / out_sz) - 0.1), 1.0).astype(jnp.int32)
+  offset = posl % df  # Python-style remainder, like torch's `%` on integer tensors.
+  posl = (posl - offset) // df
+  szl = jnp.maximum(jnp.round(sz / df.astype(jnp.float32)), 2.0).astype(jnp.int32)  # Half to even, as torch.
+  tl = posl - (szl - 1) // 2
+  br = posl + szl // 2 + 1  # Floor division (CIA fork).
+  if mode != "replicate":
+    im2_sz = (jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df  # Decimated image size.
+    shift = jnp.maximum(-tl, 0) - jnp.maximum(br - im2_sz, 0)
+    tl, br = tl + shift, br + shift
+    # Still larger than the image: centre it (equal overflow on both sides).
+    outside = (jnp.maximum(-tl, 0) + jnp.maximum(br - im2_sz, 0)) // 2
+    shift = (-tl - outside) * (outside > 0).astype(jnp.int32)
+    tl, br = tl + shift, br + shift
+  return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": df * jnp.concatenate([tl, br])}
+
+
+def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
+  """Bilinear taps along one axis: full-image indices (i0, i1) `[out_len]` int32 and weight of i1.
+
+  Source position in the crop of length n = br - tl (align_corners=False, negative positions clamped to 0
+  as PyTorch does); crop index -> decimated index clamped into the decimated image (replicate padding)
+  -> full-image index offset + df * index.
+  """
+  n = br - tl
+  size_dec = (size_full - offset + df - 1) // df
+  j = jnp.arange(out_len, dtype=jnp.float32)
+  u = jnp.maximum((j + 0.5) * (n.astype(jnp.float32) / out_len) - 0.5, 0.0)
+  i0 = jnp.minimum(jnp.floor(u).astype(jnp.int32), n - 1)
+  lam = u - i0.astype(jnp.float32)
+  i1 = jnp.minimum(i0 + 1, n - 1)
+  to_full = lambda i: offset + df * jnp.clip(tl + i, 0, size_dec - 1)  # noqa: E731
+  return to_full(i0), to_full(i1), lam
+
+
+def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
+                 mode: str = "replicate", max_scale_change: float | None = None):
+  """Crops and resizes one tracker patch (spec 5.3), jittable for a fixed image shape and output size.
+
+  Args:
+    image: `[H, W, C]` float (or uint8) image, values kept as they are (0..255 in the tracker).
+    pos_yx: `[2]` crop centre (y, x) in full-image pixels; dynamic.
+    sample_sz_yx: `[2]` or scalar requested crop size (y, x) in full-image pixels; dynamic.
+    output_sz_yx: static (S_y, S_x).
+    mode: 'replicate' (pad by edge replication), 'inside' / 'inside_major' (shrink by at most
+      `max_scale_change` and shift the window into the image; what still sticks out is replicated).
+    max_scale_change: see `crop_window`.
+
+  Returns:
+    (patch `[S_y, S_x, C]` float32, patch_coord `[4]` int32 = (T_y, T_x, E_y, E_x) in full-image pixels).
+  """
+  image = jnp.asarray(image)
+  if image.ndim != 3:
+    raise ValueError(f"sample_patch: image must be [H, W, C], got shape {image.shape}")
+  h, w = image.shape[:2]
+  out_h, out_w = int(output_sz_yx[0]), int(output_sz_yx[1])
+  geo = crop_window((h, w), pos_yx, sample_sz_yx, (out_h, out_w), mode, max_scale_change)
+  df, o, tl, br = geo["df"], geo["offset"], geo["tl"], geo["br"]
+  y0, y1, ly = _axis_taps(tl[0], br[0], o[0], df, h, out_h)
+  x0, x1, lx = _axis_taps(tl[1], br[1], o[1], df, w, out_w)
+  image = image.astype(jnp.float32)
+  rows = (1.0 - ly)[:, None, None] * image[y0] + ly[:, None, None] * image[y1]  # [S_y, W, C]
+  patch = (1.0 - lx)[None, :, None] * rows[:, x0] + lx[None, :, None] * rows[:, x1]
+  return patch, geo["patch_coord"]
+
+
+def sample_pos_scale(patch_coord: jax.Array, output_sz: float):
+  """Where a patch really sits (spec 5.3, last lines): (sample_pos `[2]` (y, x), sample_scale scalar).
+
+  patch_coord: `[..., 4]` (T_y, T_x, E_y, E_x) full-image pixels; output_sz: the patch side S.
+  sample_pos = (T + E - 1) / 2; sample_scale = sqrt(prod((E - T) / S)) (full-image pixels per patch pixel).
+  """
+  c = jnp.asarray(patch_coord, jnp.float32)
+  t, e = c[..., :2], c[..., 2:]
+  return 0.5 * (t + e - 1.0), jnp.sqrt(jnp.prod((e - t) / output_sz, axis=-1))

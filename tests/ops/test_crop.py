@@ -1,0 +1,122 @@
+"""`sample_patch` against a float64 NumPy transcription of spec 5.3 (literal crop, pad, resize)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cia_jax.ops import crop
+
+
+def _resize_bilinear(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """Bilinear resize, align_corners=False, negative source positions clamped to 0, no antialias."""
+  def taps(n, m):
+    u = np.maximum((np.arange(m) + 0.5) * (n / m) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(u).astype(int), n - 1)
+    return i0, np.minimum(i0 + 1, n - 1), u - i0
+  r0, r1, ly = taps(a.shape[0], out_h)
+  c0, c1, lx = taps(a.shape[1], out_w)
+  rows = (1 - ly)[:, None, None] * a[r0] + ly[:, None, None] * a[r1]
+  return (1 - lx)[None, :, None] * rows[:, c0] + lx[None, :, None] * rows[:, c1]
+
+
+def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=None):
+  """Spec 5.3 step by step in float64 NumPy: decimate, slice + edge pad, then resize."""
+  im = np.asarray(im, np.float64)
+  pos = np.asarray(pos, np.float64)
+  sz = np.broadcast_to(np.asarray(sample_sz, np.float64), (2,)).copy()
+  out = np.asarray(out_sz, np.float64)
+  posl = np.array([int(p) for p in pos])  # int() = integer part
+  if mode in ("inside", "inside_major"):
+    ratio = sz / np.array(im.shape[:2], np.float64)
+    shrink = ratio.max() if mode == "inside" else ratio.min()
+    shrink = max(shrink, 1.0)
+    if max_scale_change is not None:
+      shrink = min(shrink, max_scale_change)
+    sz = np.array([int(s) for s in sz / shrink], np.float64)
+  df = max(int(min(sz / out) - 0.1), 1)
+  im2 = im
+  if df > 1:
+    o = posl % df
+    posl = (posl - o) // df
+    im2 = im[o[0]::df, o[1]::df]
+  szl = np.maximum(np.round(sz / df), 2).astype(int)
+  tl = posl - (szl - 1) // 2
+  br = posl + szl // 2 + 1
+  if mode in ("inside", "inside_major"):
+    im2_sz = np.array(im2.shape[:2])
+    shift = np.maximum(-tl, 0) - np.maximum(br - im2_sz, 0)
+    tl, br = tl + shift, br + shift
+    outside = (np.maximum(-tl, 0) + np.maximum(br - im2_sz, 0)) // 2
+    shift = (-tl - outside) * (outside > 0)
+    tl, br = tl + shift, br + shift
+  pad_lo = np.maximum(-tl, 0)
+  pad_hi = np.maximum(br - np.array(im2.shape[:2]), 0)
+  padded = np.pad(im2, ((pad_lo[0], pad_hi[0]), (pad_lo[1], pad_hi[1]), (0, 0)), mode="edge")
+  window = padded[tl[0] + pad_lo[0]:br[0] + pad_lo[0], tl[1] + pad_lo[1]:br[1] + pad_lo[1]]
+  return _resize_bilinear(window, int(out[0]), int(out[1])), df * np.concatenate([tl, br])
+
+
+# (image hw, pos, sample size, output, mode, max_scale_change): inside the image, partly and far outside,
+# pre-decimation df = 2 and 3, non-integer and negative positions, non-square image, shrinking.
+CASES = [
+    ((60, 80), (30.3, 41.7), 40.0, (32, 32), "replicate", None),
+    ((60, 80), (5.5, -3.2), 50.0, (32, 32), "replicate", None),          # partly outside
+    ((60, 80), (-40.0, 130.9), 30.0, (24, 24), "replicate", None),       # far outside
+    ((60, 80), (31.6, 22.4), 77.0, (32, 32), "replicate", None),         # df = 2
+    ((60, 80), (17.2, 60.8), (110.0, 120.0), (32, 32), "replicate", None),  # df = 3, rectangular request
+    ((60, 80), (-7.3, 90.2), 80.0, (32, 32), "replicate", None),         # df = 2, negative pos (offset 1)
+    ((60, 80), (31.6, 22.4), 77.0, (32, 32), "inside_major", 1.5),       # shrink + shift inside
+    ((60, 80), (3.0, 75.0), 40.0, (32, 32), "inside_major", 1.5),        # shifted into the image
+    ((60, 80), (30.0, 40.0), 200.0, (32, 32), "inside_major", 1.5),      # still too big: centred, df = 2
+    ((60, 80), (10.9, 12.1), 90.0, (32, 32), "inside_major", None),      # unclamped shrink
+    ((60, 80), (50.5, 70.5), 70.0, (32, 32), "inside", 1.5),
+    ((41, 37), (20.4, 18.6), 64.0, (16, 16), "inside_major", 1.5),       # odd image sizes, df = 2
+]
+
+
+@pytest.mark.parametrize("hw,pos,sz,out,mode,msc", CASES)
+def test_sample_patch_matches_reference(hw, pos, sz, out, mode, msc):
+  rng = np.random.default_rng(CASES.index((hw, pos, sz, out, mode, msc)))
+  im = rng.uniform(0, 255, (*hw, 3))
+  ref_patch, ref_coord = reference_sample_patch(im, pos, sz, out, mode, msc)
+  fn = jax.jit(lambda i, p, s: crop.sample_patch(i, p, s, out, mode, msc))
+  patch, coord = fn(jnp.asarray(im, jnp.float32), jnp.asarray(pos, jnp.float32), jnp.asarray(sz, jnp.float32))
+  np.testing.assert_array_equal(np.asarray(coord), ref_coord)
+  np.testing.assert_allclose(np.asarray(patch), ref_patch, rtol=0, atol=2e-3)
+
+
+def test_sample_patch_dynamic_sizes_share_one_compilation():
+  """df and the crop size are data: one compiled function serves df = 1, 2, 3 (no retrace)."""
+  traces = []
+
+  def f(i, p, s):
+    traces.append(1)
+    return crop.sample_patch(i, p, s, (16, 16), "replicate")
+
+  fn = jax.jit(f)
+  im = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (50, 50, 3)), jnp.float32)
+  for s in (20.0, 40.0, 60.0):
+    patch, coord = fn(im, jnp.array([25.0, 25.0]), jnp.float32(s))
+    ref, ref_coord = reference_sample_patch(np.asarray(im), (25.0, 25.0), s, (16, 16), "replicate")
+    np.testing.assert_allclose(np.asarray(patch), ref, atol=2e-3)
+    np.testing.assert_array_equal(np.asarray(coord), ref_coord)
+  assert len(traces) == 1
+
+
+def test_sample_pos_scale():
+  coord = np.array([10, 20, 74, 84])  # a 64 x 64 window at (10, 20)
+  pos, scale = crop.sample_pos_scale(coord, 32)
+  np.testing.assert_allclose(np.asarray(pos), [(10 + 74 - 1) / 2, (20 + 84 - 1) / 2])
+  np.testing.assert_allclose(float(scale), 2.0)
+  _, scale = crop.sample_pos_scale(np.array([0, 0, 32, 128]), 32)
+  np.testing.assert_allclose(float(scale), math.sqrt(4.0), rtol=1e-6)
+
+
+def test_sample_patch_rejects_bad_mode():
+  with pytest.raises(ValueError, match="mode"):
+    crop.sample_patch(jnp.zeros((8, 8, 3)), (4.0, 4.0), 8.0, (8, 8), mode="reflect")
