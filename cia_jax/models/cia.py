@@ -20,7 +20,7 @@ Parameter tree (top level): `backbone` (ResNet, reference `feature_extractor.enc
 `bb_regressor`. Only the modules a configuration uses exist in the tree.
 
 Stage methods (for the tracker, with `model.apply(variables, ..., method=...)`): `backbone_features`,
-`classification_input`, `classification_features`, `contrastive_embedding`, `key_embedding`,
+`classification_input`, `classification_input_stages`, `classification_features`, `contrastive_embedding`, `key_embedding`,
 `category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`, `iou_features`,
 `predict_iou`. `__call__` is the training forward.
 """
@@ -129,15 +129,26 @@ class CIANet(nn.Module):
       layers = ("layer2", "layer3") + (("layer4",) if self.needs_layer4 else ())
     return self.backbone(images, output_layers=tuple(layers), train=train)
 
-  def classification_input(self, layer3: jax.Array, deterministic: bool = True) -> jax.Array:
-    """layer3 `[N, H, W, C3]` -> the classifier's input: [IE] angle modulation, then [CE] category encoder."""
+  def classification_input_stages(self, layer3: jax.Array, deterministic: bool = True) -> dict[str, jax.Array]:
+    """The three feature stages of the paper's Fig. 5, each `[N, H, W, C3]`.
+
+    `backbone` = layer3, `instance` = after the [IE] angle modulation (= `backbone` when IE is off),
+    `category` = after the [CE] category encoder (= `instance` when CE is off), i.e. the classifier's input.
+    """
     x = layer3
+    out = {"backbone": layer3}
     if self.instance_encoder:
       x = self.modulator(layer3, self.proj(layer3, padding=1))
+    out["instance"] = x
     if self.category_encoder:
       dictionary = self.upper_classifier.dictionary() if self.num_known_categories else None
       x = self.category_encoder_net(x, dictionary, deterministic=deterministic)
-    return x
+    out["category"] = x
+    return out
+
+  def classification_input(self, layer3: jax.Array, deterministic: bool = True) -> jax.Array:
+    """layer3 `[N, H, W, C3]` -> the classifier's input: [IE] angle modulation, then [CE] category encoder."""
+    return self.classification_input_stages(layer3, deterministic)["category"]
 
   def classification_features(self, layer3: jax.Array, train: bool = False,
                               deterministic: bool = True) -> jax.Array:
