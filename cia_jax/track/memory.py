@@ -1,0 +1,96 @@
+"""The tracker's sample memory: static capacity, explicit weights (spec 5.4 step 7, 5.7).
+
+Slots 0..num_init-1 hold the initial (augmented) samples and are never replaced. Empty slots have weight
+0, so the filter optimizer can always run on all `capacity` slots (weight-0 samples contribute nothing):
+this equals the reference's "first min(num_stored, capacity) slots".
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class SampleMemory:
+  """Fixed-shape training-sample memory.
+
+  Attributes:
+    features: `[M, h, w, D]` classification features of the stored samples.
+    boxes_xywh: `[M, 4]` target boxes in patch pixels (x, y, w, h) of each sample's own patch.
+    weights: `[M]` sample weights (0 for empty slots).
+    num_stored: int32 scalar, samples ever stored (keeps growing past M, as in the reference).
+    previous_replace_ind: int32 scalar, slot of the last update; -1 = none yet.
+  """
+
+  features: jax.Array
+  boxes_xywh: jax.Array
+  weights: jax.Array
+  num_stored: jax.Array
+  previous_replace_ind: jax.Array
+
+
+def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: int) -> SampleMemory:
+  """Memory with the N initial samples in slots 0..N-1, weight 1/N each (spec 5.4 step 7).
+
+  init_features: `[N, h, w, D]`; init_boxes_xywh: `[N, 4]`; capacity: static M > N.
+  """
+  n = init_features.shape[0]
+  if capacity <= n:
+    raise ValueError(f"init_memory: capacity {capacity} must exceed the {n} initial samples")
+  feats = jnp.zeros((capacity, *init_features.shape[1:]), init_features.dtype).at[:n].set(init_features)
+  boxes = jnp.zeros((capacity, 4), jnp.float32).at[:n].set(jnp.asarray(init_boxes_xywh, jnp.float32))
+  weights = jnp.zeros((capacity,), jnp.float32).at[:n].set(1.0 / n)
+  return SampleMemory(feats, boxes, weights, jnp.asarray(n, jnp.int32), jnp.asarray(-1, jnp.int32))
+
+
+def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, num_stored: jax.Array,
+                          num_init: int, learning_rate, init_samples_minimum_weight: float = 0.25):
+  """The exact weight rule of spec 5.7 (reference `update_sample_weights`), jittable and vmappable.
+
+  Args:
+    weights: `[M]` current weights.
+    previous_replace_ind: int scalar, -1 = None (first update after initialisation).
+    num_stored: int scalar, samples stored so far (> 0: the memory is initialised).
+    num_init: static number of initial samples (never replaced while the minimum weight is > 0).
+    learning_rate: scalar (may be traced, e.g. 0.01 or the hard-negative 0.02).
+    init_samples_minimum_weight: static floor on the initial samples' total weight (0 or None: no floor,
+      and then the initial samples may be replaced too).
+
+  Returns:
+    (new weights `[M]`, replace index int32).
+  """
+  m = weights.shape[0]
+  lr = jnp.asarray(learning_rate, weights.dtype)
+  floor = init_samples_minimum_weight or None
+  s_ind = num_init if floor is not None else 0
+  idx = jnp.arange(m)
+  candidates = jnp.where(idx >= s_ind, weights, jnp.inf)
+  r = jnp.where(num_stored < m, num_stored, jnp.argmin(candidates)).astype(jnp.int32)
+  first = previous_replace_ind < 0
+  p = jnp.maximum(previous_replace_ind, 0)
+  w_first = (weights / (1.0 - lr)).at[r].set(lr)
+  w_later = weights.at[r].set(weights[p] / (1.0 - lr))
+  w = jnp.where(first, w_first, w_later)
+  w = w / jnp.sum(w)
+  if floor is not None:
+    init_mask = idx < num_init
+    init_sum = jnp.sum(jnp.where(init_mask, w, 0.0))
+    rest_sum = jnp.sum(jnp.where(init_mask, 0.0, w))
+    floored = jnp.where(init_mask, floor / num_init, w / (floor + rest_sum))  # Not exactly normalised: as is.
+    w = jnp.where(init_sum < floor, floored, w)
+  return w, r
+
+
+def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array, num_init: int,
+                  learning_rate, init_samples_minimum_weight: float = 0.25) -> SampleMemory:
+  """Stores one training sample (spec 5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot."""
+  w, r = update_sample_weights(memory.weights, memory.previous_replace_ind, memory.num_stored, num_init,
+                               learning_rate, init_samples_minimum_weight)
+  return SampleMemory(
+      features=memory.features.at[r].set(feature.astype(memory.features.dtype)),
+      boxes_xywh=memory.boxes_xywh.at[r].set(jnp.asarray(box_xywh, jnp.float32)),
+      weights=w,
+      num_stored=memory.num_stored + 1,
+      previous_replace_ind=r)

@@ -1,0 +1,230 @@
+"""Tracker settings (spec 5.1): one frozen, hashable dataclass, four presets, string overrides.
+
+`TrackerSettings` is a static argument of the jitted tracker functions, so every field is a hashable
+Python value (tuples, not lists). The presets are the reference tracker parameter files (Decision 6:
+CIA18 tracks with 352 px crops, scale 6, inside_major). Names follow the reference's parameter names,
+except `displacement_scale` (the reference spells it `dispalcement_scale`) and the augmentation dict,
+which is split into `aug_*` fields.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import typing
+from typing import Optional, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerSettings:
+  """Every parameter of the DiMP / CIA online tracker (spec 5.1, plus the implicit defaults listed there).
+
+  Sizes are in pixels; `image_sample_size` S is the side of the square patch fed to the network (the
+  classification feature map is S / 16 cells, the score map S / 16 + 1).
+  """
+
+  # Patch.
+  image_sample_size: int = 352
+  search_area_scale: float = 6.0
+  border_mode: str = "inside_major"  # 'replicate' | 'inside' | 'inside_major'
+  patch_max_scale_change: Optional[float] = 1.5
+  # Memory and online learning.
+  sample_memory_size: int = 50
+  learning_rate: float = 0.01
+  init_samples_minimum_weight: float = 0.25
+  train_skipping: int = 20
+  net_opt_iter: int = 10
+  net_opt_update_iter: int = 2
+  net_opt_hn_iter: int = 1
+  hard_negative_learning_rate: float = 0.02
+  train_sample_interval: int = 1
+  low_score_opt_threshold: Optional[float] = None  # Not supported (None only), as in all four presets.
+  # Initial augmentation (spec 5.4).
+  aug_fliplr: bool = True
+  aug_rotate: tuple = (10.0, -10.0, 45.0, -45.0)  # degrees
+  aug_blur: tuple = ((3.0, 1.0), (1.0, 3.0), (2.0, 2.0))  # (sigma_y, sigma_x)
+  aug_relativeshift: tuple = ((0.6, 0.6), (-0.6, 0.6), (0.6, -0.6), (-0.6, -0.6))  # (y, x) * S / 2
+  aug_dropout_num: int = 2
+  aug_dropout_prob: float = 0.2
+  augmentation_expansion_factor: float = 2.0
+  random_shift_factor: float = 1.0 / 3.0
+  # Localisation (spec 5.5).
+  window_output: bool = False  # Not supported (False only).
+  advanced_localization: bool = True
+  score_preprocess: str = "none"  # Not supported ('none' only).
+  scale_factors: tuple = (1.0,)  # Not supported ((1.0,) only).
+  target_not_found_threshold: float = 0.25
+  uncertain_threshold: float = -math.inf
+  hard_sample_threshold: float = -math.inf
+  distractor_threshold: float = 0.8
+  hard_negative_threshold: float = 0.5
+  target_neighborhood_scale: float = 2.2
+  displacement_scale: float = 0.8
+  target_inside_ratio: float = 0.2
+  update_scale_when_uncertain: bool = True
+  output_not_found_box: bool = False
+  # IoU-Net refinement (spec 5.6).
+  box_refinement_space: str = "default"  # 'default' | 'relative'
+  iounet_k: int = 3
+  num_init_random_boxes: int = 9
+  box_jitter_pos: float = 0.1
+  box_jitter_sz: float = 0.5
+  maximal_aspect_ratio: float = 6.0
+  box_refinement_iter: int = 5
+  box_refinement_step_length: float = 1.0
+  box_refinement_step_decay: float = 1.0
+  iounet_augmentation: bool = False  # Not supported (False only).
+  use_iounet_pos_for_learning: bool = True
+  use_upper_classifier: bool = False  # Debug output only in the reference; no effect here.
+  # cia_jax additions.
+  deterministic: bool = False  # No random shifts, no dropout copies, only the unjittered IoU box.
+  return_score_map: bool = False  # Add the raw score map to `step`'s output.
+
+  def __post_init__(self):
+    validate(self)
+
+  @property
+  def num_init_samples(self) -> int:
+    """Memory slots taken by the initial samples: 1 + shifts + flip + blurs + rotations + dropout copies."""
+    return (1 + len(self.aug_relativeshift) + int(self.aug_fliplr) + len(self.aug_blur) + len(self.aug_rotate)
+            + self.aug_dropout_num)
+
+  def replace(self, **kw) -> "TrackerSettings":
+    return dataclasses.replace(self, **kw)
+
+
+def validate(s: TrackerSettings) -> None:
+  """ValueError naming the field for values the tracker cannot run with."""
+  def bad(name, why):
+    raise ValueError(f"TrackerSettings.{name}={getattr(s, name)!r}: {why}")
+  if s.border_mode not in ("replicate", "inside", "inside_major"):
+    bad("border_mode", "must be 'replicate', 'inside' or 'inside_major'")
+  if s.box_refinement_space not in ("default", "relative"):
+    bad("box_refinement_space", "must be 'default' or 'relative'")
+  if s.image_sample_size < 32 or s.image_sample_size % 16:
+    bad("image_sample_size", "must be a multiple of 16 (feature stride) and >= 32")
+  if (s.image_sample_size // 16) % 2:
+    bad("image_sample_size", "S / 16 must be even (the reference's sample-centre parity correction is not ported)")
+  if s.search_area_scale <= 0:
+    bad("search_area_scale", "must be > 0")
+  if s.sample_memory_size < s.num_init_samples + 1:
+    bad("sample_memory_size", f"must exceed the {s.num_init_samples} initial samples")
+  for name in ("learning_rate", "hard_negative_learning_rate"):
+    if not 0 < getattr(s, name) < 1:
+      bad(name, "must be in (0, 1)")
+  for name in ("net_opt_iter", "net_opt_update_iter", "net_opt_hn_iter", "box_refinement_iter",
+               "num_init_random_boxes", "aug_dropout_num"):
+    if getattr(s, name) < 0:
+      bad(name, "must be >= 0")
+  for name in ("train_skipping", "train_sample_interval", "iounet_k"):
+    if getattr(s, name) < 1:
+      bad(name, "must be >= 1")
+  if s.window_output:
+    bad("window_output", "output windowing is not implemented (no preset uses it)")
+  if s.score_preprocess != "none":
+    bad("score_preprocess", "only 'none' is implemented (as in all presets)")
+  if tuple(s.scale_factors) != (1.0,):
+    bad("scale_factors", "only single-scale tracking (1.0,) is implemented")
+  if s.iounet_augmentation:
+    bad("iounet_augmentation", "not implemented (no preset uses it)")
+  if s.low_score_opt_threshold is not None:
+    bad("low_score_opt_threshold", "not implemented (no preset uses it)")
+  if not 0 <= s.aug_dropout_prob < 1:
+    bad("aug_dropout_prob", "must be in [0, 1)")
+  if s.augmentation_expansion_factor < 1:
+    bad("augmentation_expansion_factor", "must be >= 1")
+
+
+_DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,
+               box_refinement_space="default", box_refinement_iter=5, box_refinement_step_length=1.0)
+_SUPERDIMP = dict(image_sample_size=352, search_area_scale=6.0, border_mode="inside_major",
+                  patch_max_scale_change=1.5, box_refinement_space="relative", box_refinement_iter=10,
+                  box_refinement_step_length=2.5e-3)
+
+PRESETS: dict[str, TrackerSettings] = {
+    "dimp18": TrackerSettings(**_DIMP18),
+    "superdimp": TrackerSettings(**_SUPERDIMP),
+    # Decision 6: CIA18 tracks with 352 / scale 6 / inside_major, but refines boxes like DiMP18.
+    "cia18": TrackerSettings(**{**_SUPERDIMP, "box_refinement_space": "default", "box_refinement_iter": 5,
+                                "box_refinement_step_length": 1.0, "use_upper_classifier": True}),
+    "cia50": TrackerSettings(**_SUPERDIMP),
+}
+
+
+def get_settings(name: str, **overrides) -> TrackerSettings:
+  """Preset `name` ('dimp18', 'superdimp', 'cia18', 'cia50') with keyword overrides.
+
+  Unknown preset or field names raise a ValueError listing the valid ones.
+  """
+  if name not in PRESETS:
+    raise ValueError(f"unknown tracker preset {name!r}; valid: {sorted(PRESETS)}")
+  _check_keys(overrides)
+  return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _field_types() -> dict[str, object]:
+  return typing.get_type_hints(TrackerSettings)
+
+
+def _check_keys(keys) -> None:
+  valid = [f.name for f in dataclasses.fields(TrackerSettings)]
+  unknown = [k for k in keys if k not in valid]
+  if unknown:
+    raise ValueError(f"unknown tracker setting(s) {unknown}; valid: {valid}")
+
+
+def _to_tuple(v):
+  """Lists/tuples -> nested tuples of floats (hashable)."""
+  if isinstance(v, (list, tuple)):
+    return tuple(_to_tuple(x) for x in v)
+  if isinstance(v, bool) or not isinstance(v, (int, float)):
+    raise ValueError(f"expected numbers, got {v!r}")
+  return float(v)
+
+
+def parse_value(key: str, text: str):
+  """Parses the string `text` for field `key` by the field's type (bool, int, float, str, tuple, Optional)."""
+  _check_keys([key])
+  typ = _field_types()[key]
+  optional = typing.get_origin(typ) is typing.Union and type(None) in typing.get_args(typ)
+  if optional:
+    if text.strip().lower() in ("none", "null"):
+      return None
+    typ = next(t for t in typing.get_args(typ) if t is not type(None))
+  t = text.strip()
+  try:
+    if typ is bool:
+      low = t.lower()
+      if low in ("1", "true", "yes", "on"):
+        return True
+      if low in ("0", "false", "no", "off"):
+        return False
+      raise ValueError("expected true/false")
+    if typ is int:
+      return int(t)
+    if typ is float:
+      return float(t)  # Accepts 'inf' and '-inf'.
+    if typ is str:
+      return t.strip("'\"")
+    if typ is tuple:
+      v = ast.literal_eval(t)
+      v = v if isinstance(v, (list, tuple)) else (v,)
+      return _to_tuple(v)
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f"tracker setting {key}={text!r}: cannot parse as {getattr(typ, '__name__', typ)}: {e}") from None
+  raise ValueError(f"tracker setting {key}: unsupported type {typ}")
+
+
+def apply_overrides(settings: TrackerSettings, overrides: Sequence[str]) -> TrackerSettings:
+  """Applies `["key=value", ...]` strings (CLI style) to `settings`, parsing values by the field's type.
+
+  A malformed item, an unknown key or an invalid value raises a ValueError naming it.
+  """
+  kw = {}
+  for item in overrides:
+    if "=" not in item:
+      raise ValueError(f"tracker override {item!r}: expected key=value")
+    key, text = item.split("=", 1)
+    kw[key.strip()] = parse_value(key.strip(), text)
+  return dataclasses.replace(settings, **kw)

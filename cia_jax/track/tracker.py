@@ -1,0 +1,456 @@
+"""The online DiMP / CIA tracker (spec 5) as two jitted pure functions over a fixed-shape state.
+
+    state = init(model, settings, first_image, box_xywh, key)
+    state, out = step(model, settings, state, image, key)      # out: box_xywh, max_score, flag (, score_map)
+
+`settings` (a frozen `TrackerSettings`) and `model.net` are static: one compilation per image size, no
+host synchronisation inside a sequence. Every value-dependent decision of the reference (localisation
+flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.switch` over
+fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (same image size).
+
+Coordinates (spec 5.2, Decision 7): positions and sizes are (y, x) / (h, w) in full-image pixels, the
+centre of box (x, y, w, h) is (y + (h - 1) / 2, x + (w - 1) / 2). Boxes inside a patch are (x, y, w, h) in
+patch pixels of the S x S network input. The CIA feature path (angle modulation + category encoder) comes
+from `CIANet.classification_features`; IoU-Net always sees the plain layer2/layer3 maps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cia_jax.models.cia import CIANet
+from cia_jax.ops.crop import sample_patch, sample_pos_scale
+from cia_jax.track import augment
+from cia_jax.track.memory import SampleMemory, init_memory, update_memory
+from cia_jax.track.params import TrackerSettings
+
+FLAG_NORMAL, FLAG_UNCERTAIN, FLAG_HARD_NEGATIVE, FLAG_NOT_FOUND = 0, 1, 2, 3
+FLAG_NAMES = ("normal", "uncertain", "hard_negative", "not_found")
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+@flax.struct.dataclass
+class TrackingModel:
+  """A network and its variables. `net` is static (hashable Flax module), `variables` a pytree
+  `{'params': ..., 'batch_stats': ...}` (leaves traced, so new weights do not recompile)."""
+
+  net: CIANet = flax.struct.field(pytree_node=False)
+  variables: Any = None
+
+
+@flax.struct.dataclass
+class TrackerState:
+  """Everything the tracker carries between frames; fixed shapes and dtypes only.
+
+  Attributes:
+    pos_yx: `[2]` target centre (y, x), full-image pixels.
+    target_sz_yx: `[2]` target size (h, w), full-image pixels.
+    target_scale: scalar, full-image pixels per patch pixel of the search patch (S * scale = crop side).
+    base_target_sz_yx: `[2]` target size at scale 1 (target_sz / initial target_scale).
+    image_sz_yx: `[2]` float image size (H, W).
+    min_scale_factor, max_scale_factor: scalars (kept for completeness; unused on the IoU-Net path).
+    filter: `[4, 4, D]` target-classifier filter.
+    memory: `SampleMemory` of the training samples.
+    iou_mod3, iou_mod4: `[iou_dim]` IoU-Net modulation vectors of the first frame.
+    frame_num: int32, 1 after `init`, +1 per `step`.
+    pos_iounet: `[2]` last IoU-Net-refined centre; has_pos_iounet: bool, whether one exists.
+  """
+
+  pos_yx: jax.Array
+  target_sz_yx: jax.Array
+  target_scale: jax.Array
+  base_target_sz_yx: jax.Array
+  image_sz_yx: jax.Array
+  min_scale_factor: jax.Array
+  max_scale_factor: jax.Array
+  filter: jax.Array
+  memory: SampleMemory
+  iou_mod3: jax.Array
+  iou_mod4: jax.Array
+  frame_num: jax.Array
+  pos_iounet: jax.Array
+  has_pos_iounet: jax.Array
+
+
+# --------------------------------------------------------------------------------------------------
+# Network stages.
+
+def _apply(model: TrackingModel, method: str, *args, **kwargs):
+  return model.net.apply(model.variables, *args, method=getattr(CIANet, method), **kwargs)
+
+
+def normalize_image(patches: jax.Array) -> jax.Array:
+  """RGB 0..255 `[..., 3]` -> (x / 255 - mean) / std (spec 1.4)."""
+  mean = jnp.asarray(IMAGE_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGE_STD, jnp.float32)
+  return (patches / 255.0 - mean) / std
+
+
+def extract_features(model: TrackingModel, patches: jax.Array):
+  """Patches `[N, S, S, 3]` (0..255) -> (layer2 `[N, S/8, S/8, C2]`, layer3 `[N, S/16, S/16, C3]`,
+  classification features `[N, S/16, S/16, D]` (the model's CIA / DiMP path, eval mode))."""
+  feats = _apply(model, "backbone_features", normalize_image(patches), False, ("layer2", "layer3"))
+  clf = _apply(model, "classification_features", feats["layer3"], False, True)
+  return feats["layer2"], feats["layer3"], clf
+
+
+def patch_box(pos_yx, sz_yx, sample_pos_yx, sample_scale, patch_size: int) -> jax.Array:
+  """Box `[4]` (x, y, w, h) in patch pixels of the target (pos, sz) in a patch at (sample_pos, scale) (5.2)."""
+  center = (pos_yx - sample_pos_yx) / sample_scale + (patch_size - 1) / 2.0
+  size = sz_yx / sample_scale
+  tl = center - (size - 1.0) / 2.0
+  return jnp.concatenate([tl[::-1], size[::-1]])
+
+
+def output_box(pos_yx, sz_yx) -> jax.Array:
+  """Image box `[4]` (x, y, w, h) of centre (y, x) and size (h, w)."""
+  return jnp.concatenate([pos_yx[::-1] - (sz_yx[::-1] - 1.0) / 2.0, sz_yx[::-1]])
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialisation (spec 5.4).
+
+def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+  image = jnp.asarray(image, jnp.float32)
+  box = jnp.asarray(box_xywh, jnp.float32)
+  s = settings.image_sample_size
+  pos = jnp.stack([box[1] + (box[3] - 1.0) / 2.0, box[0] + (box[2] - 1.0) / 2.0])
+  target_sz = jnp.stack([box[3], box[2]])
+  image_sz = jnp.asarray(image.shape[:2], jnp.float32)
+  target_scale = jnp.sqrt(jnp.prod(target_sz * settings.search_area_scale)) / s
+  base_sz = target_sz / target_scale
+
+  # Expanded patch at the rounded centre, always replicate (also for inside_major: the reference's
+  # init_sample_scale = target_scale branch), then the 13 transforms.
+  init_pos = jnp.round(pos)
+  e = augment.expanded_size(settings)
+  expanded, _ = sample_patch(image, init_pos, target_scale * e, (e, e), "replicate")
+  k_shift, k_drop = jax.random.split(key)
+  patches, shifts = augment.augment_init_patches(expanded, settings, k_shift)
+  layer2, layer3, x = extract_features(model, patches)
+  x = jnp.concatenate([x, augment.dropout_copies(x[0], settings, k_drop)])  # [15, f, f, D]
+
+  box0 = patch_box(pos, target_sz, init_pos, target_scale, s)
+  moves = jnp.concatenate([shifts[:, ::-1].astype(jnp.float32), jnp.zeros_like(shifts, jnp.float32)], axis=1)
+  boxes = box0 + jnp.concatenate([moves, jnp.zeros((settings.aug_dropout_num, 4), jnp.float32)])  # [15, 4]
+
+  filt = _apply(model, "init_filter", x[:, None], boxes[:, None])
+  filt, _, _ = _apply(model, "optimize_filter", filt, x[:, None], boxes[:, None], None, settings.net_opt_iter)
+  memory = init_memory(x, boxes, settings.sample_memory_size)
+  mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], box0[None])
+  return TrackerState(
+      pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, base_target_sz_yx=base_sz,
+      image_sz_yx=image_sz, min_scale_factor=jnp.max(10.0 / base_sz),
+      max_scale_factor=jnp.min(image_sz / base_sz), filter=filt[0], memory=memory,
+      iou_mod3=mod3[0], iou_mod4=mod4[0], frame_num=jnp.asarray(1, jnp.int32), pos_iounet=pos,
+      has_pos_iounet=jnp.asarray(False))
+
+
+# --------------------------------------------------------------------------------------------------
+# Localisation (spec 5.5 step 2).
+
+def localize(scores: jax.Array, settings: TrackerSettings, pos_yx, target_sz_yx, sample_pos_yx, sample_scale):
+  """Advanced localisation on raw scores `[G, G]` (spec 5.5 a-f).
+
+  Returns (translation `[2]` (y, x) in full-image pixels from sample_pos, flag int32 (FLAG_*)).
+  """
+  g_h, g_w = scores.shape
+  grid = jnp.asarray([g_h, g_w], jnp.float32)
+  out_sz = grid - 1.0  # f: score grid minus the even-kernel extra cell.
+  center = (grid - 1.0) / 2.0
+  step = (settings.image_sample_size / out_sz) * sample_scale  # full-image pixels per score cell
+
+  def peak(s):
+    i = jnp.argmax(s.reshape(-1))
+    return s.reshape(-1)[i], jnp.stack([i // g_w, i % g_w]).astype(jnp.float32)
+
+  m1, d1 = peak(scores)
+  t1 = (d1 - center) * step
+  if not settings.advanced_localization:
+    return t1, jnp.asarray(FLAG_NORMAL, jnp.int32)  # The reference's flag None: never 'not_found'.
+
+  # Zero the target neighbourhood and look for a second mode.
+  nh = settings.target_neighborhood_scale * (target_sz_yx / sample_scale) * (out_sz / settings.image_sample_size)
+  lo = jnp.maximum(jnp.round(d1 - nh / 2.0), 0.0)
+  hi = jnp.minimum(jnp.round(d1 + nh / 2.0 + 1.0), grid)
+  rows = jnp.arange(g_h, dtype=jnp.float32)[:, None]
+  cols = jnp.arange(g_w, dtype=jnp.float32)[None, :]
+  inside = (rows >= lo[0]) & (rows < hi[0]) & (cols >= lo[1]) & (cols < hi[1])
+  m2, d2 = peak(jnp.where(inside, 0.0, scores))
+  t2 = (d2 - center) * step
+  prev = (pos_yx - sample_pos_yx) / step
+  n1 = jnp.linalg.norm(d1 - center - prev)
+  n2 = jnp.linalg.norm(d2 - center - prev)
+  thr = settings.displacement_scale * math.sqrt(g_h * g_w) / 2.0
+
+  distractor = m2 > settings.distractor_threshold * m1
+  take2 = (n2 < thr) & (n1 > thr)
+  distractor_flag = jnp.where(((n2 > thr) & (n1 < thr)) | take2, FLAG_HARD_NEGATIVE, FLAG_UNCERTAIN)
+  weak_hn = (m2 > settings.hard_negative_threshold * m1) & (m2 > settings.target_not_found_threshold)
+  flag = jnp.where(distractor, distractor_flag, jnp.where(weak_hn, FLAG_HARD_NEGATIVE, FLAG_NORMAL))
+  translation = jnp.where(distractor & take2, t2, t1)
+  # Early exits of the reference, in its order (thresholds -inf by default).
+  flag = jnp.where(m1 < settings.hard_sample_threshold, FLAG_HARD_NEGATIVE, flag)
+  flag = jnp.where(m1 < settings.uncertain_threshold, FLAG_UNCERTAIN, flag)
+  flag = jnp.where(m1 < settings.target_not_found_threshold, FLAG_NOT_FOUND, flag)
+  translation = jnp.where(m1 < max(settings.hard_sample_threshold, settings.uncertain_threshold,
+                                   settings.target_not_found_threshold), t1, translation)
+  return translation, flag.astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------------------------------
+# IoU-Net refinement (spec 5.6).
+
+def _rect_to_rel(b, sz_norm):
+  c = b[..., :2] + 0.5 * b[..., 2:]
+  return jnp.concatenate([c / sz_norm, jnp.log(b[..., 2:])], axis=-1)
+
+
+def _rel_to_rect(r, sz_norm):
+  sz = jnp.exp(r[..., 2:])
+  return jnp.concatenate([r[..., :2] * sz_norm - 0.5 * sz, sz], axis=-1)
+
+
+def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3t, c4t, boxes_xywh):
+  """Gradient ascent of the predicted IoU, each box independently (spec 5.6 step 3).
+
+  mod3/mod4: `[iou_dim]`; c3t/c4t: `[1, h, w, iou_dim]`; boxes_xywh: `[P, 4]` patch pixels.
+  Returns (boxes after the last step `[P, 4]`, scores of the last forward pass (before that step) `[P]`).
+  """
+  def scores_of(b):
+    return _apply(model, "predict_iou", mod3[None], mod4[None], c3t, c4t, b[None])[0]
+
+  steps = jnp.asarray([settings.box_refinement_step_length * settings.box_refinement_step_decay**i
+                       for i in range(settings.box_refinement_iter)], jnp.float32)
+  p = boxes_xywh.shape[0]
+  if settings.box_refinement_iter == 0:
+    return boxes_xywh, scores_of(boxes_xywh)
+  if settings.box_refinement_space == "default":
+    def body(b, step):
+      out, vjp = jax.vjp(scores_of, b)
+      (g,) = vjp(jnp.ones_like(out))
+      return b + step * g * jnp.concatenate([b[:, 2:], b[:, 2:]], axis=1), out
+    boxes, outs = jax.lax.scan(body, boxes_xywh, steps)
+    return boxes, outs[-1]
+  sz_norm = boxes_xywh[:1, 2:]
+
+  def body_rel(r, step):
+    out, vjp = jax.vjp(lambda rr: scores_of(_rel_to_rect(rr, sz_norm)), r)
+    (g,) = vjp(jnp.ones_like(out))
+    return r + step * g, out
+  rel, outs = jax.lax.scan(body_rel, _rect_to_rel(boxes_xywh, sz_norm), steps)
+  del p
+  return _rel_to_rect(rel, sz_norm), outs[-1]
+
+
+def refine_target(model: TrackingModel, settings: TrackerSettings, state: TrackerState, layer2, layer3,
+                  pos_yx, target_sz_yx, sample_pos_yx, sample_scale, key):
+  """IoU-Net refinement of (pos, target_sz) in the current patch (spec 5.6).
+
+  Returns dict with `ok` (bool: some box passed the aspect filter), `pos_yx`, `target_sz_yx`, `target_scale`.
+  """
+  s = settings.image_sample_size
+  init_box = patch_box(pos_yx, target_sz_yx, sample_pos_yx, sample_scale, s)
+  c3t, c4t = _apply(model, "iou_features", layer2, layer3)
+  boxes = init_box[None]
+  n_rand = 0 if settings.deterministic else settings.num_init_random_boxes
+  if n_rand > 0:
+    wh = init_box[2:]
+    factor = jnp.sqrt(jnp.prod(wh)) * jnp.asarray([settings.box_jitter_pos] * 2 + [settings.box_jitter_sz] * 2)
+    rand_bb = (jax.random.uniform(key, (n_rand, 4)) - 0.5) * factor
+    new_sz = jnp.maximum(wh + rand_bb[:, 2:], jnp.min(wh) / 3.0)
+    new_center = init_box[:2] + wh / 2.0 + rand_bb[:, :2]
+    boxes = jnp.concatenate([boxes, jnp.concatenate([new_center - new_sz / 2.0, new_sz], axis=1)])
+  out_boxes, out_iou = refine_boxes(model, settings, state.iou_mod3, state.iou_mod4, c3t, c4t, boxes)
+
+  out_boxes = jnp.concatenate([out_boxes[:, :2], jnp.maximum(out_boxes[:, 2:], 1.0)], axis=1)
+  aspect = out_boxes[:, 2] / out_boxes[:, 3]
+  keep = (aspect < settings.maximal_aspect_ratio) & (aspect > 1.0 / settings.maximal_aspect_ratio)
+  k = min(settings.iounet_k, out_boxes.shape[0])
+  _, inds = jax.lax.top_k(jnp.where(keep, out_iou, -jnp.inf), k)
+  valid = keep[inds].astype(jnp.float32)  # Fewer than k kept: average only the kept ones.
+  pred = jnp.sum(out_boxes[inds] * valid[:, None], axis=0) / jnp.maximum(jnp.sum(valid), 1.0)
+  # The reference takes the continuous centre x + w / 2 here (not x + (w - 1) / 2 as in patch_box).
+  center_yx = (pred[:2] + pred[2:] / 2.0)[::-1]
+  new_pos = (center_yx - (s - 1) / 2.0) * sample_scale + sample_pos_yx
+  new_sz = pred[2:][::-1] * sample_scale
+  new_scale = jnp.sqrt(jnp.prod(new_sz) / jnp.prod(state.base_target_sz_yx))
+  return {"ok": jnp.any(keep), "pos_yx": new_pos, "target_sz_yx": new_sz, "target_scale": new_scale}
+
+
+# --------------------------------------------------------------------------------------------------
+# One frame (spec 5.5).
+
+def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_counts):
+  """Filter update with one of the static iteration counts `iter_counts`, chosen by a traced index."""
+  def branch(n):
+    def run(f):
+      if n == 0:
+        return f
+      out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
+                         memory.weights, n)
+      return out[0]
+    return run
+  if len(iter_counts) == 1:
+    return branch(iter_counts[0])(filt)
+  return jax.lax.switch(num_iter_index, [branch(n) for n in iter_counts], filt)
+
+
+def _step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
+  image = jnp.asarray(image, jnp.float32)
+  s = settings.image_sample_size
+  frame_num = state.frame_num + 1
+  k_box, _ = jax.random.split(key)
+
+  patch, coord = sample_patch(image, state.pos_yx, state.target_scale * s, (s, s), settings.border_mode,
+                              settings.patch_max_scale_change)
+  sample_pos, sample_scale = sample_pos_scale(coord, s)
+  layer2, layer3, x = extract_features(model, patch[None])
+  scores = _apply(model, "classify", state.filter[None], x[:, None])[0, 0]  # [f + 1, f + 1]
+
+  translation, flag = localize(scores, settings, state.pos_yx, state.target_sz_yx, sample_pos, sample_scale)
+  found = flag != FLAG_NOT_FOUND
+  inside_offset = (settings.target_inside_ratio - 0.5) * state.target_sz_yx
+  pos = jnp.maximum(jnp.minimum(sample_pos + translation, state.image_sz_yx - inside_offset), inside_offset)
+
+  ref = refine_target(model, settings, state, layer2, layer3, pos, state.target_sz_yx, sample_pos, sample_scale,
+                      k_box)
+  ok = ref["ok"]
+  update_scale = jnp.asarray(settings.update_scale_when_uncertain) | (flag != FLAG_UNCERTAIN)
+  if settings.use_iounet_pos_for_learning:
+    pos = jnp.where(ok, ref["pos_yx"], pos)
+  target_sz = jnp.where(ok, ref["target_sz_yx"], state.target_sz_yx)
+  target_scale = jnp.where(ok & update_scale, ref["target_scale"], state.target_scale)
+  pos_iounet = jnp.where(ok, ref["pos_yx"], state.pos_iounet)
+  has_pos_iounet = state.has_pos_iounet | ok
+  # not_found: nothing changes.
+  pos = jnp.where(found, pos, state.pos_yx)
+  target_sz = jnp.where(found, target_sz, state.target_sz_yx)
+  target_scale = jnp.where(found, target_scale, state.target_scale)
+  pos_iounet = jnp.where(found, pos_iounet, state.pos_iounet)
+  has_pos_iounet = jnp.where(found, has_pos_iounet, state.has_pos_iounet)
+
+  # Model update (5.5 step 4, 5.7): normal and hard-negative frames only.
+  hard = flag == FLAG_HARD_NEGATIVE
+  learn = (flag == FLAG_NORMAL) | hard
+  lr = jnp.where(hard, settings.hard_negative_learning_rate, settings.learning_rate)
+  train_box = patch_box(pos, target_sz, sample_pos, sample_scale, s)
+  updated = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
+                          settings.init_samples_minimum_weight)
+  store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
+  memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
+  iter_counts = sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter})
+  n_iter = jnp.where(hard, settings.net_opt_hn_iter,
+                     jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
+  n_iter = jnp.where(learn, n_iter, 0)
+  index = jnp.searchsorted(jnp.asarray(iter_counts), n_iter).astype(jnp.int32)
+  filt = _optimize(model, settings, state.filter, memory, index, iter_counts)
+
+  # The reference then restores pos_iounet (possibly from an older frame if refinement bailed out now).
+  pos = jnp.where(found & has_pos_iounet, pos_iounet, pos)
+
+  box = output_box(pos, target_sz)
+  if settings.output_not_found_box:
+    box = jnp.where(found, box, -1.0)
+  out = {"box_xywh": box, "max_score": jnp.max(scores), "flag": flag}
+  if settings.return_score_map:
+    out["score_map"] = scores
+  new_state = state.replace(pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, filter=filt,
+                            memory=memory, frame_num=frame_num, pos_iounet=pos_iounet,
+                            has_pos_iounet=has_pos_iounet)
+  return new_state, out
+
+
+def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+  """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
+  return _init(model, settings, image, box_xywh, key)
+
+
+def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
+  """Un-jitted `step`; see `step`."""
+  return _step(model, settings, state, image, key)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+  """Initialises the tracker on the first frame (spec 5.4).
+
+  Args:
+    model: `TrackingModel` (static net, traced variables).
+    settings: static `TrackerSettings`.
+    image: `[H, W, 3]` RGB, uint8 or float 0..255.
+    box_xywh: `[4]` initial box (x, y, w, h), 0-based full-image pixels.
+    key: PRNG key (random shifts and dropout; unused in deterministic mode).
+
+  Returns:
+    `TrackerState` (frame_num = 1).
+  """
+  return _init(model, settings, image, box_xywh, key)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
+  """Tracks one frame (spec 5.5-5.7): patch, scores, localisation, IoU-Net refinement, memory/filter update.
+
+  Args:
+    model, settings: as in `init`.
+    state: the previous `TrackerState`.
+    image: `[H, W, 3]` RGB, uint8 or float 0..255 (same size as the first frame).
+    key: PRNG key of the random IoU-Net boxes (unused in deterministic mode).
+
+  Returns:
+    (new state, dict with `box_xywh` `[4]` (x, y, w, h) full-image pixels, `max_score` (max raw score),
+    `flag` int32 (FLAG_NORMAL / _UNCERTAIN / _HARD_NEGATIVE / _NOT_FOUND, names in FLAG_NAMES), and
+    `score_map` `[f + 1, f + 1]` when `settings.return_score_map`).
+  """
+  return _step(model, settings, state, image, key)
+
+
+class Tracker:
+  """got10k-toolkit style adapter: `init(image, box)` then `update(image) -> box`, state held outside jit.
+
+  `image` is `[H, W, 3]` RGB (uint8 or float 0..255); boxes are (x, y, w, h) NumPy float arrays. A new
+  image size triggers one compilation. Keys are `fold_in(PRNGKey(seed), frame index)`.
+  """
+
+  def __init__(self, model: TrackingModel, settings: TrackerSettings, seed: int = 0, name: str = "cia_jax"):
+    self.model, self.settings, self.name = model, settings, name
+    self._key = jax.random.PRNGKey(seed)
+    self.state: TrackerState | None = None
+    self.last_output: dict | None = None
+    self._frame = 0
+
+  def init(self, image, box) -> None:
+    """Initialises on the first frame; box `[4]` (x, y, w, h)."""
+    box = np.asarray(box, np.float32).reshape(-1)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+      raise ValueError(f"Tracker.init: box must be 4 finite numbers (x, y, w, h) with w, h > 0, got {box}")
+    image = _check_image(image)
+    self._frame = 0
+    self.state = init(self.model, self.settings, image, box, jax.random.fold_in(self._key, 0))
+
+  def update(self, image) -> np.ndarray:
+    """Tracks one frame and returns the box `[4]` (x, y, w, h) as NumPy float."""
+    if self.state is None:
+      raise ValueError("Tracker.update called before Tracker.init")
+    self._frame += 1
+    self.state, out = step(self.model, self.settings, self.state, _check_image(image),
+                           jax.random.fold_in(self._key, self._frame))
+    self.last_output = out
+    return np.asarray(out["box_xywh"], np.float64)
+
+
+def _check_image(image):
+  a = np.asarray(image) if not isinstance(image, jax.Array) else image
+  if a.ndim != 3 or a.shape[-1] != 3:
+    raise ValueError(f"tracker: image must be [H, W, 3] RGB, got shape {a.shape}")
+  return a
