@@ -56,12 +56,23 @@ EXTRA_SPECS: dict[str, tuple[tuple, Any]] = {
 
 
 def load_image(path: str) -> np.ndarray | None:
-  """Decode an image file to `[H, W, 3]` uint8 RGB, or None when it is missing or not decodable."""
-  try:
-    with open(path, "rb") as f:
-      data = np.frombuffer(f.read(), np.uint8)
-  except OSError:
-    return None
+  """Decode an image file to `[H, W, 3]` uint8 RGB, or None when it is missing or not decodable.
+
+  `path` may also be a TFDS frame URI `tfds:<dir>#<split>/<record>` (`cia_jax.data.tfds.reader`): the
+  record's stored file bytes go through the same decoder, so the pixels are identical.
+  """
+  if path.startswith("tfds:"):
+    from cia_jax.data.tfds.reader import read_frame_bytes  # pylint: disable=g-import-not-at-top
+    raw = read_frame_bytes(path)
+    if raw is None:
+      return None
+    data = np.frombuffer(raw, np.uint8)
+  else:
+    try:
+      with open(path, "rb") as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    except OSError:
+      return None
   if data.size == 0:
     return None
   try:

@@ -1,0 +1,224 @@
+"""Tests of the TFDS builders and reader: splits, contents equal to the folder readers' (decoded frames
+bit-identical), deterministic record order, same batches from folders and TFDS, host shards."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from cia_jax.data import pipeline, synthetic
+from cia_jax.data.datasets import load_dataset
+from cia_jax.data.processing import PROCESSING_PRESETS
+from cia_jax.data.sampler import DiMPSampler
+from cia_jax.data.tfds import builders, reader
+
+
+
+SMALL = dataclasses.replace(PROCESSING_PRESETS["cia18"], output_sz=32, feature_sz=2)
+_SIZE = (64, 48)
+# (benchmark, split, reader options) pairs checked against the folder readers.
+CASES = [("got10k", "train", {}), ("got10k", "val", {}), ("got10k", "test", {}),
+         ("got10k", "vottrain", {"split_file": "VOTTRAIN"}), ("lasot", "train", {}), ("lasot", "test", {}),
+         ("lasot", None, {}), ("lasot", "train", {"classes": ["bird"]}), ("trackingnet", "train", {}),
+         ("trackingnet", "train", {"chunks": [0]}), ("trackingnet", "test", {}), ("coco", "train", {}),
+         ("coco", "train", {"min_size": 12.0})]
+
+
+@pytest.fixture(scope="session")
+def roots(tmp_path_factory):
+  """Tiny synthetic benchmarks in their exact layouts: 2-4 sequences of 8-20 frames of 64x48 pixels."""
+  base = tmp_path_factory.mktemp("tfds_raw")
+  kw = dict(image_size=_SIZE, num_distractors=0, occlusion=False, out_of_view=False)
+  got = str(base / "got10k")
+  synthetic.generate(got, "got10k", num_sequences=3, num_frames=20, split="train", **kw)
+  synthetic.generate(got, "got10k", num_sequences=2, num_frames=8, split="val", seed=1, image_size=_SIZE)
+  synthetic.generate(got, "got10k", num_sequences=2, num_frames=8, split="test", seed=2, image_size=_SIZE)
+  with open(os.path.join(got, "vottrain.txt"), "w") as f:
+    f.write("0\n2\n")  # 0-based indices into train/list.txt, as pytracking's split files
+  lasot = str(base / "lasot")
+  names = synthetic.generate(lasot, "lasot", num_sequences=4, num_frames=20, seed=3,
+                             categories=["airplane", "bird", "airplane", "bird"], **kw)
+  with open(os.path.join(lasot, "testing_set.txt"), "w") as f:
+    f.write(f"{names[1]}\n{names[2]}\n")
+  tn = str(base / "trackingnet")
+  synthetic.generate(tn, "trackingnet", num_sequences=2, num_frames=10, split="train", seed=4, image_size=_SIZE)
+  synthetic.generate(tn, "trackingnet", num_sequences=2, num_frames=8, split="test", seed=5, image_size=_SIZE)
+  coco = str(base / "coco")
+  synthetic.generate(coco, "coco", num_sequences=3, seed=6, image_size=_SIZE)
+  return {"got10k": got, "lasot": lasot, "trackingnet": tn, "coco": coco}
+
+
+@pytest.fixture(scope="session")
+def data_dir(roots, tmp_path_factory):
+  """All four benchmarks built with the programmatic `tfds build` (2 shards per split)."""
+  out = str(tmp_path_factory.mktemp("tfds_data"))
+  tfds.disable_progress_bar()
+  for name, root in roots.items():
+    builders.build(name, root, out, num_shards=2)
+  return out
+
+
+def _options(kw, roots, name):
+  return {k: (os.path.join(roots[name], "vottrain.txt") if v == "VOTTRAIN" else v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("name, splits", [("got10k", {"train", "val", "test"}), ("lasot", {"train", "test"}),
+                                          ("trackingnet", {"train", "test"}), ("coco", {"train"})])
+def test_splits_counts_and_shards(roots, data_dir, name, splits):
+  for config in (builders.SEQUENCES, builders.FRAMES):
+    info = tfds.builder_from_directory(reader.builder_dir(data_dir, name, config)).info
+    assert set(info.splits) == splits
+    assert info.file_format.value == "array_record"
+    for split in splits:
+      seqs = load_dataset(name, roots[name], split)
+      expected = len(seqs) if config == builders.SEQUENCES else len({p for s in seqs for p in s.frame_paths})
+      assert info.splits[split].num_examples == expected, (config, split)
+      assert info.splits[split].num_shards == min(2, expected)
+
+
+@pytest.mark.parametrize("name, split, kw", CASES)
+def test_contents_equal_folder_reader(roots, data_dir, name, split, kw):
+  kw = _options(kw, roots, name)
+  raw = load_dataset(name, roots[name], split, **kw)
+  prepared = reader.load_tfds_dataset(name, split, data_dir=data_dir, **kw)
+  assert [s.name for s in prepared] == [s.name for s in raw] and raw
+  for a, b in zip(raw, prepared):
+    np.testing.assert_array_equal(b.boxes, a.boxes)  # NaN rows (test splits) compare equal
+    np.testing.assert_array_equal(b.visible, a.visible)
+    assert (b.category, b.dataset, b.category_id, len(b)) == (a.category, a.dataset, a.category_id, len(a))
+    assert set(b.attributes) == set(a.attributes)
+    for key, value in a.attributes.items():
+      if isinstance(value, np.ndarray):
+        assert b.attributes[key].dtype == value.dtype
+        np.testing.assert_array_equal(b.attributes[key], value)
+      else:
+        assert b.attributes[key] == value
+    for path, uri in zip(a.frame_paths, b.frame_paths):
+      with open(path, "rb") as f:
+        assert reader.read_frame_bytes(uri) == f.read()  # stored as is, never re-encoded
+      x, y = pipeline.load_image(path), pipeline.load_image(uri)
+      assert x is not None and x.shape == (_SIZE[1], _SIZE[0], 3)
+      np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("name, split", [("got10k", "train"), ("lasot", "train"), ("coco", "train")])
+def test_record_order_is_reader_order(roots, data_dir, name, split):
+  """Record r of the frames split is the r-th distinct frame file in reader order, whatever the shards."""
+  raw = load_dataset(name, roots[name], split)
+  records, files = builders.frame_table(raw)
+  frames = tfds.builder_from_directory(reader.builder_dir(data_dir, name, "frames")).as_data_source(split)
+  stored = [frames[r]["file"].decode() for r in range(len(frames))]
+  assert stored == [os.path.relpath(p, roots[name]) for p in files]
+  prepared = reader.load_tfds_dataset(name, split, data_dir=data_dir)
+  for rec, seq in zip(records, prepared):
+    np.testing.assert_array_equal(reader.sequence_frame_records(seq), rec)
+  if name != "coco":  # videos: each sequence's frames are one contiguous record range
+    np.testing.assert_array_equal(np.concatenate(records), np.arange(len(files)))
+
+
+def _sampler(seqs_by_dataset):
+  return DiMPSampler(seqs_by_dataset, weights=[1.0, 0.5, 1.0])
+
+
+def test_same_seed_same_batches_folders_and_tfds(roots, data_dir):
+  mix = [("got10k", "train"), ("lasot", "train"), ("coco", "train")]
+  folders = _sampler([reader.load_sequences(n, s, source="folders", root=roots[n]) for n, s in mix])
+  prepared = _sampler([reader.load_sequences(n, s, source="tfds", data_dir=data_dir) for n, s in mix])
+  args = dict(seed=3, seqs_per_device=2, num_local_devices=2, process_index=0, process_count=1,
+              num_batches=2, num_parallel_calls=2)
+  a = list(pipeline.make_iterator(folders, SMALL, **args))
+  b = list(pipeline.make_iterator(prepared, SMALL, **args))
+  assert len(a) == len(b) == 2
+  for x, y in zip(a, b):
+    assert set(x) == set(y)
+    for k in x:
+      np.testing.assert_array_equal(y[k], x[k], err_msg=k)
+  assert len(set(np.concatenate([x["category_id"].ravel() for x in a]).tolist())) > 1  # a real mix
+  # A second seed gives other batches (the comparison above is not vacuous).
+  c = next(pipeline.make_iterator(prepared, SMALL, **{**args, "seed": 4, "num_batches": 1}))
+  assert not np.array_equal(c["test_images"], a[0]["test_images"])
+
+
+@pytest.mark.parametrize("n, hosts", [(0, 1), (3, 1), (3, 2), (7, 3), (2, 4), (10, 4)])
+def test_host_sequence_ranges_partition(n, hosts):
+  ranges = [reader.host_sequence_range(n, p, hosts) for p in range(hosts)]
+  covered = [i for a, b in ranges for i in range(a, b)]
+  assert covered == list(range(n))  # disjoint, contiguous, in order, covering
+  sizes = [b - a for a, b in ranges]
+  assert max(sizes) - min(sizes) <= 1
+
+
+def test_host_shards_disjoint_and_covering(data_dir):
+  full = reader.load_tfds_dataset("got10k", "train", data_dir=data_dir)
+  shards = [reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True,
+                                     process_index=p, process_count=2) for p in range(2)]
+  assert [s.name for shard in shards for s in shard] == [s.name for s in full]
+  recs = [np.concatenate([reader.sequence_frame_records(s) for s in shard]) for shard in shards]
+  assert not set(recs[0].tolist()) & set(recs[1].tolist())
+  assert recs[0].max() < recs[1].min()  # host 0 reads the leading records, host 1 the trailing ones
+  # Each host's stream is a pure function of (seed, host, hosts): rebuilding it gives the same samples.
+  s1 = DiMPSampler([shards[1]], min_length=8)
+  again = DiMPSampler([reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True,
+                                                process_index=1, process_count=2)], min_length=8)
+  for i in range(5):
+    x, y = s1.sample(0, 1 + 2 * i), again.sample(0, 1 + 2 * i)
+    assert (x.sequence.name, x.train_frame_ids, x.test_frame_ids) == (
+        y.sequence.name, y.train_frame_ids, y.test_frame_ids)
+
+
+def test_tfds_build_cli(roots, tmp_path):
+  """TFDS's `tfds build` command (its build-only entry point, see `cia_jax/data/tfds/__main__.py`) on a
+  synthetic layout: both configs are built by default."""
+  out = str(tmp_path / "cli_data")
+  cmd = [sys.executable, "-m", "cia_jax.data.tfds", "build", "cia_coco", "--imports",
+         "cia_jax.data.tfds.builders", "--manual_dir", roots["coco"], "--data_dir", out]
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  raw = load_dataset("coco", roots["coco"], "train")
+  prepared = reader.load_tfds_dataset("coco", "train", data_dir=out)
+  assert [s.name for s in prepared] == [s.name for s in raw]
+  np.testing.assert_array_equal(pipeline.load_image(prepared[-1].frame_paths[0]),
+                                pipeline.load_image(raw[-1].frame_paths[0]))
+
+
+def test_attributes_round_trip():
+  attrs = {"cover": np.array([0, 8, 3]), "cut": np.array([True, False]), "meta": {"a": "b"}, "id": 7,
+           "nlp": "text", "boxes": np.array([[1.5, np.nan]], np.float32)}
+  back = builders.decode_attributes(builders.encode_attributes(attrs))
+  assert set(back) == set(attrs) and back["meta"] == {"a": "b"} and back["id"] == 7 and back["nlp"] == "text"
+  for k in ("cover", "cut", "boxes"):
+    assert back[k].dtype == attrs[k].dtype
+    np.testing.assert_array_equal(back[k], attrs[k])
+
+
+def test_unreadable_records_and_bad_inputs(roots, data_dir, tmp_path):
+  seq = reader.load_tfds_dataset("got10k", "val", data_dir=data_dir)[0]
+  path, split, record = reader.parse_frame_uri(seq.frame_paths[3])
+  assert (split, record) == ("val", 3) and path == reader.builder_dir(data_dir, "got10k", "frames")
+  missing = reader.frame_uri(path, split, 10_000)
+  assert reader.read_frame_bytes(missing) is None and pipeline.load_image(missing) is None
+  with pytest.raises(ValueError, match="not a TFDS frame URI"):
+    reader.parse_frame_uri("tfds:/x/y")
+  with pytest.raises(FileNotFoundError, match="tfds build cia_lasot"):
+    reader.load_tfds_dataset("lasot", "train", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="prepared: train"):
+    reader.load_tfds_dataset("coco", "val", data_dir=data_dir)
+  with pytest.raises(ValueError, match="unknown option"):
+    reader.load_tfds_dataset("coco", "train", data_dir=data_dir, chunks=[0])
+  with pytest.raises(ValueError, match="needs split_file"):
+    reader.load_tfds_dataset("got10k", "vottrain", data_dir=data_dir)
+  with pytest.raises(ValueError, match="unknown TFDS benchmark"):
+    reader.load_tfds_dataset("otb", None, data_dir=data_dir)
+  with pytest.raises(ValueError, match="source must be one of"):
+    reader.load_sequences("got10k", "train", source="tfrecord", data_dir=data_dir)
+  with pytest.raises(ValueError, match="needs root"):
+    reader.load_sequences("got10k", "train", source="folders")
+  with pytest.raises(ValueError, match="no cia_got10k|no got10k split"):
+    builders.build("got10k", str(tmp_path), str(tmp_path / "out"))
