@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cia_jax.data.synthetic", "Write synthetic tracking sequences in a benchmark's on-disk layout."),
     "evaluate": ("cia_jax.evaluation.report", "Benchmark metrics, tables and plots of tracker results."),
+    "convert": ("cia_jax.interop.pytorch", "Convert a PyTorch (pytracking / CIA / torchvision) checkpoint."),
     "train": ("cia_jax.train.loop", "Train CIA / DiMP from a config file (resumes from the workdir's checkpoints)."),
     "track": ("cia_jax.track.runner", "Run a tracker over a benchmark and write result files."),
     "embed-plot": ("cia_jax.evaluation.embedding", "t-SNE of target features at three network stages (Fig. 5)."),

@@ -20,6 +20,7 @@ conversion to Flax. bfloat16 tensors become float32 (NumPy has no bfloat16).
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -211,9 +212,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
-    ("__builtin__", "set"): set,
     ("copyreg", "_reconstructor"): _reconstruct_stub,
-    ("copy_reg", "_reconstructor"): _reconstruct_stub,
 }
 for _name, _dt in _STORAGE_DTYPES.items():
   _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, _dt)
@@ -232,6 +231,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     self._load_storage = load_storage
 
   def find_class(self, module: str, name: str):
+    # Protocol-2 pickles spell some globals the Python 2 way (__builtin__, commands); report py3 names.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+      module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+      module = _compat_pickle.IMPORT_MAPPING[module]
     if (module, name) in _SAFE_GLOBALS:
       return _SAFE_GLOBALS[(module, name)]
     if module.split(".")[0] in _STUB_PACKAGES:
@@ -433,6 +437,82 @@ def state_dict_from_checkpoint(obj: Any, where: str = "checkpoint") -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------
+# Writing (torch zip format, readable by `torch.load(..., weights_only=True)`).
+
+_NP_TO_STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
+                  np.dtype(np.float16): "HalfStorage", np.dtype(np.int64): "LongStorage",
+                  np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
+                  np.dtype(np.int8): "CharStorage", np.dtype(np.uint8): "ByteStorage",
+                  np.dtype(np.bool_): "BoolStorage"}
+
+
+class _Global:
+  """A global reference written as-is (the real torch objects need not be importable here)."""
+
+  def __init__(self, module: str, name: str):
+    self.module, self.name = module, name
+
+  def __call__(self, *args):  # pickle's save_reduce insists on a callable; never called here.
+    raise TypeError(f"{self.module}.{self.name} is only a reference")
+
+
+class _TorchPickler(pickle._Pickler):  # pylint: disable=protected-access  (pure-Python pickler: custom dispatch)
+  """Pickles NumPy arrays as torch tensors whose storages go to separate zip records."""
+
+  dispatch = dict(pickle._Pickler.dispatch)  # pylint: disable=protected-access
+
+  def __init__(self, file, storages: list[np.ndarray]):
+    super().__init__(file, protocol=2)
+    self._storages = storages
+
+  def _save_global_ref(self, obj: _Global):
+    self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+    self.memoize(obj)
+
+  dispatch[_Global] = _save_global_ref
+
+  def persistent_id(self, obj):
+    if isinstance(obj, _StorageRef):
+      return ("storage", _Global("torch", _NP_TO_STORAGE[obj.array.dtype]), str(obj.key), "cpu", obj.array.size)
+    return None
+
+  def reducer_override(self, obj):
+    if isinstance(obj, np.ndarray):
+      if obj.dtype not in _NP_TO_STORAGE:
+        raise ValueError(f"save_torch_file: unsupported dtype {obj.dtype}")
+      arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)  # (ascontiguousarray makes 0-d 1-d)
+      ref = _StorageRef(len(self._storages), arr.reshape(-1))
+      self._storages.append(ref.array)
+      strides = tuple(s // arr.itemsize for s in arr.strides) if arr.size else (1,) * arr.ndim
+      return (_Global("torch._utils", "_rebuild_tensor_v2"),
+              (ref, 0, tuple(arr.shape), strides, False, collections.OrderedDict()))
+    return NotImplemented
+
+
+class _StorageRef:
+  def __init__(self, key: int, array: np.ndarray):
+    self.key, self.array = key, array
+
+
+def save_torch_file(path: str, obj: Any) -> None:
+  """Writes `obj` (dicts / lists / tuples / scalars / strings with NumPy arrays) in torch's zip format.
+
+  Arrays become tensors (float32/64/16, int64/32/16/8, uint8, bool) that `torch.load(path,
+  weights_only=True)` reads; e.g. `save_torch_file(p, flax_to_torch(variables, arch))` exports weights to the
+  reference. Records are stored uncompressed, as torch does.
+  """
+  storages: list[np.ndarray] = []
+  buf = io.BytesIO()
+  _TorchPickler(buf, storages).dump(obj)
+  with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+    zf.writestr("archive/data.pkl", buf.getvalue())
+    zf.writestr("archive/byteorder", "little")
+    for i, arr in enumerate(storages):
+      zf.writestr(f"archive/data/{i}", arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+    zf.writestr("archive/version", "3\n")
+
+
+# ------------------------------------------------------------------------------------------------
 # `cia-jax convert`.
 
 
@@ -482,13 +562,13 @@ def run(args) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"cia-jax convert: {e}", file=sys.stderr)
     return 2
+  if args.momentum_out and not momentum.get("params"):
+    print(f"cia-jax convert: --momentum-out: {args.input} has no key encoder (arch {args.arch})",
+          file=sys.stderr)
+    return 2
   out = save_variables(args.output, variables, meta)
   print(f"wrote {out} ({args.arch}, from {args.input})")
   if args.momentum_out:
-    if not momentum.get("params"):
-      print(f"cia-jax convert: --momentum-out: {args.input} has no key encoder (arch {args.arch})",
-            file=sys.stderr)
-      return 2
     mout = save_variables(args.momentum_out, momentum, dict(meta, role="momentum (encoder_k)"))
     print(f"wrote {mout} (key encoder)")
   return 0
