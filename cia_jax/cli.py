@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cia_jax.train.loop", "Train CIA / DiMP from a config file (resumes from the workdir's checkpoints)."),
     "track": ("cia_jax.track.runner", "Run a tracker over a benchmark and write result files."),
     "embed-plot": ("cia_jax.evaluation.embedding", "t-SNE of target features at three network stages (Fig. 5)."),
+    "tfds-build": ("cia_jax.data.tfds.command", "Prepare a training benchmark as TFDS data (array_record)."),
 }
 
 

@@ -30,9 +30,9 @@ Build (synthetic or real data), e.g.:
 
   tfds build cia_got10k --imports cia_jax.data.tfds.builders --manual_dir /data/got10k --data_dir /data/tfds
 
-Splits: GOT-10k train/val/test (folders present); LaSOT train/test when `testing_set.txt` or
-`training_set.txt` is in the manual dir, else `all`; TrackingNet train (all `TRAIN_<k>` chunks) and test
-(`TEST`); COCO train/val (2017 annotations present).
+Splits: GOT-10k train/val/test (the folders present); LaSOT train/test when `testing_set.txt` or
+`training_set.txt` is in the manual dir, else `full` (every sequence; TFDS reserves the name `all`);
+TrackingNet train (all `TRAIN_<k>` chunks) and test (`TEST`); COCO train/val (2017 annotations present).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class TrackingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def read_split(self, manual_dir: str, split: str) -> list[Sequence]:
     """The split's sequences, read by the folder reader."""
-    return load_dataset(self.FORMAT, manual_dir, split)
+    return load_dataset(self.FORMAT, manual_dir, None if split == "full" else split)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = sequence_features() if self.builder_config.name == SEQUENCES else frame_features()
@@ -226,7 +226,7 @@ class CiaGot10k(TrackingBuilder):
 
 
 class CiaLasot(TrackingBuilder):
-  """LaSOT: train / test from `testing_set.txt` (or `training_set.txt`), else one split `all`."""
+  """LaSOT: train / test from `testing_set.txt` (or `training_set.txt`), else one split `full`."""
 
   name = "cia_lasot"
   FORMAT = "lasot"
@@ -239,7 +239,7 @@ class CiaLasot(TrackingBuilder):
       return []
     if any(os.path.isfile(os.path.join(manual_dir, f)) for f in ("testing_set.txt", "training_set.txt")):
       return ["train", "test"]
-    return ["all"]
+    return ["full"]  # the folder reader's split None / "all"; TFDS reserves "all"
 
 
 class CiaTrackingnet(TrackingBuilder):
@@ -295,7 +295,7 @@ def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = No
     raise FileNotFoundError(f"{name} manual dir not found: {manual_dir}")
   out = {}
   for config in configs:
-    builder = BUILDERS[name](config=config, data_dir=os.path.abspath(data_dir))
+    builder = BUILDERS[name](config=config, data_dir=data_dir if "://" in data_dir else os.path.abspath(data_dir))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir), num_shards=num_shards))
     out[config] = os.fspath(builder.data_dir)

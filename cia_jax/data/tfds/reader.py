@@ -51,11 +51,16 @@ _SOURCE_CACHE: dict[tuple[str, str], object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def _absolute(path: str) -> str:
+  """Local paths made absolute; URLs (`gs://...`, as on a pod) kept as they are."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def builder_dir(data_dir: str, name: str, config: str, version: str = _VERSION) -> str:
   """`<data_dir>/cia_<name>/<config>/<version>`, the folder `tfds build` writes."""
   if name not in _BUILDER_NAMES:
     raise ValueError(f"unknown TFDS benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
-  return os.path.join(os.path.abspath(data_dir), _BUILDER_NAMES[name], config, version)
+  return os.path.join(_absolute(data_dir), _BUILDER_NAMES[name], config, version)
 
 
 def _open(path: str, split: str):
@@ -130,7 +135,7 @@ def _stored_splits(name: str, split: str | None, available: list[str], kw: dict)
     if split in ("train", "test") and kw.get("split_file") is None:
       want = [split]
     else:
-      want = ["all"] if "all" in available else ["train", "test"]
+      want = ["full"] if "full" in available else ["train", "test"]
   elif name == "got10k":
     want = [{None: "train", "vottrain": "train", "votval": "train"}.get(split, split)]
   else:
@@ -176,8 +181,9 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
     raise ValueError(f"GOT-10k split {split!r} needs split_file= (a list of train-sequence ids)")
   meta_dir = builder_dir(data_dir, name, "sequences")
   frames_dir = builder_dir(data_dir, name, "frames")
+  from etils import epath  # pylint: disable=g-import-not-at-top
   for d in (meta_dir, frames_dir):
-    if not os.path.isfile(os.path.join(d, "dataset_info.json")):
+    if not epath.Path(d, "dataset_info.json").exists():  # local or gs:// alike
       raise FileNotFoundError(
           f"TFDS {name} not prepared: {d} missing; build it with `tfds build {_BUILDER_NAMES[name]} "
           f"--imports cia_jax.data.tfds.builders --manual_dir <{name} root> --data_dir {data_dir}`")
