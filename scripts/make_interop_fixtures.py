@@ -6,7 +6,10 @@ Needs torch (not a project dependency) and, for the CIA fixture, the CIA referen
   python3 -m venv /work/torchref && /work/torchref/bin/pip install torch==2.13.0 numpy
   /work/torchref/bin/python scripts/make_interop_fixtures.py --cia-root third_party/CIA --out tests/data/interop
 
-Writes (fixed seeds; re-running reproduces the same tensors):
+  (add --pytracking-root third_party/pytracking for reference_keys.json.gz)
+
+Writes (fixed seeds; re-running reproduces the same tensors, though not the same bytes of the legacy file,
+whose storage keys are memory addresses):
 * `checkpoint_zip.pth` (torch >= 1.6 zip format) and `checkpoint_legacy.pth` (`_use_new_zipfile_serialization=
   False`, the pre-1.6 stream format of pytracking's released `.pth.tar` files): a pytracking-like dict
   {'epoch', 'net': OrderedDict of tensors of several dtypes, a transposed (non-contiguous) view, an offset
@@ -21,11 +24,18 @@ Writes (fixed seeds; re-running reproduces the same tensors):
   `encoded` (`semantic_trans(ins, training=False)`, the tracker's classification input), `logits` (upper
   classifier), `query` (contrastive embedding: PrRoIPool 3x3 @1/16, proj with padding 0, L2 norm).
 
+* `reference_keys.json.gz`: {arch: {torch key: shape}} of the full-size DiMP18 / SuperDiMP (pytracking
+  `dimpnet18` / `dimpnet50`) and CIA18 / CIA50 (CIA `cia18` / `cia50`) state dicts, built by the reference
+  constructors with the arguments of their training settings (names and shapes only, no weights).
+
 Import shims for the CIA fixture: `ltr.*` packages are registered bare (their `__init__`s pull in the training
 stack), `ltr.external.PreciseRoIPooling.pytorch.prroi_pool.PrRoIPool2D` is the CPU implementation of
 `scripts/make_golden_fixtures.py` (written from the spec; the real op is CUDA only), `ltr.models.backbone.resnet`
 and `ltr.models.utils` are placeholders (the imported modules do not call them here), and `Tensor.cuda` is the
-identity while `FCClassifier_v2` is constructed (its constructor copies a weight slice to the GPU).
+identity while `FCClassifier_v2` is constructed (its constructor copies a weight slice to the GPU). For the
+network layouts, additionally `ltr.models.backbone` is registered bare with its ResNet / MoCo constructors
+(its `__init__` imports timm for Swin), `ltr.model_constructor` is set from `ltr.admin.model_constructor`,
+and `torchvision.models.resnet` / `cv2` are the stubs of `scripts/make_golden_fixtures.py`.
 """
 
 from __future__ import annotations
@@ -209,16 +219,94 @@ def make_cia_fixture(root: pathlib.Path, out: pathlib.Path) -> None:
   np.savez(out / "cia_modules.npz", **data)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Real state-dict layouts of the four networks, from the reference constructors (names and shapes only).
+
+# The constructor calls of the reference training settings (pytracking ltr/train_settings/dimp/{dimp18,
+# super_dimp}.py, CIA ltr/train_settings/CIA/{CIA18,CIA50}.py), with backbone_pretrained=False (no download).
+_COMMON = dict(filter_size=4, backbone_pretrained=False, optim_iter=5, clf_feat_norm=True, final_conv=True,
+               optim_init_step=0.9, optim_init_reg=0.1, num_dist_bins=100, bin_displacement=0.1,
+               mask_init_factor=3.0, target_mask_act="sigmoid", score_act="relu")
+_R50_ARGS = dict(clf_feat_blocks=0, out_feature_dim=512, frozen_backbone_layers=["conv1", "bn1", "layer1", "layer2"])
+_CONSTRUCTORS = {
+    "dimp18": ("pytracking", "dimpnet18", dict(_COMMON, init_gauss_sigma=0.9)),
+    "superdimp": ("pytracking", "dimpnet50", dict(_COMMON, **_R50_ARGS, init_gauss_sigma=0.25 / 6 * 22)),
+    "cia18": ("cia", "cia18", dict(_COMMON, init_gauss_sigma=0.9)),
+    "cia50": ("cia", "cia50", dict(_COMMON, **_R50_ARGS, init_gauss_sigma=0.25 / 6 * 22)),
+}
+
+
+def _install_network_shims(root: pathlib.Path, golden) -> None:
+  """Bare `ltr` / `pytracking` packages of `root` plus the stubs listed in the module docstring."""
+  for k in [k for k in sys.modules if k.split(".")[0] in ("ltr", "pytracking", "torchvision", "cv2")]:
+    del sys.modules[k]
+  sys.path.insert(0, str(root))
+  _module("ltr", root / "ltr")
+  _module("ltr.admin", root / "ltr" / "admin")
+  import ltr.admin.model_constructor as mc  # noqa: E402
+  sys.modules["ltr"].model_constructor = mc.model_constructor
+  _module("pytracking", root / "pytracking")
+  import pytracking.libs.tensorlist as tensorlist  # noqa: E402
+  sys.modules["pytracking"].TensorList = tensorlist.TensorList
+  _module("ltr.external", None)
+  _module("ltr.external.PreciseRoIPooling", None)
+  _module("ltr.external.PreciseRoIPooling.pytorch", None)
+  _module("ltr.external.PreciseRoIPooling.pytorch.prroi_pool", None, PrRoIPool2D=golden.TorchPrRoIPool2D)
+  _module("ltr.models", root / "ltr" / "models")
+  _module("torchvision", None)
+  _module("torchvision.models", None)
+  _module("torchvision.models.resnet", None, BasicBlock=golden._BasicBlock,  # pylint: disable=protected-access
+          Bottleneck=golden._BottleneckPlaceholder, model_urls={})  # pylint: disable=protected-access
+  _module("cv2", None)
+  # The backbone package's __init__ imports every backbone (timm for swin): register it bare with the
+  # ResNet constructors (and CIA's MoCo ones) as attributes.
+  backbone = _module("ltr.models.backbone", root / "ltr" / "models" / "backbone")
+  for sub, names in (("resnet", ("resnet18", "resnet50")), ("moco", ("moco_resnet18", "moco_resnet50"))):
+    if (root / "ltr" / "models" / "backbone" / f"{sub}.py").is_file():
+      mod = importlib.import_module(f"ltr.models.backbone.{sub}")
+      for n in names:
+        setattr(backbone, n, getattr(mod, n))
+
+
+def make_reference_keys(pytracking_root: pathlib.Path, cia_root: pathlib.Path, out: pathlib.Path) -> None:
+  """`reference_keys.json.gz`: {arch: {torch key: shape}} of the reference networks' state dicts."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+
+  sys.path.insert(0, str(_HERE))
+  import make_golden_fixtures as golden  # noqa: E402
+
+  layouts = {}
+  for arch, (repo, fn, kwargs) in _CONSTRUCTORS.items():
+    _install_network_shims(pytracking_root if repo == "pytracking" else cia_root, golden)
+    dimpnet = importlib.import_module("ltr.models.tracking.dimpnet")
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # FCClassifier_v2's constructor moves a slice to the GPU
+    try:
+      net = getattr(dimpnet, fn)(**kwargs)
+    finally:
+      torch.Tensor.cuda = cuda
+    layouts[arch] = {k: list(v.shape) for k, v in net.state_dict().items()}
+    del net
+    sys.path.remove(str(pytracking_root if repo == "pytracking" else cia_root))
+  with gzip.open(out / "reference_keys.json.gz", "wt") as f:
+    json.dump({"torch_version": torch.__version__, "layouts": layouts}, f, sort_keys=True)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default=str(_HERE.parent / "tests" / "data" / "interop"))
-  parser.add_argument("--cia-root", default=None, help="CIA reference checkout (skip the CIA fixture if unset)")
+  parser.add_argument("--cia-root", default=None, help="CIA reference checkout (skip the CIA fixtures if unset)")
+  parser.add_argument("--pytracking-root", default=None,
+                      help="pytracking checkout; with --cia-root, also writes reference_keys.json.gz")
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   make_checkpoint_fixtures(out)
   if args.cia_root:
     make_cia_fixture(pathlib.Path(args.cia_root), out)
+  if args.cia_root and args.pytracking_root:
+    make_reference_keys(pathlib.Path(args.pytracking_root).resolve(), pathlib.Path(args.cia_root).resolve(), out)
   for p in sorted(out.iterdir()):
     print(f"{p}  {p.stat().st_size} bytes")
   return 0

@@ -289,3 +289,45 @@ def test_partial_key_encoder_is_reported():
   del state["feature_extractor.encoder_k.proj.conv2.bias"]
   with pytest.raises(ValueError, match="feature_extractor.encoder_k.proj.conv2.bias"):
     mapping.torch_to_flax(state, "cia18", **TINY)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The real reference layouts (state-dict keys and shapes of the reference constructors, full size;
+# tests/data/interop/reference_keys.json.gz from scripts/make_interop_fixtures.py).
+
+
+def _reference_layouts() -> dict:
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(__file__).resolve().parents[1] / "data" / "interop" / "reference_keys.json.gz"
+  with gzip.open(path, "rt") as f:
+    return json.load(f)["layouts"]
+
+
+@pytest.mark.parametrize("arch", ["dimp18", "superdimp", "cia18", "cia50"])
+def test_real_reference_layout_converts_completely(arch):
+  layout = {k: tuple(v) for k, v in _reference_layouts()[arch].items()}
+  entries, attention = mapping.key_table(arch)
+  ours = _table_shapes(arch)
+  dropped = {k for k in layout if k not in ours}
+  # What we drop is exactly the unused part of spec 6.2 / 6.3 (plus the key encoder, mapped separately).
+  allowed = ("num_batches_tracked", ".fc.", "feature_extractor.queue", "feature_extractor.encoder_k.")
+  if arch in ("dimp18", "superdimp"):
+    allowed += ("feature_extractor.layer4.",)
+  assert all(any(a in k for a in allowed) for k in dropped), sorted(k for k in dropped
+                                                                    if not any(a in k for a in allowed))
+  assert set(ours) <= set(layout)
+  assert {k: layout[k] for k in ours} == ours
+  # The whole layout (zero-stride dummy arrays: no memory) converts with nothing unknown or missing.
+  state = {k: np.broadcast_to(np.zeros((), np.float32), s) for k, s in layout.items()}
+  variables, momentum = mapping.torch_to_flax(state, arch)
+  n_ours = sum(int(np.prod(e.shape)) for e in entries) + sum(4 * a.dim * a.dim + 4 * a.dim for a in attention)
+  assert sum(x.size for x in jax.tree_util.tree_leaves(variables)) == n_ours
+  if arch.startswith("cia"):
+    assert set(momentum["params"]) == {"backbone", "proj"}
+    assert jax.tree.map(np.shape, momentum["params"]["backbone"]) == jax.tree.map(
+        np.shape, variables["params"]["backbone"])
+  else:
+    assert momentum == {"params": {}, "batch_stats": {}}
