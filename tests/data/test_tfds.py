@@ -289,3 +289,16 @@ def test_cia_jax_tfds_build_command(roots, tmp_path, capsys):
   with pytest.raises(ValueError, match="num_shards"):
     cli.main(["tfds-build", "--dataset", "coco", "--manual_dir", roots["coco"], "--data_dir", out,
               "--num_shards", "0"])
+
+
+def test_got10k_manual_dir_may_be_one_split_folder(roots, tmp_path):
+  """As in the training configs (`got10k.root=/data/got10k/train`): the split folder itself."""
+  train = os.path.join(roots["got10k"], "train")
+  out = str(tmp_path / "data")
+  builders.build("got10k", train, out)
+  assert set(tfds.builder_from_directory(reader.builder_dir(out, "got10k", "frames")).info.splits) == {"train"}
+  raw = load_dataset("got10k", train, "train")
+  prepared = reader.load_tfds_dataset("got10k", "train", data_dir=out)
+  assert [s.name for s in prepared] == [s.name for s in raw]
+  np.testing.assert_array_equal(pipeline.load_image(prepared[2].frame_paths[-1]),
+                                pipeline.load_image(raw[2].frame_paths[-1]))

@@ -213,7 +213,7 @@ class TrackingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class CiaGot10k(TrackingBuilder):
-  """GOT-10k: splits train / val / test (the sub-folders present)."""
+  """GOT-10k: splits train / val / test (the sub-folders present, or the one split folder given)."""
 
   name = "cia_got10k"
   FORMAT = "got10k"
@@ -222,7 +222,11 @@ class CiaGot10k(TrackingBuilder):
 
   @classmethod
   def splits_in(cls, manual_dir: str) -> list[str]:
-    return [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(manual_dir, s))]
+    found = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(manual_dir, s))]
+    if not found:  # the manual dir is one split folder itself (as the folder reader also accepts)
+      found = sorted({m.group(1).lower() for n in os.listdir(manual_dir)
+                      if (m := re.fullmatch(r"GOT-10k_(Train|Val|Test)_\d+", n))})
+    return found
 
 
 class CiaLasot(TrackingBuilder):
