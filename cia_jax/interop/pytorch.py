@@ -190,6 +190,13 @@ class _Marker:
     self.args = args
 
 
+def _latin1_bytes(text, encoding="latin1"):
+  """`_codecs.encode` as protocol-2 pickles use it for bytes objects (str + 'latin1'); nothing else."""
+  if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+    raise UnsafeCheckpointError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed")
+  return text.encode("latin1")
+
+
 def _marker_class(name: str) -> type:
   return type(name, (_Marker,), {"__module__": __name__})
 
@@ -207,19 +214,37 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Tensor"): _marker_class("Tensor"),
     ("torch.nn.parameter", "Parameter"): _marker_class("Parameter"),
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("collections", "defaultdict"): lambda *args: collections.defaultdict(None),
+    ("collections", "defaultdict"): collections.defaultdict,
     ("builtins", "set"): set,
+    ("builtins", "list"): list,
+    ("builtins", "dict"): dict,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "int"): int,
+    ("builtins", "float"): float,
+    ("builtins", "str"): str,
+    ("builtins", "bool"): bool,
+    ("builtins", "bytes"): bytes,
+    ("builtins", "bytearray"): bytearray,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
     ("copyreg", "_reconstructor"): _reconstruct_stub,
 }
+# NumPy arrays / scalars / dtypes (e.g. in pytracking's 'stats' or 'settings'): numpy's own rebuilders only
+# allocate arrays and copy bytes (object arrays hold objects unpickled through this same allow-list).
+_np_multiarray = getattr(np, "_core", np.core).multiarray
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+  _SAFE_GLOBALS[(_mod, "_reconstruct")] = _np_multiarray._reconstruct  # pylint: disable=protected-access
+  _SAFE_GLOBALS[(_mod, "scalar")] = _np_multiarray.scalar
+_SAFE_GLOBALS[("_codecs", "encode")] = _latin1_bytes
+_SAFE_GLOBALS[("numpy", "ndarray")] = np.ndarray
+_SAFE_GLOBALS[("numpy", "dtype")] = np.dtype
 for _name, _dt in _STORAGE_DTYPES.items():
   _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, _dt)
   _SAFE_GLOBALS[("torch.storage", _name)] = _StorageType(_name, _dt)
 for _name, _dt in _TORCH_DTYPES.items():
   _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, _dt)
-_SAFE_CALLABLES = {v for v in _SAFE_GLOBALS.values() if callable(v) and not isinstance(v, type)}
+_SAFE_CALLABLES = {_rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

@@ -164,3 +164,15 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
       zf.writestr(n, b)
   with pytest.raises(ValueError, match="reaches element 9, but the storage has 4"):
     load_torch_file(bad)
+
+
+def test_numpy_values_in_checkpoints(tmp_path):
+  # pytracking 'stats' / 'settings' may hold NumPy scalars and arrays; they load as such.
+  obj = {"stats": {"loss": np.float64(1.5), "hist": np.arange(4, dtype=np.int32).reshape(2, 2),
+                   "names": np.array(["a", "bc"], dtype=object)}}
+  path = tmp_path / "np.pth"
+  path.write_bytes(pickle.dumps(obj, protocol=2))
+  back = load_torch_file(path)["stats"]
+  assert back["loss"] == 1.5 and isinstance(back["loss"], np.float64)
+  np.testing.assert_array_equal(back["hist"], obj["stats"]["hist"])
+  assert list(back["names"]) == ["a", "bc"]
