@@ -26,7 +26,7 @@ _SIZE = (64, 48)
 CASES = [("got10k", "train", {}), ("got10k", "val", {}), ("got10k", "test", {}),
          ("got10k", "vottrain", {"split_file": "VOTTRAIN"}), ("lasot", "train", {}), ("lasot", "test", {}),
          ("lasot", None, {}), ("lasot", "train", {"classes": ["bird"]}), ("trackingnet", "train", {}),
-         ("trackingnet", "train", {"chunks": [0]}), ("trackingnet", "test", {}), ("coco", "train", {}),
+         ("trackingnet", "train", {"chunks": [0]}), ("trackingnet", "test", {}), ("trackingnet", "test", {"chunks": [0]}), ("coco", "train", {}),
          ("coco", "train", {"min_size": 12.0})]
 
 
@@ -302,3 +302,25 @@ def test_got10k_manual_dir_may_be_one_split_folder(roots, tmp_path):
   assert [s.name for s in prepared] == [s.name for s in raw]
   np.testing.assert_array_equal(pipeline.load_image(prepared[2].frame_paths[-1]),
                                 pipeline.load_image(raw[2].frame_paths[-1]))
+
+
+def test_trackingnet_chunks_select_and_order_as_folder_reader(tmp_path):
+  root, other = str(tmp_path / "tn"), str(tmp_path / "other")
+  synthetic.generate(other, "trackingnet", num_sequences=2, num_frames=6, seed=20, image_size=_SIZE)
+  os.makedirs(root)
+  os.rename(os.path.join(other, "TRAIN_0"), os.path.join(root, "TRAIN_1"))
+  synthetic.generate(root, "trackingnet", num_sequences=3, num_frames=6, seed=21, image_size=_SIZE)
+  out = str(tmp_path / "data")
+  builders.build("trackingnet", root, out)
+  first_frames = {}
+  for chunks, count in ((None, 5), ((1, 0), 5), ((1,), 2), ((0,), 3)):
+    kw = {} if chunks is None else {"chunks": list(chunks)}
+    raw = load_dataset("trackingnet", root, "train", **kw)
+    prepared = reader.load_tfds_dataset("trackingnet", "train", data_dir=out, **kw)
+    assert len(prepared) == len(raw) == count
+    first_frames[chunks] = raw[0].frame_paths[0]
+    for a, b in zip(raw, prepared):
+      assert a.name == b.name
+      np.testing.assert_array_equal(b.boxes, a.boxes)
+      np.testing.assert_array_equal(pipeline.load_image(b.frame_paths[0]), pipeline.load_image(a.frame_paths[0]))
+  assert "TRAIN_1" in first_frames[(1, 0)] and "TRAIN_0" in first_frames[None]  # the order did change

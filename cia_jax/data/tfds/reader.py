@@ -208,7 +208,7 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
     # LaSOT train + test: back to the folder reader's natural order of <class>/<sequence> folders.
     order = sorted(range(len(seqs)), key=lambda i: [ann.natural_key(p) for p in folders[i].split("/")])
     seqs, chunks = [seqs[i] for i in order], [chunks[i] for i in order]
-  seqs = _apply_options(name, seqs, chunks, kw)
+  seqs = _apply_options(name, split, seqs, chunks, kw)
   if shard_by_host:
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
@@ -219,7 +219,8 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
   return seqs
 
 
-def _apply_options(name: str, seqs: list[Sequence], chunks: list[str], kw: dict) -> list[Sequence]:
+def _apply_options(name: str, split: str | None, seqs: list[Sequence], chunks: list[str],
+                   kw: dict) -> list[Sequence]:
   """The folder readers' selection options, applied in their order."""
   keep = [True] * len(seqs)
   names = [s.name for s in seqs]
@@ -233,17 +234,16 @@ def _apply_options(name: str, seqs: list[Sequence], chunks: list[str], kw: dict)
   if kw.get("classes") is not None:
     wanted = set(kw["classes"])
     keep = [k and s.category in wanted for k, s in zip(keep, seqs)]
-  if kw.get("chunks") is not None:
-    wanted = {f"TRAIN_{int(c)}" for c in kw["chunks"]}
-    keep = [k and c in wanted for k, c in zip(keep, chunks)]
-    # The folder reader walks the chunks in the order given.
-    order = {f"TRAIN_{int(c)}": i for i, c in reversed(list(enumerate(kw["chunks"])))}
-    kept = sorted((order[c], i) for i, (c, k) in enumerate(zip(chunks, keep)) if k)
-    return [seqs[i] for _, i in kept]
   if kw.get("min_size") is not None:
     m = float(kw["min_size"])
     keep = [k and bool(s.boxes[0, 2] >= m and s.boxes[0, 3] >= m) for k, s in zip(keep, seqs)]
-  return [s for s, k in zip(seqs, keep) if k]
+  order = list(range(len(seqs)))
+  if kw.get("chunks") is not None and split != "test":  # the folder reader ignores chunks for TEST
+    # Only the chunks given, walked in the order given (as the folder reader does).
+    rank = {f"TRAIN_{int(c)}": i for i, c in reversed(list(enumerate(kw["chunks"])))}
+    keep = [k and c in rank for k, c in zip(keep, chunks)]
+    order = sorted(order, key=lambda i: rank.get(chunks[i], -1))  # stable: reader order within a chunk
+  return [seqs[i] for i in order if keep[i]]
 
 
 def load_sequences(name: str, split: str | None = None, *, source: str = "folders", root: str | None = None,
