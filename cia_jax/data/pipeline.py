@@ -13,6 +13,8 @@ Decoding (OpenCV, which releases the GIL) and processing run in one `tf.numpy_fu
 with `num_parallel_calls`; see BENCHMARKS.md ("Input pipeline") for the measured choice against TF-native
 decoding. A frame that cannot be read (missing, truncated to nothing, not an image) is skipped: the whole
 sample is redrawn with the next `attempt` and the unreadable files are counted in `skipped_images`.
+Frames prepared as TFDS data (`cia_jax.data.tfds`) have `tfds:` frame URIs as paths: `load_image` fetches
+the record's stored file bytes and decodes them the same way, so both sources give the same batches.
 
 Batch layout (every leaf is a NumPy array with leading axes [D, B] = [local devices, sequences per device];
 frames come first inside a sequence):

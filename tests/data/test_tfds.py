@@ -162,6 +162,11 @@ def test_host_shards_disjoint_and_covering(data_dir):
   recs = [np.concatenate([reader.sequence_frame_records(s) for s in shard]) for shard in shards]
   assert not set(recs[0].tolist()) & set(recs[1].tolist())
   assert recs[0].max() < recs[1].min()  # host 0 reads the leading records, host 1 the trailing ones
+  # Hence host 0 (1 of 3 sequences: records 0-19 of 60, shards of 30) opens only the first shard file.
+  lengths = tfds.builder_from_directory(reader.builder_dir(data_dir, "got10k", "frames")).info.splits[
+      "train"].shard_lengths
+  shard_of = lambda r: int(np.searchsorted(np.cumsum(lengths), r, side="right"))  # noqa: E731
+  assert lengths == [30, 30] and {shard_of(r) for r in recs[0]} == {0}
   # Each host's stream is a pure function of (seed, host, hosts): rebuilding it gives the same samples.
   s1 = DiMPSampler([shards[1]], min_length=8)
   again = DiMPSampler([reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True,
@@ -324,3 +329,14 @@ def test_trackingnet_chunks_select_and_order_as_folder_reader(tmp_path):
       np.testing.assert_array_equal(b.boxes, a.boxes)
       np.testing.assert_array_equal(pipeline.load_image(b.frame_paths[0]), pipeline.load_image(a.frame_paths[0]))
   assert "TRAIN_1" in first_frames[(1, 0)] and "TRAIN_0" in first_frames[None]  # the order did change
+
+
+def test_record_keys_keep_order_and_spread_over_writer_buckets():
+  """The keys the builders write keep record order and fill TFDS's 1000 sort buckets evenly."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  n = 5000
+  keys = [builders._record_key(r, n) for r in range(n)]  # pylint: disable=protected-access
+  assert keys == sorted(keys) and len(set(keys)) == n and keys[-1] < 2**128
+  buckets = np.bincount([shuffle.get_bucket_number(k, shuffle.BUCKETS_NUMBER) for k in keys],
+                        minlength=shuffle.BUCKETS_NUMBER)
+  assert buckets.min() >= 4 and buckets.max() <= 6  # ~n / 1000 records each, never all in one bucket
