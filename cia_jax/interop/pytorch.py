@@ -440,6 +440,8 @@ def load_torch_file(path: str) -> Any:
 def state_dict_from_checkpoint(obj: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:
   """The network state dict of a loaded checkpoint: `obj['net']` (pytracking), `obj['state_dict']`, or `obj`.
 
+  A 'module.' prefix on every key (a state dict saved from `nn.DataParallel`) is removed.
+
   Args:
     obj: what `load_torch_file` returned.
     where: name used in error messages (the file).
@@ -458,6 +460,8 @@ def state_dict_from_checkpoint(obj: Any, where: str = "checkpoint") -> dict[str,
   bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
   if bad:
     raise ValueError(f"{where}: not a flat state dict of tensors; offending entries: {bad[:5]}")
+  if all(k.startswith("module.") for k in obj):  # saved from an nn.DataParallel wrapper
+    return {k[len("module."):]: v for k, v in obj.items()}
   return dict(obj)
 
 

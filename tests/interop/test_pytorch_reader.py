@@ -60,6 +60,7 @@ def test_state_dict_from_checkpoint_variants():
   assert list(net) == ["a.weight"]
   assert state_dict_from_checkpoint({"b": np.ones(1)}) == {"b": np.ones(1)}
   assert list(state_dict_from_checkpoint(obj)) == list(obj["net"])
+  assert list(state_dict_from_checkpoint({"module.a": np.ones(1), "module.b.c": np.ones(1)})) == ["a", "b.c"]
   with pytest.raises(ValueError, match="my.pth: not a flat state dict"):
     state_dict_from_checkpoint({"net": {"a": {"nested": 1}}}, where="my.pth")
   with pytest.raises(ValueError, match="expected a state dict"):
