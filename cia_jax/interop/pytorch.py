@@ -549,15 +549,19 @@ def add_arguments(parser) -> None:
   """Flags of `cia-jax convert`."""
   from cia_jax.interop.mapping import ARCH_CONFIGS  # pylint: disable=g-import-not-at-top  (numpy only)
 
-  parser.add_argument("--from", dest="source_format", choices=("pytracking",), default="pytracking",
-                      help="checkpoint flavour: a pytracking/CIA checkpoint (dict with 'net') or a bare "
-                           "state dict, e.g. torchvision ResNet weights")
+  parser.add_argument("--from", dest="source_format", choices=("pytracking", "cia-jax"), default="pytracking",
+                      help="pytracking: IN is a PyTorch checkpoint (pytracking/CIA dict with 'net', or a bare "
+                           "state dict such as torchvision ResNet weights), OUT a variables checkpoint. "
+                           "cia-jax: the reverse, IN a variables checkpoint, OUT a torch file {'net': state "
+                           "dict} that the reference loads")
   parser.add_argument("--arch", required=True, choices=sorted(ARCH_CONFIGS),
                       help="network the checkpoint holds (resnet18/resnet50: backbone only, e.g. ImageNet)")
   parser.add_argument("--momentum-out", default=None,
                       help="CIA only: also write the key encoder (encoder_k) to this directory")
-  parser.add_argument("input", metavar="IN", help="PyTorch checkpoint (.pth / .pth.tar)")
-  parser.add_argument("output", metavar="OUT", help="output variables-checkpoint directory")
+  parser.add_argument("input", metavar="IN", help="PyTorch checkpoint (.pth / .pth.tar), or a variables "
+                                                  "checkpoint with --from cia-jax")
+  parser.add_argument("output", metavar="OUT", help="output variables-checkpoint directory (a .pth file with "
+                                                    "--from cia-jax)")
 
 
 def convert_file(path: str, arch: str) -> tuple[dict, dict, dict]:
@@ -580,12 +584,36 @@ def convert_file(path: str, arch: str) -> tuple[dict, dict, dict]:
   return variables, momentum, meta
 
 
+def export_file(path: str, arch: str, out: str) -> None:
+  """Writes the variables checkpoint `path` (network `arch`) as a torch file `{'net': reference state dict}`."""
+  from cia_jax.interop import mapping  # pylint: disable=g-import-not-at-top
+  from cia_jax.train.checkpoint import load_variables  # pylint: disable=g-import-not-at-top
+
+  variables, meta = load_variables(path)
+  model = meta.get("model", {})
+  try:
+    state = mapping.flax_to_torch(variables, arch, **model)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}: variables do not have the layout of arch {arch!r} with model {model} "
+                     f"({type(e).__name__}: {e})") from e
+  save_torch_file(out, {"net": state, "arch": arch, "source": os.path.abspath(path)})
+
+
 def run(args) -> int:
-  """`cia-jax convert --arch ARCH IN OUT`: PyTorch checkpoint -> variables checkpoint (`save_variables`)."""
+  """`cia-jax convert --arch ARCH IN OUT`: PyTorch checkpoint -> variables checkpoint (`save_variables`),
+  or the reverse with `--from cia-jax`."""
   import sys  # pylint: disable=g-import-not-at-top
 
   from cia_jax.train.checkpoint import save_variables  # pylint: disable=g-import-not-at-top
 
+  if args.source_format == "cia-jax":
+    try:
+      export_file(args.input, args.arch, args.output)
+    except (FileNotFoundError, ValueError) as e:
+      print(f"cia-jax convert: {e}", file=sys.stderr)
+      return 2
+    print(f"wrote {args.output} ({args.arch} state dict, from {args.input})")
+    return 0
   try:
     variables, momentum, meta = convert_file(args.input, args.arch)
   except (FileNotFoundError, ValueError) as e:

@@ -8,7 +8,7 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.interop import mapping
-from cia_jax.interop.pytorch import save_torch_file
+from cia_jax.interop.pytorch import load_torch_file, save_torch_file
 from cia_jax.train.checkpoint import load_variables
 
 
@@ -37,6 +37,19 @@ def test_convert_resnet18_end_to_end(tmp_path, resnet18_file, capsys):
   assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
   for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), b)
+
+  # And back: the exported torch file holds the original state dict (minus the dropped fc).
+  back = tmp_path / "back.pth"
+  assert cli.main(["convert", "--from", "cia-jax", "--arch", "resnet18", str(out), str(back)]) == 0
+  exported = load_torch_file(back)["net"]
+  original = load_torch_file(src)
+  assert sorted(exported) == sorted(k for k in original if not k.startswith("fc."))
+  for k, v in exported.items():
+    assert v.dtype == original[k].dtype, k
+    np.testing.assert_array_equal(v, original[k], err_msg=k)
+  # Exporting with the wrong arch is a clear error.
+  assert cli.main(["convert", "--from", "cia-jax", "--arch", "cia18", str(out), str(tmp_path / "x.pth")]) == 2
+  assert "do not have the layout of arch 'cia18'" in capsys.readouterr().err
 
 
 def test_convert_errors_name_the_file(tmp_path, resnet18_file, capsys):
