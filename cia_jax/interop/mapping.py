@@ -156,11 +156,11 @@ def _leaves(tree: Mapping, prefix: tuple[str, ...] = ()):
       yield prefix + (k,), v
 
 
-def _backbone_prefix(arch: str, kwargs: Mapping[str, Any]) -> str:
+def _backbone_prefix(arch: str) -> str:
+  """Where the ResNet sits in the reference network: CIDiMPnet's MoCo wrapper, DiMPnet, or bare torchvision."""
   if arch in BACKBONE_ONLY:
     return ""
-  cia = any(kwargs.get(k, True) for k in _OFF)
-  return "feature_extractor.encoder_q" if cia else "feature_extractor"
+  return "feature_extractor.encoder_q" if arch.startswith("cia") else "feature_extractor"
 
 
 def _torch_module(path: tuple[str, ...], backbone_prefix: str) -> str:
@@ -192,9 +192,8 @@ def key_table(arch: str, **overrides) -> tuple[list[KeyEntry], list[AttentionEnt
   Returns:
     (tensor entries, attention entries), in our tree's order.
   """
-  kwargs = model_kwargs(arch, **overrides)
   template = model_template(arch, **overrides)
-  prefix = _backbone_prefix(arch, kwargs)
+  prefix = _backbone_prefix(arch)
   entries: list[KeyEntry] = []
   attention: dict[tuple[str, ...], AttentionEntry] = {}
   for collection in ("params", "batch_stats"):
@@ -223,7 +222,7 @@ def _ignored(key: str, arch: str, entries: list[KeyEntry]) -> bool:
   """Reference keys that exist but have no use here (spec 6.2 / 6.3)."""
   if key.endswith("num_batches_tracked") or key in ("feature_extractor.queue", "feature_extractor.queue_ptr"):
     return True
-  prefix = _backbone_prefix(arch, ARCH_CONFIGS[arch])
+  prefix = _backbone_prefix(arch)
   bb = f"{prefix}." if prefix else ""
   has_layer4 = any(e.path[:2] == ("backbone", "layer4") for e in entries)
   for p in ([bb] + ([f"{MOMENTUM_PREFIX}."] if prefix == "feature_extractor.encoder_q" else [])):
@@ -288,9 +287,8 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], arch: str, **overrides) 
   Raises:
     ValueError: listing, in one message, every missing key, every unknown key and every shape mismatch.
   """
-  kwargs = model_kwargs(arch, **overrides)
   entries, attention = key_table(arch, **overrides)
-  prefix = _backbone_prefix(arch, kwargs)
+  prefix = _backbone_prefix(arch)
   momentum_entries = _momentum_entries(entries, prefix)
   has_momentum = any(k.startswith(MOMENTUM_PREFIX + ".") and not _ignored(k, arch, entries) for k in state_dict)
   missing, mismatched, used = [], [], set()
@@ -358,11 +356,10 @@ def flax_to_torch(variables: Mapping[str, Any], arch: str, momentum: Mapping[str
   Returns:
     `{torch key: float32 array (int64 for num_batches_tracked)}` in torch layout.
   """
-  kwargs = model_kwargs(arch, **overrides)
   entries, attention = key_table(arch, **overrides)
   tables = [(variables, entries)]
   if momentum and momentum.get("params"):
-    tables.append((momentum, _momentum_entries(entries, _backbone_prefix(arch, kwargs))))
+    tables.append((momentum, _momentum_entries(entries, _backbone_prefix(arch))))
   state: dict[str, np.ndarray] = {}
   for source, table in tables:
     for e in table:

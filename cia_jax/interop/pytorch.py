@@ -232,7 +232,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 # NumPy arrays / scalars / dtypes (e.g. in pytracking's 'stats' or 'settings'): numpy's own rebuilders only
 # allocate arrays and copy bytes (object arrays hold objects unpickled through this same allow-list).
-_np_multiarray = getattr(np, "_core", np.core).multiarray
+_np_multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # pylint: disable=protected-access
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
   _SAFE_GLOBALS[(_mod, "_reconstruct")] = _np_multiarray._reconstruct  # pylint: disable=protected-access
   _SAFE_GLOBALS[(_mod, "scalar")] = _np_multiarray.scalar
