@@ -13,7 +13,7 @@ Data (`--data`):
   synthetic  `cia_jax.data.synthetic` GOT-10k train sequences (`--num-sequences`, `--frames`, `--size`).
 
   .venv/bin/python scripts/benchmark_tfds.py [--data real] [--preset cia18] [--batch 8] [--batches 10]
-      [--parallel 1,2,autotune] [--repeats 3] [--workdir DIR]
+      [--parallel 1,2,autotune] [--repeats 3] [--num-shards N] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def parse_args():
   p.add_argument("--parallel", default="1,2,autotune", help="num_parallel_calls values to try")
   p.add_argument("--repeats", type=int, default=3, help="runs per setting and source (median reported)")
   p.add_argument("--frame-reads", type=int, default=200, help="frames timed for the per-frame table")
+  p.add_argument("--num-shards", type=int, default=None, help="TFDS files per split (default: TFDS's choice)")
   p.add_argument("--workdir", default=None, help="where to write the layout and TFDS data (default: a temp dir)")
   return p.parse_args()
 
@@ -78,6 +79,11 @@ def du(path):
   for d, _, files in os.walk(path, followlinks=True):
     total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
   return total
+
+
+def tfds_info_shards(path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return sum(s.num_shards for s in tfds.builder_from_directory(path).info.splits.values())
 
 
 def frame_read_ms(raw, prepared, n):
@@ -120,7 +126,7 @@ def main():
     name, split, root = make_layout(args, workdir)
     data_dir = os.path.join(workdir, "tfds")
     t0 = time.perf_counter()
-    dirs = builders.build(name, root, data_dir)
+    dirs = builders.build(name, root, data_dir, num_shards=args.num_shards)
     build_s = time.perf_counter() - t0
     raw = load_dataset(name, root, split)
     prepared = reader.load_tfds_dataset(name, split, data_dir=data_dir)
@@ -130,8 +136,10 @@ def main():
     print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
     print(f"data: {args.data} {name}/{split}, {len(raw)} sequences, {sum(map(len, raw))} frames of "
           f"{size[1]}x{size[0]}; preset {args.preset} ({cfg.output_sz} px crops)")
+    shards = tfds_info_shards(dirs["frames"])
     print(f"TFDS build: {build_s:.1f} s; raw {du(root) / 2**20:.1f} MiB, TFDS frames "
-          f"{du(dirs['frames']) / 2**20:.1f} MiB + sequences {du(dirs['sequences']) / 2**10:.1f} KiB\n")
+          f"{du(dirs['frames']) / 2**20:.1f} MiB in {shards} shard(s) + sequences "
+          f"{du(dirs['sequences']) / 2**10:.1f} KiB\n")
 
     kw = dict(seed=0, seqs_per_device=args.batch, num_local_devices=1, process_index=0, process_count=1,
               num_batches=2, num_parallel_calls=2)

@@ -211,7 +211,7 @@ def test_unreadable_records_and_bad_inputs(roots, data_dir, tmp_path):
   assert reader.read_frame_bytes(missing) is None and pipeline.load_image(missing) is None
   with pytest.raises(ValueError, match="not a TFDS frame URI"):
     reader.parse_frame_uri("tfds:/x/y")
-  with pytest.raises(FileNotFoundError, match="tfds build cia_lasot"):
+  with pytest.raises(FileNotFoundError, match="cia-jax tfds-build --dataset lasot"):
     reader.load_tfds_dataset("lasot", "train", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="prepared: train"):
     reader.load_tfds_dataset("coco", "val", data_dir=data_dir)
@@ -340,3 +340,14 @@ def test_record_keys_keep_order_and_spread_over_writer_buckets():
   buckets = np.bincount([shuffle.get_bucket_number(k, shuffle.BUCKETS_NUMBER) for k in keys],
                         minlength=shuffle.BUCKETS_NUMBER)
   assert buckets.min() >= 4 and buckets.max() <= 6  # ~n / 1000 records each, never all in one bucket
+
+
+def test_configs_built_from_different_data_are_refused(tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  synthetic.generate(a, "got10k", num_sequences=3, num_frames=6, split="val", image_size=_SIZE)
+  synthetic.generate(b, "got10k", num_sequences=2, num_frames=6, split="val", image_size=_SIZE)
+  out = str(tmp_path / "data")
+  builders.build("got10k", a, out, configs=(builders.SEQUENCES,))
+  builders.build("got10k", b, out, configs=(builders.FRAMES,))
+  with pytest.raises(ValueError, match="refers to 18 frame records, the frames config holds 12"):
+    reader.load_tfds_dataset("got10k", "val", data_dir=out)

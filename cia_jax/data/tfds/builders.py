@@ -26,9 +26,15 @@ small integer keys would all fall into one bucket. Shard boundaries follow from 
 
 The default file format is `array_record` (random access via `as_data_source`, which the sampler needs).
 
-Build (synthetic or real data), e.g.:
+Build (synthetic or real data) with any of
 
-  tfds build cia_got10k --imports cia_jax.data.tfds.builders --manual_dir /data/got10k --data_dir /data/tfds
+  cia-jax tfds-build --dataset got10k --manual_dir /data/got10k --data_dir /data/tfds
+  python -m cia_jax.data.tfds build cia_got10k --imports cia_jax.data.tfds.builders \
+      --manual_dir /data/got10k --data_dir /data/tfds
+  tfds build cia_got10k --imports cia_jax.data.tfds.builders --manual_dir ... --data_dir ...
+
+(the last needs apache_beam installed: TFDS 4.9.10's `tfds` script imports it at start-up; the second is the
+same `build` command without that import). Preparation is one pass over the files in one process.
 
 Splits: GOT-10k train/val/test (the folders present); LaSOT train/test when `testing_set.txt` or
 `training_set.txt` is in the manual dir, else `full` (every sequence; TFDS reserves the name `all`);

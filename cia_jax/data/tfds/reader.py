@@ -185,8 +185,8 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
   for d in (meta_dir, frames_dir):
     if not epath.Path(d, "dataset_info.json").exists():  # local or gs:// alike
       raise FileNotFoundError(
-          f"TFDS {name} not prepared: {d} missing; build it with `tfds build {_BUILDER_NAMES[name]} "
-          f"--imports cia_jax.data.tfds.builders --manual_dir <{name} root> --data_dir {data_dir}`")
+          f"TFDS {name} not prepared: {d} missing; build it with `cia-jax tfds-build --dataset {name} "
+          f"--manual_dir <{name} root> --data_dir {data_dir}`")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from cia_jax.data.tfds.builders import decode_attributes  # pylint: disable=g-import-not-at-top
   available = list(tfds.builder_from_directory(meta_dir).info.splits)
@@ -194,8 +194,15 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
   seqs, chunks, folders = [], [], []
   for stored in stored_splits:
     meta = _open(meta_dir, stored)
-    for i in range(len(meta)):
-      ex = meta[i]
+    examples = [meta[i] for i in range(len(meta))]
+    # Frame records are numbered densely 0..N-1 over the split's distinct files: both configs must agree.
+    n_frames = len(_open(frames_dir, stored))
+    n_used = 1 + max((int(ex["frame_records"].max()) for ex in examples if len(ex["frame_records"])), default=-1)
+    if n_used != n_frames:
+      raise ValueError(f"TFDS {name} split {stored!r}: the sequences config refers to {n_used} frame records, "
+                       f"the frames config holds {n_frames}; they were built from different data: rebuild "
+                       f"both (`cia-jax tfds-build --dataset {name} ...`)")
+    for ex in examples:
       uris = tuple(frame_uri(frames_dir, stored, r) for r in ex["frame_records"])
       seqs.append(Sequence(_text(ex["name"]), uris, ex["boxes"], ex["visible"],
                            _text(ex["category"]) or None, _text(ex["dataset"]),
