@@ -156,6 +156,9 @@ def test_host_shards_disjoint_and_covering(data_dir):
   shards = [reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True,
                                      process_index=p, process_count=2) for p in range(2)]
   assert [s.name for shard in shards for s in shard] == [s.name for s in full]
+  # Default host = jax.process_index() of jax.process_count() (1 here): the whole list.
+  single = reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True)
+  assert [s.name for s in single] == [s.name for s in full]
   recs = [np.concatenate([reader.sequence_frame_records(s) for s in shard]) for shard in shards]
   assert not set(recs[0].tolist()) & set(recs[1].tolist())
   assert recs[0].max() < recs[1].min()  # host 0 reads the leading records, host 1 the trailing ones
