@@ -42,19 +42,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-_OFF = dict(category_classification=False, category_encoder=False, contrastive=False, instance_encoder=False)
-_R50 = dict(backbone_arch="resnet50", frozen_layers=("conv1", "layer1", "layer2"), clf_arch="r50", clf_dim=512,
-            init_gauss_sigma=0.25 / 6 * 22)
+from cia_jax.models.presets import MODEL_PRESETS
 
-# Architecture name -> `CIANet` keyword arguments. resnet18 / resnet50 are backbone-only targets (ImageNet
-# weights for initialising a CIA18 / CIA50 training): their checkpoints hold only `backbone`.
+# Architecture name -> `CIANet` keyword arguments: the four published networks of `cia_jax.models.presets`, plus
+# resnet18 / resnet50, backbone-only targets (ImageNet weights for initialising a CIA18 / CIA50 training) whose
+# checkpoints hold only `backbone`.
 ARCH_CONFIGS: dict[str, dict[str, Any]] = {
-    "dimp18": dict(_OFF, joint_backbone_batch=False),
-    "superdimp": dict(_R50, **_OFF, joint_backbone_batch=False),
-    "cia18": dict(),
-    "cia50": dict(_R50),
-    "resnet18": dict(),
-    "resnet50": dict(_R50),
+    **MODEL_PRESETS,
+    "resnet18": dict(MODEL_PRESETS["cia18"]),
+    "resnet50": dict(MODEL_PRESETS["cia50"]),
 }
 BACKBONE_ONLY = ("resnet18", "resnet50")
 MOMENTUM_PREFIX = "feature_extractor.encoder_k"

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 _OFF = dict(category_classification=False, category_encoder=False, contrastive=False, instance_encoder=False)
 _R50 = dict(backbone_arch="resnet50", frozen_layers=("conv1", "layer1", "layer2"), clf_arch="r50", clf_dim=512,
             init_gauss_sigma=0.25 / 6 * 22)
@@ -37,12 +34,16 @@ def model_kwargs(name: str, **overrides) -> dict[str, Any]:
   return {**MODEL_PRESETS[name], **overrides}
 
 
-def init_variables(net, key: jax.Array, image_size: int = 64, num_proposals: int = 2) -> dict:
+def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
   """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
 
   Variable shapes do not depend on `image_size` (64 px keeps every map >= 1 cell); jitted, so it costs one
-  compilation. Under `jax.eval_shape` it gives the abstract tree.
+  compilation. Under `jax.eval_shape` it gives the abstract tree. (JAX is imported here so that the presets
+  table itself stays importable without it.)
   """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   s = int(image_size)
   imgs = jnp.zeros((3, 1, s, s, 3), jnp.float32)
   box = jnp.broadcast_to(jnp.asarray([s / 4, s / 4, s / 2, s / 2], jnp.float32), (3, 1, 4))
