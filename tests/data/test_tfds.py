@@ -2,7 +2,9 @@
 bit-identical), deterministic record order, same batches from folders and TFDS, host shards."""
 
 import dataclasses
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -351,3 +353,34 @@ def test_configs_built_from_different_data_are_refused(tmp_path):
   builders.build("got10k", b, out, configs=(builders.FRAMES,))
   with pytest.raises(ValueError, match="refers to 18 frame records, the frames config holds 12"):
     reader.load_tfds_dataset("got10k", "val", data_dir=out)
+
+
+_HOST_SCRIPT = """
+import json, sys
+import jax
+port, pid, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+from cia_jax.data.tfds import reader
+seqs = reader.load_tfds_dataset("got10k", "train", data_dir=data_dir, shard_by_host=True)
+print("RESULT " + json.dumps({"process": jax.process_index(), "names": [s.name for s in seqs]}))
+jax.distributed.shutdown()
+"""
+
+
+def test_two_jax_processes_read_disjoint_covering_shards(data_dir, tmp_path):
+  """Two real JAX processes (`jax.distributed` on localhost): each keeps its own block by default."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  script = tmp_path / "host.py"
+  script.write_text(_HOST_SCRIPT)
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(p), data_dir], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env) for p in range(2)]
+  outs = [p.communicate(timeout=180) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+  results = [json.loads(line[7:]) for out, _ in outs for line in out.splitlines() if line.startswith("RESULT ")]
+  by_host = {r["process"]: r["names"] for r in sorted(results, key=lambda r: r["process"])}
+  full = [s.name for s in reader.load_tfds_dataset("got10k", "train", data_dir=data_dir)]
+  assert set(by_host) == {0, 1} and by_host[0] + by_host[1] == full
+  assert by_host[0] == full[slice(*reader.host_sequence_range(len(full), 0, 2))]
