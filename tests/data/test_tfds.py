@@ -4,6 +4,7 @@ bit-identical), deterministic record order, same batches from folders and TFDS, 
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -293,6 +294,23 @@ def test_cia_jax_tfds_build_command(roots, tmp_path, capsys):
   raw = load_dataset("trackingnet", roots["trackingnet"], "test")
   prepared = reader.load_tfds_dataset("trackingnet", "test", data_dir=out)
   assert [s.name for s in prepared] == [s.name for s in raw]
+  lasot = str(tmp_path / "lasot")
+  shutil.copytree(roots["lasot"], lasot)  # a private copy: one frame is changed below
+  assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir", out,
+                   "--verify", "-1"]) == 0
+  printed = capsys.readouterr().out
+  assert "verify lasot/train: identical" in printed and "verify lasot/test: identical" in printed
+  # A frame changed on disk after the build is reported.
+  path = load_dataset("lasot", lasot, "test")[0].frame_paths[0]
+  with open(path, "rb") as f:
+    original = f.read()
+  with open(path, "wb") as f:
+    f.write(original[:-10])
+  found = reader.compare_with_folders("lasot", lasot, out, "test", frames_per_sequence=1)
+  assert len(found) == 1 and "differs from its record" in found[0]
+  # A rebuild stores the new bytes: identical again.
+  assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir",
+                   str(tmp_path / "other"), "--verify", "-1"]) == 0
   with pytest.raises(ValueError, match="num_shards"):
     cli.main(["tfds-build", "--dataset", "coco", "--manual_dir", roots["coco"], "--data_dir", out,
               "--num_shards", "0"])

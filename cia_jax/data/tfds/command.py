@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
   parser.add_argument("--data_dir", required=True, help="TFDS data dir to write into")
   parser.add_argument("--num_shards", type=int, default=None,
                       help="files per split (default: TFDS's choice from the size, 64 MiB-1 GiB each)")
+  parser.add_argument("--verify", type=int, default=None, metavar="FRAMES",
+                      help="after building, compare every split with the folders: metadata and the bytes of "
+                           "the first FRAMES frames per sequence (0 = metadata only, -1 = every frame)")
 
 
 def run(args) -> int:
@@ -30,4 +33,18 @@ def run(args) -> int:
     raise ValueError(f"--num_shards must be >= 1, got {args.num_shards}")
   for config, path in builders.build(args.dataset, args.manual_dir, args.data_dir, args.num_shards).items():
     print(f"{config}: {path}")
-  return 0
+  if args.verify is None:
+    return 0
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from cia_jax.data.tfds import reader  # pylint: disable=g-import-not-at-top
+  info = tfds.builder_from_directory(reader.builder_dir(args.data_dir, args.dataset, builders.SEQUENCES)).info
+  frames = None if args.verify < 0 else args.verify
+  problems = []
+  for split in info.splits:
+    split_arg = "all" if split == "full" else split
+    found = reader.compare_with_folders(args.dataset, args.manual_dir, args.data_dir, split_arg, frames)
+    print(f"verify {args.dataset}/{split}: {'identical' if not found else f'{len(found)} difference(s)'}")
+    problems += found
+  for p in problems[:20]:
+    print(f"  {p}")
+  return 1 if problems else 0

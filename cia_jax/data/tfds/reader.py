@@ -284,3 +284,44 @@ def load_sequences(name: str, split: str | None = None, *, source: str = "folder
 def sequence_frame_records(seq: Sequence) -> np.ndarray:
   """`[T]` int64 frame record numbers of a sequence loaded by `load_tfds_dataset`."""
   return np.asarray([parse_frame_uri(p)[2] for p in seq.frame_paths], np.int64)
+
+
+def _same(x, y) -> bool:
+  """Equality of attribute values: dicts by key, arrays by value and dtype, the rest by ==."""
+  if isinstance(x, dict) or isinstance(y, dict):
+    return isinstance(x, dict) and isinstance(y, dict) and set(x) == set(y) and all(_same(x[k], y[k]) for k in x)
+  if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+    return (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == y.dtype
+            and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"))
+  return x == y
+
+
+def compare_with_folders(name: str, root: str, data_dir: str, split: str | None = None,
+                         frames_per_sequence: int | None = 2) -> list[str]:
+  """Differences between the folder reader's view of `root` and the TFDS data (empty list = identical).
+
+  Compares names and order, boxes, visibility, category, attributes and the stored bytes of the first
+  `frames_per_sequence` frames of each sequence against the files (None = every frame).
+  """
+  from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
+  raw = load_dataset(name, root, split)
+  prepared = load_tfds_dataset(name, split, data_dir=data_dir)
+  if [s.name for s in raw] != [s.name for s in prepared]:
+    return [f"{name}/{split}: sequence names or order differ ({len(raw)} in the folders, {len(prepared)} in TFDS)"]
+  out = []
+  for a, b in zip(raw, prepared):
+    if not (np.array_equal(a.boxes, b.boxes, equal_nan=True) and np.array_equal(a.visible, b.visible)):
+      out.append(f"{a.name}: boxes or visibility differ")
+    if (a.category, a.dataset) != (b.category, b.dataset):
+      out.append(f"{a.name}: category/dataset {a.category}/{a.dataset} vs {b.category}/{b.dataset}")
+    if not _same(a.attributes, b.attributes):
+      out.append(f"{a.name}: attributes differ")
+    for path, uri in list(zip(a.frame_paths, b.frame_paths))[:frames_per_sequence]:
+      try:
+        with open(path, "rb") as f:
+          data = f.read()
+      except OSError:
+        data = b""
+      if read_frame_bytes(uri) != data:
+        out.append(f"{a.name}: frame {path} differs from its record ({uri})")
+  return out
