@@ -106,7 +106,9 @@ def make_optimizer(params: Any, learning_rates: Mapping[str, float], steps_per_e
     raise ValueError(f"make_optimizer: no learning rate for parameter group(s) {missing}; "
                      f"known groups: {sorted(learning_rates)}")
   schedules = learning_rate_schedules(learning_rates, steps_per_epoch, decay_every_epochs, decay_factor)
-  transforms = {g: optax.adam(schedules[g], b1=0.9, b2=0.999, eps=1e-8) for g in used if g != FROZEN}
+  # Sorted: set order changes with the hash seed, and with it the HLO (no compilation-cache hits, and
+  # processes of a multi-host run would compile different programs).
+  transforms = {g: optax.adam(schedules[g], b1=0.9, b2=0.999, eps=1e-8) for g in sorted(used) if g != FROZEN}
   transforms[FROZEN] = optax.set_to_zero()
   return optax.multi_transform(transforms, labels)
 
