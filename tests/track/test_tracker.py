@@ -43,6 +43,7 @@ def textured_sequence(num_frames: int, size: int = 128, target: int = 32, seed: 
 
 
 SMALL = params.get_settings("cia18", image_sample_size=64, search_area_scale=4.0)
+SMALL_REL = params.get_settings("cia50", image_sample_size=64, search_area_scale=4.0, deterministic=True)
 
 
 def _run(model, settings, frames, box, seed=0, init_fn=None, step_fn=None):
@@ -268,7 +269,7 @@ def test_localize_matches_reference(case):
 
 def test_tracker_adapter(model):
   """got10k-style adapter = the functional API; uses the CIA50 preset's relative refinement space."""
-  settings = params.get_settings("cia50", image_sample_size=64, search_area_scale=4.0, deterministic=True)
+  settings = SMALL_REL
   frames, gt = textured_sequence(3, size=96, target=16)
   trk = tracker.Tracker(model, settings, seed=0)
   with pytest.raises(ValueError, match="before Tracker.init"):
@@ -282,3 +283,84 @@ def test_tracker_adapter(model):
   assert box.shape == (4,) and np.all(np.isfinite(box))
   ref, _, _ = _run(model, settings, frames[:2], gt[0])
   np.testing.assert_allclose(box, ref[1], rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# IoU-Net refinement (spec 5.6).
+
+_IOU_CACHE: dict = {}
+
+
+def _iou_arrays(model):
+  """Jitted: layer2/layer3 of a random 64 px patch, modulation of one box, test-branch IoU features."""
+  def f(m):
+    patch = jnp.asarray(np.random.default_rng(5).uniform(0, 255, (1, 64, 64, 3)), jnp.float32)
+    layer2, layer3, _ = tracker.extract_features(m, patch)
+    apply = lambda name, *a: m.net.apply(m.variables, *a, method=getattr(CIANet, name))  # noqa: E731
+    mod3, mod4 = apply("iou_modulation", layer2, layer3, jnp.asarray([[20.0, 22.0, 18.0, 14.0]]))
+    return (layer2, layer3, mod3, mod4) + tuple(apply("iou_features", layer2, layer3))
+  if id(model) not in _IOU_CACHE:
+    _IOU_CACHE[id(model)] = jax.jit(f)(model)
+  return _IOU_CACHE[id(model)]
+
+
+def _iou_inputs(model):
+  layer2, layer3, mod3, mod4, c3t, c4t = _iou_arrays(model)
+  apply = lambda name, *a: model.net.apply(model.variables, *a, method=getattr(CIANet, name))  # noqa: E731
+  predict = lambda b: apply("predict_iou", mod3, mod4, c3t, c4t, b[None])[0]  # noqa: E731
+  return layer2, layer3, mod3[0], mod4[0], c3t, c4t, predict
+
+
+@pytest.mark.parametrize("space", ["default", "relative"])
+def test_refine_boxes_follow_the_update_rule(model, space):
+  settings = params.get_settings("cia18" if space == "default" else "cia50", image_sample_size=64,
+                                 box_refinement_iter=3, box_refinement_step_length=0.5 if space == "default" else 0.1,
+                                 box_refinement_step_decay=0.8)
+  _, _, mod3, mod4, c3t, c4t, predict = _iou_inputs(model)
+  boxes = jnp.asarray([[20.0, 22.0, 18.0, 14.0], [18.0, 25.0, 22.0, 12.0], [25.0, 20.0, 12.0, 16.0]])
+  out, scores = jax.jit(lambda *a: tracker.refine_boxes(model, settings, *a))(mod3, mod4, c3t, c4t, boxes)
+  # Spec 5.6 step 3 written out: gradient of the summed predictions, step decayed every iteration.
+  grad = jax.jit(jax.grad(lambda b: jnp.sum(predict(b))))
+  predict = jax.jit(predict)
+  b, step, last = np.asarray(boxes, np.float64), settings.box_refinement_step_length, None
+  sz_norm = b[:1, 2:].copy()
+  for _ in range(settings.box_refinement_iter):
+    last = np.asarray(predict(jnp.asarray(b, jnp.float32)))
+    g = np.asarray(grad(jnp.asarray(b, jnp.float32)), np.float64)
+    if space == "default":
+      b = b + step * g * np.concatenate([b[:, 2:], b[:, 2:]], axis=1)
+    else:  # r = (cx / w0, cy / h0, log w, log h); dr = J^T g with J = d rect / d r.
+      r = np.concatenate([(b[:, :2] + b[:, 2:] / 2) / sz_norm, np.log(b[:, 2:])], axis=1)
+      sz = b[:, 2:]
+      g_r = np.concatenate([g[:, :2] * sz_norm, (g[:, 2:] - g[:, :2] / 2) * sz], axis=1)
+      r = r + step * g_r
+      sz = np.exp(r[:, 2:])
+      b = np.concatenate([r[:, :2] * sz_norm - sz / 2, sz], axis=1)
+    step *= settings.box_refinement_step_decay
+  assert not np.allclose(b, np.asarray(boxes), atol=1e-3)  # the boxes did move
+  np.testing.assert_allclose(np.asarray(out), b, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(scores), last, rtol=1e-4, atol=1e-5)
+
+
+def test_refine_target_filters_aspect_and_averages_top_k(model, monkeypatch):
+  layer2, layer3, mod3, mod4, *_ = _iou_inputs(model)
+  settings = SMALL_REL  # (its jitted init is shared with the adapter test)
+  frames, gt = textured_sequence(1, size=96, target=16)
+  state = tracker.init(model, settings, frames[0], jnp.asarray(gt[0], jnp.float32), jax.random.key(0))
+  cand = np.array([[10, 10, 70, 10],    # aspect 7: dropped although best
+                   [10, 10, 20, 20], [12, 14, 16, 18], [8, 9, 10, 30], [0, 0, 5, 5]], np.float32)
+  iou = np.array([0.99, 0.9, 0.8, 0.7, 0.1], np.float32)
+  fake = lambda *a: (jnp.asarray(cand), jnp.asarray(iou))  # noqa: E731
+  monkeypatch.setattr(tracker, "refine_boxes", fake)
+  pos, sz, spos, scale = jnp.asarray([40.0, 50.0]), jnp.asarray([16.0, 16.0]), jnp.asarray([41.0, 48.0]), 1.25
+  ref = tracker.refine_target(model, settings, state, layer2, layer3, pos, sz, spos, jnp.float32(scale), None)
+  pred = cand[1:4].mean(0)
+  center = (pred[:2] + pred[2:] / 2)[::-1]
+  assert bool(ref["ok"])
+  np.testing.assert_allclose(np.asarray(ref["pos_yx"]), (center - 31.5) * scale + np.asarray(spos), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(ref["target_sz_yx"]), pred[2:][::-1] * scale, rtol=1e-5)
+  base = np.asarray(state.base_target_sz_yx)
+  np.testing.assert_allclose(float(ref["target_scale"]), np.sqrt(np.prod(pred[2:] * scale) / np.prod(base)), rtol=1e-5)
+  cand[:, 2] = 7.0 * cand[:, 3]  # every aspect ratio out of (1/6, 6): no change
+  ref = tracker.refine_target(model, settings, state, layer2, layer3, pos, sz, spos, jnp.float32(scale), None)
+  assert not bool(ref["ok"])
