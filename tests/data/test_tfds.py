@@ -308,9 +308,13 @@ def test_cia_jax_tfds_build_command(roots, tmp_path, capsys):
     f.write(original[:-10])
   found = reader.compare_with_folders("lasot", lasot, out, "test", frames_per_sequence=1)
   assert len(found) == 1 and "differs from its record" in found[0]
-  # A rebuild stores the new bytes: identical again.
-  assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir",
-                   str(tmp_path / "other"), "--verify", "-1"]) == 0
+  # Building again keeps the prepared data (TFDS's reuse), so --verify still reports the change ...
+  assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir", out,
+                   "--verify", "1"]) == 1
+  assert "verify lasot/test: 1 difference(s)" in capsys.readouterr().out
+  # ... and --overwrite rebuilds with the new bytes: identical again.
+  assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir", out,
+                   "--overwrite", "--verify", "-1"]) == 0
   with pytest.raises(ValueError, match="num_shards"):
     cli.main(["tfds-build", "--dataset", "coco", "--manual_dir", roots["coco"], "--data_dir", out,
               "--num_shards", "0"])

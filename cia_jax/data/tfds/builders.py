@@ -286,7 +286,7 @@ BUILDERS: dict[str, type[TrackingBuilder]] = {
 
 
 def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = None,
-          configs: tuple[str, ...] = (SEQUENCES, FRAMES)) -> dict[str, str]:
+          configs: tuple[str, ...] = (SEQUENCES, FRAMES), overwrite: bool = False) -> dict[str, str]:
   """Builds both configs of one benchmark offline (the programmatic `tfds build`).
 
   Args:
@@ -295,6 +295,8 @@ def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = No
     data_dir: TFDS data dir to write into.
     num_shards: files per split (None = TFDS's size-based choice).
     configs: which configs to build.
+    overwrite: rebuild a config already prepared in `data_dir` (TFDS otherwise keeps it as it is, even when
+      the manual dir has changed since).
 
   Returns:
     config name -> the prepared builder's directory.
@@ -303,10 +305,15 @@ def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = No
     raise ValueError(f"unknown TFDS benchmark {name!r}; expected one of {', '.join(BUILDERS)}")
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"{name} manual dir not found: {manual_dir}")
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   out = {}
   for config in configs:
     builder = BUILDERS[name](config=config, data_dir=data_dir if "://" in data_dir else os.path.abspath(data_dir))
+    if builder.is_prepared() and not overwrite:
+      _LOG.warning("%s/%s already prepared in %s: kept as it is (overwrite=True rebuilds it)", builder.name,
+                   config, builder.data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(manual_dir), num_shards=num_shards))
+        manual_dir=os.path.abspath(manual_dir), num_shards=num_shards, download_mode=mode))
     out[config] = os.fspath(builder.data_dir)
   return out

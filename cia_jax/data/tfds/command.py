@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
   parser.add_argument("--data_dir", required=True, help="TFDS data dir to write into")
   parser.add_argument("--num_shards", type=int, default=None,
                       help="files per split (default: TFDS's choice from the size, 64 MiB-1 GiB each)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="rebuild configs already prepared in --data_dir (default: keep them)")
   parser.add_argument("--verify", type=int, default=None, metavar="FRAMES",
                       help="after building, compare every split with the folders: metadata and the bytes of "
                            "the first FRAMES frames per sequence (0 = metadata only, -1 = every frame)")
@@ -31,7 +33,8 @@ def run(args) -> int:
   from cia_jax.data.tfds import builders  # pylint: disable=g-import-not-at-top
   if args.num_shards is not None and args.num_shards < 1:
     raise ValueError(f"--num_shards must be >= 1, got {args.num_shards}")
-  for config, path in builders.build(args.dataset, args.manual_dir, args.data_dir, args.num_shards).items():
+  for config, path in builders.build(args.dataset, args.manual_dir, args.data_dir, args.num_shards,
+                                      overwrite=args.overwrite).items():
     print(f"{config}: {path}")
   if args.verify is None:
     return 0

@@ -82,6 +82,13 @@ def _open(path: str, split: str):
   return source
 
 
+def _forget(*paths: str) -> None:
+  """Drops the cached data sources of these builder dirs (a rebuild replaces their files)."""
+  with _CACHE_LOCK:
+    for key in [k for k in _SOURCE_CACHE if k[0] in paths]:
+      del _SOURCE_CACHE[key]
+
+
 def frame_uri(frames_dir: str, split: str, record: int) -> str:
   """The `frame_paths` entry of frame record `record` of `split` in the `frames` builder dir."""
   return f"{SCHEME}{frames_dir}#{split}/{int(record)}"
@@ -189,6 +196,7 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
           f"--manual_dir <{name} root> --data_dir {data_dir}`")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from cia_jax.data.tfds.builders import decode_attributes  # pylint: disable=g-import-not-at-top
+  _forget(meta_dir, frames_dir)  # read what is on disk now, also after a rebuild in this process
   available = list(tfds.builder_from_directory(meta_dir).info.splits)
   stored_splits = _stored_splits(name, split, available, kw)
   seqs, chunks, folders = [], [], []
