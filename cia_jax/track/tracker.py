@@ -223,6 +223,8 @@ def _rel_to_rect(r, sz_norm):
 def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3t, c4t, boxes_xywh):
   """Gradient ascent of the predicted IoU, each box independently (spec 5.6 step 3).
 
+  'default' space: b <- b + step * grad_b * (w, h, w, h); 'relative': r = (cx / w0, cy / h0, log w, log h)
+  with (w0, h0) the first box's size, r <- r + step * grad_r; step *= decay after every iteration.
   mod3/mod4: `[iou_dim]`; c3t/c4t: `[1, h, w, iou_dim]`; boxes_xywh: `[P, 4]` patch pixels.
   Returns (boxes after the last step `[P, 4]`, scores of the last forward pass (before that step) `[P]`).
   """
@@ -231,7 +233,6 @@ def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3
 
   steps = jnp.asarray([settings.box_refinement_step_length * settings.box_refinement_step_decay**i
                        for i in range(settings.box_refinement_iter)], jnp.float32)
-  p = boxes_xywh.shape[0]
   if settings.box_refinement_iter == 0:
     return boxes_xywh, scores_of(boxes_xywh)
   if settings.box_refinement_space == "default":
@@ -248,7 +249,6 @@ def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3
     (g,) = vjp(jnp.ones_like(out))
     return r + step * g, out
   rel, outs = jax.lax.scan(body_rel, _rect_to_rel(boxes_xywh, sz_norm), steps)
-  del p
   return _rel_to_rect(rel, sz_norm), outs[-1]
 
 
@@ -447,6 +447,20 @@ class Tracker:
                            jax.random.fold_in(self._key, self._frame))
     self.last_output = out
     return np.asarray(out["box_xywh"], np.float64)
+
+  @property
+  def is_deterministic(self) -> bool:
+    """got10k's attribute: whether repeated runs give the same boxes (any seed)."""
+    return self.settings.deterministic
+
+  def track(self, frames, box) -> np.ndarray:
+    """Tracks an iterable of `[H, W, 3]` images from `box` on the first one -> boxes `[T, 4]` (x, y, w, h)
+    (row 0 = `box`, as the benchmark protocols expect)."""
+    frames = iter(frames)
+    self.init(next(frames), box)
+    out = [np.asarray(box, np.float64).reshape(4)]
+    out += [self.update(f) for f in frames]
+    return np.stack(out)
 
 
 def _check_image(image):

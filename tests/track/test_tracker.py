@@ -281,8 +281,11 @@ def test_tracker_adapter(model):
   trk.init(frames[0], gt[0])
   box = trk.update(frames[1])
   assert box.shape == (4,) and np.all(np.isfinite(box))
-  ref, _, _ = _run(model, settings, frames[:2], gt[0])
+  ref, _, _ = _run(model, settings, frames, gt[0])
   np.testing.assert_allclose(box, ref[1], rtol=1e-5, atol=1e-4)
+  assert trk.is_deterministic
+  np.testing.assert_allclose(tracker.Tracker(model, settings, seed=5).track(list(frames), gt[0]), ref,
+                             rtol=1e-5, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------
