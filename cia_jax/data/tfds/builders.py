@@ -48,6 +48,7 @@ import logging
 import os
 import re
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -310,7 +311,7 @@ def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = No
   out = {}
   for config in configs:
     builder = BUILDERS[name](config=config, data_dir=data_dir if "://" in data_dir else os.path.abspath(data_dir))
-    if builder.is_prepared() and not overwrite:
+    if not overwrite and epath.Path(builder.data_dir, "dataset_info.json").exists():
       _LOG.warning("%s/%s already prepared in %s: kept as it is (overwrite=True rebuilds it)", builder.name,
                    config, builder.data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
