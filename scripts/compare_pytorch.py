@@ -1,0 +1,498 @@
+"""Side-by-side parity of cia_jax against the PyTorch reference (pytracking DiMP18 / CIA CIA18).
+
+  .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
+      --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence /work/shared/data/real/OTB_Crossing
+
+1. Network stages on the first frame. The reference tracker (`scripts/torch_reference.py`, run with
+   `--torch-python` in its own venv) is initialised on frame 0 in deterministic mode; its 13 augmented init
+   patches go through both networks and every stage is compared, chained (each side feeds its own previous
+   stage): backbone conv1..layer4, [CIA] angle-modulated and category-encoded layer3, classification features,
+   the 15 memory samples, the initial and the optimised (10 steepest-descent iterations) filter, the score map
+   of sample 0, IoU-Net modulation vectors, test features, predicted IoU of 17 boxes and its gradient w.r.t. the
+   boxes. Also our own init patches (crop + augmentation) against the reference's, in pixel units.
+   Relative difference = max |ours - ref| / max |ref| over the whole tensor (float32 both sides).
+2. Tracking. Both trackers run over the same decoded frames (`[T, H, W, 3]` uint8, written once by this
+   script) in deterministic mode (no random shifts, no dropout, only the unjittered IoU-Net box) with
+   `target_not_found_threshold` 0 (random weights peak near 0.1: otherwise every frame is 'not_found' and
+   nothing after frame 1 is exercised). Per frame: IoU of the two boxes (x2 = x + w), their max scores and
+   localisation flags; the first frame below `--iou-threshold` is reported with the stage quantities there.
+
+Checkpoints: random weights made by the reference constructors under `torch.manual_seed(seed)` (plus
+random BatchNorm statistics), `--create-checkpoint-seed` writes one; any reference-layout `.pth` works.
+Exit status: 0 = every stage <= `--tolerance` and every frame >= `--iou-threshold`, 1 = some target missed,
+2 = bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+_HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_TORCH_PYTHON = "/work/torchref/bin/python"
+ARCHS = ("dimp18", "cia18")
+
+# Stage key (as written by torch_reference.py) -> (layout of the reference array, description).
+# Layouts: 'nchw' maps to our NHWC, 'filter' (B, D, 4, 4) to our (B, 4, 4, D), 'flat' compares flattened values,
+# 'same' compares as is.
+STAGE_KEYS: dict[str, tuple[str, str]] = {
+    "patches": ("same", "init patches (crop + augmentation), 0..255"),
+    "backbone/conv1": ("nchw", "backbone conv1 (stem, after BN + ReLU)"),
+    "backbone/layer1": ("nchw", "backbone layer1"),
+    "backbone/layer2": ("nchw", "backbone layer2"),
+    "backbone/layer3": ("nchw", "backbone layer3"),
+    "backbone/layer4": ("nchw", "backbone layer4"),
+    "cia/instance": ("nchw", "CIA angle-modulated layer3 (layer3_ins)"),
+    "cia/category": ("nchw", "CIA category-encoded features"),
+    "clf/features": ("nchw", "classification features (13 patches)"),
+    "clf/samples": ("nchw", "memory samples (13 + 2 copies)"),
+    "filter/init": ("filter", "initial filter (FilterInitializerLinear)"),
+    "filter/optimized": ("filter", "optimised filter (10 SD iterations)"),
+    "score/map": ("same", "score map of sample 0"),
+    "iou/mod3": ("flat", "IoU-Net modulation (layer2 branch)"),
+    "iou/mod4": ("flat", "IoU-Net modulation (layer3 branch)"),
+    "iou/feat3": ("nchw", "IoU-Net test features (layer2 branch)"),
+    "iou/feat4": ("nchw", "IoU-Net test features (layer3 branch)"),
+    "iou/pred": ("flat", "IoU-Net predictions (17 boxes)"),
+    "iou/grad": ("flat", "d IoU / d box (17 boxes)"),
+}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pure NumPy: differences, IoU, tables (tested in tests/interop/test_compare_tool.py).
+
+
+def to_reference_layout(ours: np.ndarray, layout: str) -> np.ndarray:
+  """Our array in the reference's layout: NHWC -> NCHW ('nchw'), (B, 4, 4, D) -> (B, D, 4, 4) ('filter'),
+  flattened ('flat') or unchanged ('same')."""
+  a = np.asarray(ours)
+  if layout in ("nchw", "filter"):
+    if a.ndim != 4:
+      raise ValueError(f"layout {layout!r} needs a 4-d array, got shape {a.shape}")
+    return np.transpose(a, (0, 3, 1, 2))
+  if layout == "flat":
+    return a.reshape(-1)
+  if layout == "same":
+    return a
+  raise ValueError(f"unknown layout {layout!r}; expected nchw, filter, flat or same")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageDiff:
+  """Difference of one stage: `max_abs` = max |ours - ref|, `ref_max` = max |ref|, `rel` = max_abs / ref_max."""
+
+  name: str
+  shape: tuple[int, ...]
+  max_abs: float
+  ref_max: float
+  rel: float
+
+
+def stage_diff(name: str, ours: np.ndarray, ref: np.ndarray) -> StageDiff:
+  """Max absolute and relative (to the reference's max magnitude) difference, computed in float64.
+
+  Shapes must agree exactly (ValueError naming the stage otherwise). A reference that is all zeros gives
+  rel = 0 if ours is too, else inf.
+  """
+  a = np.asarray(ours, np.float64)
+  b = np.asarray(ref, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"stage {name!r}: shape mismatch, ours {a.shape} vs reference {b.shape}")
+  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    return StageDiff(name, a.shape, float("nan"), float("nan"), float("nan"))
+  max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+  ref_max = float(np.max(np.abs(b))) if b.size else 0.0
+  if ref_max == 0.0:
+    rel = 0.0 if max_abs == 0.0 else float("inf")
+  else:
+    rel = max_abs / ref_max
+  return StageDiff(name, a.shape, max_abs, ref_max, rel)
+
+
+def format_stage_table(diffs, tolerance: float, descriptions: dict[str, str] | None = None) -> str:
+  """Markdown table of `StageDiff`s; the last column says whether rel <= tolerance (NaN never passes)."""
+  descriptions = descriptions or {}
+  lines = ["| stage | shape (reference layout) | max abs diff | max abs ref | rel diff | <= %.0e |" % tolerance,
+           "|---|---|---|---|---|---|"]
+  for d in diffs:
+    ok = bool(d.rel <= tolerance)  # NaN compares False
+    label = descriptions.get(d.name, d.name)
+    shape = "x".join(str(s) for s in d.shape)
+    lines.append(f"| {label} | {shape} | {d.max_abs:.3e} | {d.ref_max:.3e} | {d.rel:.3e} | "
+                 f"{'yes' if ok else 'NO'} |")
+  return "\n".join(lines)
+
+
+def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """IoU of boxes `[..., 4]` (x, y, w, h) pairwise along the leading axes, float64; corners (x, y), (x + w, y + h).
+
+  Boxes with non-positive area (or NaN) give IoU 0 unless both are identical.
+  """
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  if a.shape != b.shape or a.shape[-1] != 4:
+    raise ValueError(f"box_iou_xywh: need two [..., 4] arrays of one shape, got {a.shape} and {b.shape}")
+  ix = np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+  iy = np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+  inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+  union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+  with np.errstate(invalid="ignore", divide="ignore"):
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+  same = np.all(a == b, axis=-1)
+  return np.where(same, 1.0, np.nan_to_num(iou, nan=0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class IoUReport:
+  """Per-frame agreement of two box tracks (frame 0 = the shared init box, excluded from the statistics).
+
+  Attributes:
+    name: sequence name.
+    num_frames: tracked frames compared (T - 1).
+    ious: `[T]` per-frame IoU (frame 0 included, = 1).
+    min_iou, mean_iou: over frames 1..T-1.
+    first_below: first frame index (0-based, in the sequence) with IoU < threshold, or None.
+    num_below: frames below the threshold.
+    flag_mismatches: frames whose localisation flags differ (when flags were given).
+    first_flag_mismatch: first such frame index, or None.
+  """
+
+  name: str
+  num_frames: int
+  ious: np.ndarray
+  min_iou: float
+  mean_iou: float
+  first_below: int | None
+  num_below: int
+  flag_mismatches: int = 0
+  first_flag_mismatch: int | None = None
+
+
+def iou_report(name: str, ours_xywh: np.ndarray, ref_xywh: np.ndarray, threshold: float = 0.99,
+               ours_flags=None, ref_flags=None) -> IoUReport:
+  """Compares two `[T, 4]` box tracks frame by frame (see `IoUReport`)."""
+  ours = np.asarray(ours_xywh, np.float64)
+  ref = np.asarray(ref_xywh, np.float64)
+  if ours.ndim != 2 or ours.shape != ref.shape:
+    raise ValueError(f"{name}: box tracks must both be [T, 4], got {ours.shape} and {ref.shape}")
+  ious = box_iou_xywh(ours, ref)
+  tracked = ious[1:]
+  below = np.nonzero(tracked < threshold)[0]
+  mism, first_m = 0, None
+  if ours_flags is not None and ref_flags is not None:
+    of = [str(f) for f in ours_flags][1:]
+    rf = [str(f) for f in ref_flags][1:]
+    bad = [i + 1 for i, (x, y) in enumerate(zip(of, rf)) if x != y]
+    mism, first_m = len(bad), (bad[0] if bad else None)
+  return IoUReport(name=name, num_frames=len(tracked), ious=ious,
+                   min_iou=float(tracked.min()) if tracked.size else 1.0,
+                   mean_iou=float(tracked.mean()) if tracked.size else 1.0,
+                   first_below=int(below[0] + 1) if below.size else None, num_below=int(below.size),
+                   flag_mismatches=mism, first_flag_mismatch=first_m)
+
+
+def format_iou_table(reports, threshold: float) -> str:
+  """Markdown table, one row per sequence."""
+  lines = [f"| sequence | frames | min IoU | mean IoU | frames < {threshold} | first frame < {threshold} | "
+           "flag mismatches (first) |",
+           "|---|---|---|---|---|---|---|"]
+  for r in reports:
+    first = "-" if r.first_below is None else str(r.first_below)
+    flags = f"{r.flag_mismatches}" + ("" if r.first_flag_mismatch is None else f" ({r.first_flag_mismatch})")
+    lines.append(f"| {r.name} | {r.num_frames} | {r.min_iou:.4f} | {r.mean_iou:.4f} | {r.num_below} | {first} | "
+                 f"{flags} |")
+  return "\n".join(lines)
+
+
+def frame_detail(index: int, ours: dict, ref: dict) -> str:
+  """One line about frame `index`: both boxes, max scores and flags (dicts of per-frame arrays)."""
+  ob, rb = np.asarray(ours["boxes"][index]), np.asarray(ref["boxes"][index])
+  iou = float(box_iou_xywh(ob, rb))
+  return (f"frame {index}: IoU {iou:.4f}; ours box {np.round(ob, 2).tolist()} score {ours['max_scores'][index]:.6f} "
+          f"flag {ours['flags'][index]}; reference box {np.round(rb, 2).tolist()} score "
+          f"{ref['max_scores'][index]:.6f} flag {ref['flags'][index]}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The torch side (subprocess in the torch venv).
+
+
+def _run_reference(torch_python: str, args: list[str], verbose: bool) -> None:
+  cmd = [torch_python, str(_HERE / "torch_reference.py"), *args]
+  env = dict(os.environ, PYTHONWARNINGS="ignore")
+  res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+  if verbose and res.stdout:
+    print(res.stdout.strip(), file=sys.stderr)
+  if res.returncode != 0:
+    raise RuntimeError(f"reference run failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Our side.
+
+
+def load_our_model(checkpoint: str, arch: str):
+  """(TrackingModel, CIANet) from a reference-layout torch checkpoint, via the interop converter."""
+  from cia_jax.interop.pytorch import convert_file  # pylint: disable=g-import-not-at-top
+  from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
+
+  variables, _, meta = convert_file(checkpoint, arch)
+  net = build_model(meta["model"])
+  return TrackingModel(net=net, variables=variables), net
+
+
+def our_settings(arch: str, threshold: float, deterministic: bool = True):
+  from cia_jax.track.params import get_settings  # pylint: disable=g-import-not-at-top
+  return get_settings(arch, deterministic=deterministic, target_not_found_threshold=threshold)
+
+
+def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str, np.ndarray]:
+  """Every stage of `STAGE_KEYS` on our side (our layouts), fed with the reference's init patches and boxes.
+
+  `patches` is our own crop + augmentation of `first_frame` at the reference's init box.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.models.cia import CIANet  # pylint: disable=g-import-not-at-top
+  from cia_jax.models.resnet import LAYER_NAMES  # pylint: disable=g-import-not-at-top
+  from cia_jax.ops.crop import sample_patch  # pylint: disable=g-import-not-at-top
+  from cia_jax.track import augment  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import normalize_image  # pylint: disable=g-import-not-at-top
+
+  net, v = model.net, model.variables
+  call = lambda method, *a: net.apply(v, *a, method=method)  # noqa: E731
+  out = {}
+  # Our init patches (spec 5.4 steps 1-3), for the crop/augmentation row.
+  box = np.asarray(ref["meta/box"], np.float64)
+  s = settings.image_sample_size
+  pos = np.array([box[1] + (box[3] - 1) / 2, box[0] + (box[2] - 1) / 2])
+  target_scale = np.sqrt(np.prod(box[[3, 2]] * settings.search_area_scale)) / s
+  e = augment.expanded_size(settings)
+  expanded, _ = sample_patch(jnp.asarray(first_frame, jnp.float32), jnp.asarray(np.round(pos), jnp.float32),
+                             jnp.float32(target_scale * e), (e, e), "replicate")
+  patches, _ = augment.augment_init_patches(expanded, settings, jax.random.PRNGKey(0))
+  out["patches"] = np.asarray(patches)
+
+  x = normalize_image(jnp.asarray(ref["patches"], jnp.float32))
+  # DiMP networks carry no layer4 weights here (the tracker never computes it; the converter drops them).
+  layers = LAYER_NAMES if net.needs_layer4 else LAYER_NAMES[:-1]
+  feats = call(CIANet.backbone_features, x, False, layers)
+  for k in layers:
+    out[f"backbone/{k}"] = feats[k]
+  stages = call(CIANet.classification_input_stages, feats["layer3"], True)
+  if net.instance_encoder:
+    out["cia/instance"] = stages["instance"]
+  if net.category_encoder:
+    out["cia/category"] = stages["category"]
+  clf = net.apply(v, stages["category"], method=lambda m, a: m.classifier.extract_classification_feat(a, False))
+  out["clf/features"] = clf
+  samples = jnp.concatenate([clf, jnp.broadcast_to(clf[:1], (settings.aug_dropout_num, *clf.shape[1:]))])
+  out["clf/samples"] = samples
+  boxes = jnp.asarray(ref["clf/boxes"], jnp.float32)[:, None]  # [15, 1, 4]
+  f0 = call(CIANet.init_filter, samples[:, None], boxes)
+  out["filter/init"] = f0
+  f, _, _ = call(CIANet.optimize_filter, f0, samples[:, None], boxes, None, settings.net_opt_iter)
+  out["filter/optimized"] = f
+  out["score/map"] = call(CIANet.classify, f, samples[:1, None])
+  mod3, mod4 = call(CIANet.iou_modulation, feats["layer2"][:1], feats["layer3"][:1], boxes[:1, 0])
+  out["iou/mod3"], out["iou/mod4"] = mod3, mod4
+  c3t, c4t = call(CIANet.iou_features, feats["layer2"][:1], feats["layer3"][:1])
+  out["iou/feat3"], out["iou/feat4"] = c3t, c4t
+  props = jnp.asarray(ref["iou/proposals"], jnp.float32)[None]
+
+  def total(p):
+    pred = call(CIANet.predict_iou, mod3, mod4, c3t, c4t, p)
+    return jnp.sum(pred), pred
+  (_, pred), grad = jax.value_and_grad(total, has_aux=True)(props)
+  out["iou/pred"], out["iou/grad"] = pred, grad
+  return {k: np.asarray(val) for k, val in out.items()}
+
+
+def compare_stages(ours: dict, ref: dict) -> list[StageDiff]:
+  """`StageDiff` of every stage present on both sides, in `STAGE_KEYS` order."""
+  diffs = []
+  for key, (layout, _) in STAGE_KEYS.items():
+    if key in ours and key in ref:
+      mine = ours[key] if key == "patches" else to_reference_layout(ours[key], layout)
+      theirs = ref[key].reshape(-1) if layout == "flat" else ref[key]
+      diffs.append(stage_diff(key, mine, theirs))
+  return diffs
+
+
+def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray) -> dict:
+  """Our jitted tracker over `frames` `[T, H, W, 3]`: boxes `[T, 4]`, max scores and flag names per frame."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
+
+  key = jax.random.PRNGKey(0)
+  state = tracker.init(model, settings, frames[0], np.asarray(box_xywh, np.float32), key)
+  boxes, scores, flags = [np.asarray(box_xywh, np.float64)], [np.nan], ["init"]
+  for t in range(1, len(frames)):
+    state, out = tracker.step(model, settings, state, frames[t], jax.random.fold_in(key, t))
+    boxes.append(np.asarray(out["box_xywh"], np.float64))
+    scores.append(float(out["max_score"]))
+    flags.append(tracker.FLAG_NAMES[int(out["flag"])])
+  return {"boxes": np.stack(boxes), "max_scores": np.asarray(scores), "flags": np.asarray(flags)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Driver.
+
+
+def _load_sequence(path: str, max_frames: int | None):
+  from cia_jax.data.datasets import load_sequence  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.runner import first_box, read_frame  # pylint: disable=g-import-not-at-top
+
+  seq = load_sequence(path)
+  name = os.path.basename(os.path.normpath(path))
+  paths = seq.frame_paths[:max_frames] if max_frames else seq.frame_paths
+  if not paths:
+    raise ValueError(f"--sequence {path}: no frames")
+  frames = np.stack([read_frame(p) for p in paths])
+  return name, frames, first_box(seq)
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18) or CIA checkout (cia18)")
+  p.add_argument("--arch", required=True, choices=ARCHS)
+  p.add_argument("--checkpoint", required=True, help="reference-layout .pth (state dict under 'net' or bare)")
+  p.add_argument("--create-checkpoint-seed", type=int, default=None,
+                 help="first write --checkpoint: reference random weights under torch.manual_seed(SEED)")
+  p.add_argument("--sequence", action="append", default=[], help="sequence folder (repeatable)")
+  p.add_argument("--sequences-root", default=None, help="also every sequence folder under this directory")
+  p.add_argument("--max-frames", type=int, default=None, help="compare only the first N frames of each sequence")
+  p.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help="python of a venv with torch + numpy + cv2")
+  p.add_argument("--tolerance", type=float, default=1e-4, help="target per-stage relative difference")
+  p.add_argument("--iou-threshold", type=float, default=0.99, help="target per-frame box IoU")
+  p.add_argument("--target-not-found-threshold", type=float, default=0.0)
+  p.add_argument("--skip-stages", action="store_true")
+  p.add_argument("--skip-tracking", action="store_true")
+  p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
+  p.add_argument("--work-dir", default=None, help="keep the intermediate .npy/.npz here (default: a temp dir)")
+  p.add_argument("--verbose", action="store_true")
+  return p.parse_args(argv)
+
+
+def _check_inputs(args) -> None:
+  root = pathlib.Path(args.reference_root)
+  if not root.is_dir():
+    raise FileNotFoundError(f"--reference-root {root}: not a directory")
+  if not os.path.isfile(args.torch_python):
+    raise FileNotFoundError(f"--torch-python {args.torch_python}: not found (a venv with torch==2.13.0, numpy, "
+                            "opencv-python-headless)")
+  if args.create_checkpoint_seed is None and not os.path.isfile(args.checkpoint):
+    raise FileNotFoundError(f"--checkpoint {args.checkpoint}: not found (use --create-checkpoint-seed to make one)")
+  if not args.sequence and not args.sequences_root:
+    raise ValueError("give at least one --sequence DIR or --sequences-root DIR")
+  for s in args.sequence:
+    if not os.path.isdir(s):
+      raise FileNotFoundError(f"--sequence {s}: not a directory")
+  if args.sequences_root and not os.path.isdir(args.sequences_root):
+    raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
+  if args.max_frames is not None and args.max_frames < 2:
+    raise ValueError(f"--max-frames {args.max_frames}: need at least 2 (the init frame and one tracked frame)")
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    _check_inputs(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"compare_pytorch: {e}", file=sys.stderr)
+    return 2
+  work = args.work_dir or tempfile.mkdtemp(prefix="compare_pytorch_")
+  os.makedirs(work, exist_ok=True)
+  ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
+  if args.create_checkpoint_seed is not None:
+    _run_reference(args.torch_python, ["make-checkpoint", *ref_common, "--seed", str(args.create_checkpoint_seed),
+                                       "--out", args.checkpoint], args.verbose)
+  seq_dirs = list(args.sequence)
+  if args.sequences_root:
+    seq_dirs += [os.path.join(args.sequences_root, n) for n in sorted(os.listdir(args.sequences_root))
+                 if os.path.isdir(os.path.join(args.sequences_root, n))]
+  try:
+    model, _ = load_our_model(args.checkpoint, args.arch)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"compare_pytorch: {e}", file=sys.stderr)
+    return 2
+  settings = our_settings(args.arch, args.target_not_found_threshold)
+  results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
+  passed = True
+  reports = []
+  print(f"# {args.arch} vs reference ({args.reference_root}), checkpoint {args.checkpoint}\n")
+  for i, seq_dir in enumerate(seq_dirs):
+    try:
+      name, frames, box = _load_sequence(seq_dir, args.max_frames)
+    except (FileNotFoundError, ValueError) as e:
+      print(f"compare_pytorch: --sequence {seq_dir}: {e}", file=sys.stderr)
+      return 2
+    frames_path = os.path.join(work, f"{name}_frames.npy")
+    np.save(frames_path, frames)
+    ref_seq = [*ref_common, "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
+               "--box", ",".join(repr(float(b)) for b in box)]
+    if not args.skip_stages and i == 0:
+      stages_path = os.path.join(work, f"{name}_stages.npz")
+      _run_reference(args.torch_python, ["stages", *ref_seq, "--out", stages_path], args.verbose)
+      ref = dict(np.load(stages_path))
+      diffs = compare_stages(our_stages(model, settings, ref, frames[0]), ref)
+      print(f"## Network stages, first frame of {name} (init patches of the reference tracker)\n")
+      print(format_stage_table(diffs, args.tolerance, {k: d for k, (_, d) in STAGE_KEYS.items()}))
+      print()
+      # The crop row is a tracker quantity (pixels), not a network stage: reported, not part of the target.
+      passed &= all(d.rel <= args.tolerance for d in diffs if d.name != "patches")
+      results["stages"][name] = [dataclasses.asdict(d) for d in diffs]
+    if args.skip_tracking:
+      continue
+    track_path = os.path.join(work, f"{name}_track.npz")
+    t0 = time.time()
+    _run_reference(args.torch_python, ["track", *ref_seq, "--out", track_path, "--target-not-found-threshold",
+                                       str(args.target_not_found_threshold)], args.verbose)
+    t_ref = time.time() - t0
+    ref_tr = dict(np.load(track_path))
+    t0 = time.time()
+    ours_tr = track_ours(model, settings, frames, box)
+    t_ours = time.time() - t0
+    rep = iou_report(name, ours_tr["boxes"], ref_tr["boxes"], args.iou_threshold, ours_tr["flags"], ref_tr["flags"])
+    reports.append(rep)
+    passed &= rep.first_below is None
+    print(f"{name}: {rep.num_frames} tracked frames, min IoU {rep.min_iou:.4f}, mean {rep.mean_iou:.4f} "
+          f"(reference {t_ref:.0f} s, ours {t_ours:.0f} s incl. compile)", flush=True)
+    if rep.first_below is not None:
+      print("  first frame below threshold: " + frame_detail(rep.first_below, ours_tr, ref_tr))
+      if rep.first_below > 1:
+        print("  frame before:               " + frame_detail(rep.first_below - 1, ours_tr, ref_tr))
+    if rep.first_flag_mismatch is not None:
+      print("  first flag mismatch: " + frame_detail(rep.first_flag_mismatch, ours_tr, ref_tr))
+    score_diff = np.abs(ours_tr["max_scores"][1:] - ref_tr["max_scores"][1:])
+    results["tracking"][name] = {
+        **{k: v for k, v in dataclasses.asdict(rep).items() if k != "ious"}, "ious": rep.ious.tolist(),
+        "ours_boxes": ours_tr["boxes"].tolist(), "ref_boxes": ref_tr["boxes"].tolist(),
+        "ours_flags": ours_tr["flags"].tolist(), "ref_flags": ref_tr["flags"].tolist(),
+        "ours_max_scores": ours_tr["max_scores"].tolist(), "ref_max_scores": ref_tr["max_scores"].tolist(),
+        "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0}
+  if reports:
+    print(f"\n## Tracking (deterministic, target_not_found_threshold={args.target_not_found_threshold})\n")
+    print(format_iou_table(reports, args.iou_threshold))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=1)
+  print(f"\nresult: {'PASS' if passed else 'targets missed'} (stage rel <= {args.tolerance:g}, "
+        f"per-frame IoU >= {args.iou_threshold:g})")
+  return 0 if passed else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

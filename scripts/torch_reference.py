@@ -1,0 +1,310 @@
+"""The PyTorch reference side of `scripts/compare_pytorch.py` (runs in the torch venv, not the project's).
+
+Builds the real reference network -- pytracking `dimpnet18` (DiMP18) or CIA `cia18` (CIA18) -- on the CPU with the
+import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` packages, the pure-torch CPU Precise
+RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
+(pytracking `DiMP`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are imported and run.
+
+  /work/torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+      --arch dimp18 --seed 0 --out /tmp/dimp18_seed0.pth
+  /work/torchref/bin/python scripts/torch_reference.py stages --reference-root ... --arch dimp18 \\
+      --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out stages.npz
+  /work/torchref/bin/python scripts/torch_reference.py track --reference-root ... --arch dimp18 \\
+      --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out track.npz
+
+`FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
+
+Deterministic tracker mode (what `--deterministic`, the default, sets on the reference parameters):
+`random_shift_factor = 0` (flip / blur / rotate samples get shift (0, 0)), dropout augmentation `(2, 0.0)` (the
+two dropout copies are plain copies of sample 0: same 15-sample memory layout as with dropout),
+`num_init_random_boxes = 0` (IoU-Net refines only the unjittered box), plus `target_not_found_threshold` from the
+command line (0 for random weights, whose peak scores are ~0.1). `use_upper_classifier = False` for CIA (debug
+output only). For CIA, the category encoder's dictionary (`upper_classifier.cls_vectors`) is pointed at the loaded
+`clf_fc.weight[:, C4:]` (spec 4.6: otherwise the reference tracker attends to the init-time random atoms).
+
+Stage outputs (`stages`, NCHW torch layouts, float32): see `STAGE_KEYS` in `compare_pytorch.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pathlib
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+_HERE = pathlib.Path(__file__).resolve().parent
+ARCHS = ("dimp18", "cia18")
+_REPO = {"dimp18": "pytracking", "cia18": "cia"}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Building the reference network and tracker.
+
+
+def _install(root: pathlib.Path, arch: str):
+  """Import shims (those of make_interop_fixtures, plus what the tracker modules need); returns the dimpnet module."""
+  sys.path.insert(0, str(_HERE))
+  import make_golden_fixtures as golden  # noqa: E402
+  import make_interop_fixtures as interop  # noqa: E402
+
+  root = root.resolve()  # absolute: the CIA tracker is imported from another working directory
+  marker = "ltr/models/upper_classifier/upper_classifier.py" if arch == "cia18" else "ltr/models/tracking/dimpnet.py"
+  if not (root / marker).is_file():
+    raise FileNotFoundError(f"--reference-root {root}: not a {_REPO[arch]} checkout for {arch} (no {marker})")
+  interop._install_network_shims(root, golden)  # pylint: disable=protected-access
+  # The tracker needs the real OpenCV (rotation augmentation); the network shims put an empty cv2 in place.
+  sys.modules.pop("cv2", None)
+  import cv2  # noqa: F401,E402
+  interop._module("ltr.data", root / "ltr" / "data")  # pylint: disable=protected-access  (bare: its __init__ pulls the loaders)
+  pyt = sys.modules["pytracking"]
+  for name in ("complex", "fourier", "dcf"):  # `from pytracking import dcf` (the bare package has no __init__)
+    setattr(pyt, name, importlib.import_module(f"pytracking.libs.{name}"))
+  interop._module("pytracking.utils.plotting", None,  # pylint: disable=protected-access
+                  show_tensor=lambda *a, **k: None, plot_graph=lambda *a, **k: None)  # matplotlib-free
+  torch.Tensor.cuda = lambda self, *a, **k: self  # CPU run: FCClassifier_v2's constructor moves a slice "to the GPU"
+  return importlib.import_module("ltr.models.tracking.dimpnet"), interop
+
+
+def build_network(root: pathlib.Path, arch: str, seed: int | None = None):
+  """The reference network of `arch` (constructor arguments of its training settings), eval mode."""
+  dimpnet, interop = _install(root, arch)
+  _, fn, kwargs = interop._CONSTRUCTORS[arch]  # pylint: disable=protected-access
+  if seed is not None:
+    torch.manual_seed(seed)
+  net = getattr(dimpnet, fn)(**kwargs)
+  return net.eval()
+
+
+def load_network(root: pathlib.Path, arch: str, checkpoint: str):
+  net = build_network(root, arch)
+  obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+  state = obj["net"] if isinstance(obj, dict) and "net" in obj else obj
+  net.load_state_dict(state, strict=True)
+  if arch == "cia18":
+    up = net.upper_classifier
+    # Point the dictionary at the trained weights (spec 4.6); the constructor's copy is of the random init.
+    up.cls_vectors = up.clf_fc.weight[:, up.upper_clf_channel:].detach()
+  return net.eval()
+
+
+class CPUNet:
+  """Stands in for pytracking's `NetWithBackbone` (no `load_network`, no `.cuda()`); records backbone calls."""
+
+  def __init__(self, net):
+    self.net = net
+    self.calls = []  # (patches [N, 3, S, S], features dict) of every extract_backbone call
+    self._mean = torch.Tensor((0.485, 0.456, 0.406)).view(1, -1, 1, 1)
+    self._std = torch.Tensor((0.229, 0.224, 0.225)).view(1, -1, 1, 1)
+    self.record = False
+
+  def initialize(self):
+    pass
+
+  def __getattr__(self, name):
+    return getattr(self.__dict__["net"], name)
+
+  def extract_backbone(self, im: torch.Tensor):
+    x = (im / 255 - self._mean) / self._std
+    feats = self.net.extract_backbone_features(x)
+    if self.record:
+      self.calls.append((im.clone(), feats))
+    return feats
+
+
+def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found_threshold: float | None):
+  """The reference parameter file of `arch` (pytracking dimp18 / CIA CIA18) as a TrackerParams, on the CPU."""
+  module = "pytracking.parameter.dimp.dimp18" if arch == "dimp18" else "pytracking.parameter.CIA.CIA18"
+  # The parameter file only constructs a NetWithBackbone (which would load a file onto the GPU): stub it.
+  sys.modules["pytracking.features.net_wrappers"] = type(sys)("pytracking.features.net_wrappers")
+  sys.modules["pytracking.features.net_wrappers"].NetWithBackbone = lambda **kw: None
+  params = importlib.import_module(module).parameters()
+  params.net = net
+  params.use_gpu = False
+  params.device = "cpu"
+  params.debug = 0
+  params.visualization = False
+  if arch == "cia18":
+    params.use_upper_classifier = False
+  if deterministic:
+    params.random_shift_factor = 0
+    params.augmentation = dict(params.augmentation, dropout=(params.augmentation["dropout"][0], 0.0))
+    params.num_init_random_boxes = 0
+  if target_not_found_threshold is not None:
+    params.target_not_found_threshold = target_not_found_threshold
+  return params
+
+
+def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic: bool = True,
+                  target_not_found_threshold: float | None = 0.0):
+  net = CPUNet(load_network(root, arch, checkpoint))
+  params = tracker_params(arch, net, deterministic, target_not_found_threshold)
+  if arch == "cia18":
+    # CIA.py reads 'upper_cls_map.txt' from the working directory at import time (debug labels only).
+    tmp = tempfile.mkdtemp(prefix="cia_ref_")
+    with open(os.path.join(tmp, "upper_cls_map.txt"), "w") as f:
+      f.write("\n".join(f"class{i}" for i in range(70)) + "\n")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+      cls = importlib.import_module("pytracking.tracker.CIA.CIA").CIA
+    finally:
+      os.chdir(cwd)
+  else:
+    cls = importlib.import_module("pytracking.tracker.dimp.dimp").DiMP
+  return cls(params), net
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+def _np(t) -> np.ndarray:
+  return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _randomise_bn(net, gen: torch.Generator) -> None:
+  """Non-trivial BatchNorm running stats / affines (identity BN would hide a mean/var or weight/bias mix-up)."""
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        c = m.num_features
+        m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+        m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+        m.weight.mul_(0.75 + 0.5 * torch.rand(c, generator=gen))
+        m.bias.add_(0.1 * torch.randn(c, generator=gen))
+
+
+def cmd_make_checkpoint(args) -> int:
+  net = build_network(pathlib.Path(args.reference_root), args.arch, seed=args.seed)
+  if args.randomize_bn:
+    _randomise_bn(net, torch.Generator().manual_seed(args.seed + 1))
+  state = net.state_dict()
+  torch.save({"net": state, "net_type": type(net).__name__, "arch": args.arch, "seed": args.seed}, args.out)
+  print(f"wrote {args.out}: {args.arch} random weights (torch.manual_seed({args.seed})), {len(state)} tensors")
+  return 0
+
+
+def _box(text: str) -> list[float]:
+  vals = [float(v) for v in text.split(",")]
+  if len(vals) != 4:
+    raise ValueError(f"--box {text!r}: expected x,y,w,h")
+  return vals
+
+
+def cmd_stages(args) -> int:
+  """Initialises the reference tracker on frame 0 and records every network stage of the first frame."""
+  frames = np.load(args.frames, mmap_mode="r")
+  tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, True, 0.0)
+  net.record = True
+  with torch.no_grad():
+    tracker.initialize(np.asarray(frames[0]), {"init_bbox": _box(args.box)})
+  patches, feats = net.calls[0]
+  out = {"patches": patches.permute(0, 2, 3, 1)}  # [13, S, S, 3] 0..255 (NHWC, as ours)
+  inner = net.net
+  resnet = inner.feature_extractor.encoder_q if args.arch == "cia18" else inner.feature_extractor
+  with torch.no_grad():  # all five backbone outputs (the tracker's call stops at layer3 / layer4)
+    layers = resnet((patches / 255 - net._mean) / net._std,  # pylint: disable=protected-access
+                    ["conv1", "layer1", "layer2", "layer3", "layer4"])
+  feats = dict(feats, **{k: v for k, v in layers.items() if k not in feats})
+  with torch.no_grad():
+    for k in ("conv1", "layer1", "layer2", "layer3", "layer4"):
+      out[f"backbone/{k}"] = feats[k]
+    if args.arch == "cia18":
+      out["cia/instance"] = feats["layer3_ins"]
+      out["cia/category"] = inner.upper_classifier.semantic_trans(feats["layer3_ins"], training=False)
+      clf_in = out["cia/category"]
+    else:
+      clf_in = feats["layer3"]
+    out["clf/features"] = inner.classifier.extract_classification_feat(clf_in)  # [13, D, f, f]
+    x = tracker.training_samples[0][:tracker.num_init_samples[0]]  # [15, D, f, f] incl. the 2 copies
+    boxes = tracker.target_boxes[:tracker.num_init_samples[0]]  # [15, 4]
+    out["clf/samples"] = x
+    out["clf/boxes"] = boxes
+    out["filter/init"] = inner.classifier.filter_initializer(x.unsqueeze(1), boxes.unsqueeze(1))
+    out["filter/optimized"] = tracker.target_filter
+    out["score/map"] = inner.classifier.classify(tracker.target_filter, x[:1].unsqueeze(1))  # [1, 1, G, G]
+    out["iou/mod3"], out["iou/mod4"] = tracker.iou_modulation[0], tracker.iou_modulation[1]
+    c3t, c4t = inner.bb_regressor.get_iou_feat([feats["layer2"][:1], feats["layer3"][:1]])
+    out["iou/feat3"], out["iou/feat4"] = c3t, c4t
+    gen = torch.Generator().manual_seed(3)
+    box0 = boxes[0]
+    jitter = (torch.rand(16, 4, generator=gen) - 0.5) * torch.cat([box0[2:], box0[2:]]) * 0.4
+    props = torch.cat([box0[None], box0[None] + jitter])  # [17, 4] xywh patch pixels
+    out["iou/proposals"] = props
+  props_g = props.clone().view(1, -1, 4).requires_grad_(True)
+  mods = [m.view(1, -1, 1, 1) if m.dim() == 1 else m for m in tracker.iou_modulation]
+  pred = inner.bb_regressor.predict_iou(mods, [c3t, c4t], props_g)
+  pred.sum().backward()
+  out["iou/pred"] = pred.detach()
+  out["iou/grad"] = props_g.grad
+  arrays = {k: _np(v) for k, v in out.items()}
+  arrays["meta/box"] = np.asarray(_box(args.box), np.float32)
+  np.savez(args.out, **arrays)
+  print(f"wrote {args.out}: {len(arrays)} arrays")
+  return 0
+
+
+def cmd_track(args) -> int:
+  """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags."""
+  frames = np.load(args.frames, mmap_mode="r")
+  n = len(frames) if args.num_frames is None else min(args.num_frames, len(frames))
+  tracker, _ = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
+                             args.target_not_found_threshold)
+  box = _box(args.box)
+  boxes, scores, flags = [box], [np.nan], ["init"]
+  samples_x, maps = [], []
+  with torch.no_grad():
+    tracker.initialize(np.asarray(frames[0]), {"init_bbox": box})
+    for t in range(1, n):
+      res = tracker.track(np.asarray(frames[t]))
+      boxes.append(res["target_bbox"])
+      scores.append(tracker.debug_info.get("max_score", np.nan))
+      flags.append(str(tracker.debug_info.get("flag", "")))
+      if args.save_filters:
+        maps.append(_np(tracker.target_filter[0]))
+        samples_x.append(_np(tracker.pos))
+      if args.verbose and t % 10 == 0:
+        print(f"frame {t}/{n - 1}", flush=True)
+  out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
+         "flags": np.asarray(flags)}
+  if args.save_filters:
+    out["filters"] = np.stack(maps)
+    out["pos"] = np.stack(samples_x)
+  np.savez(args.out, **out)
+  print(f"wrote {args.out}: {n} frames")
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name in ("make-checkpoint", "stages", "track"):
+    p = sub.add_parser(name)
+    p.add_argument("--reference-root", required=True, help="pytracking (dimp18) or CIA (cia18) checkout")
+    p.add_argument("--arch", required=True, choices=ARCHS)
+    p.add_argument("--out", required=True)
+    if name == "make-checkpoint":
+      p.add_argument("--seed", type=int, default=0)
+      p.add_argument("--randomize-bn", type=int, default=1, help="1: random BN running stats / affines")
+    else:
+      p.add_argument("--checkpoint", required=True)
+      p.add_argument("--frames", required=True, help="[T, H, W, 3] uint8 RGB .npy")
+      p.add_argument("--box", required=True, help="initial box x,y,w,h (0-based pixels)")
+    if name == "track":
+      p.add_argument("--num-frames", type=int, default=None)
+      p.add_argument("--deterministic", type=int, default=1)
+      p.add_argument("--target-not-found-threshold", type=float, default=0.0)
+      p.add_argument("--save-filters", type=int, default=0)
+      p.add_argument("--verbose", type=int, default=0)
+  args = parser.parse_args(argv)
+  torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
+  return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track}[args.command](args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
