@@ -103,3 +103,64 @@ def test_folder_dataset_names_sequences_after_their_folders():
   for g in groups:
     assert 1 <= len(g) <= 2 and len({runner.frame_size(s) for s in g}) == 1
   assert sorted(s.name for g in groups for s in g) == sorted(names)
+
+
+# ------------------------------------------------------------------------------------------------
+# With the real (tiny, random-weight) tracker.
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+  import jax
+
+  from cia_jax.data.synthetic import generate
+  from cia_jax.models.cia import CIANet
+  from cia_jax.models.presets import init_variables
+  from cia_jax.track import params
+  from cia_jax.track.tracker import TrackingModel
+
+  root = tmp_path_factory.mktemp("seqs")
+  generate(str(root), "folder", num_sequences=3, num_frames=5, image_size=(96, 80), seed=3)
+  net = CIANet(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+  model = TrackingModel(net=net, variables=init_variables(net, jax.random.key(0)))
+  # Random shifts, dropout and IoU boxes stay on: batching must reproduce the per-sequence random streams.
+  settings = params.get_settings("cia18", image_sample_size=64, search_area_scale=4.0, box_refinement_iter=2,
+                                 target_not_found_threshold=0.0)
+  return str(root), model, settings
+
+
+def test_batched_tracking_equals_sequential_and_runs_resume(tiny_setup, tmp_path):
+  root, model, settings = tiny_setup
+  seqs = runner.folder_sequences(root)
+  seqs[1] = Sequence(name=seqs[1].name, frame_paths=seqs[1].frame_paths[:3], boxes=seqs[1].boxes[:3],
+                     visible=seqs[1].visible[:3])  # a shorter sequence finishes early inside the batch
+  one, three = str(tmp_path / "k1"), str(tmp_path / "k3")
+  s1 = runner.run_benchmark(model, settings, seqs, one, seed=5, batch_sequences=1, progress=False)
+  s3 = runner.run_benchmark(model, settings, seqs, three, seed=5, batch_sequences=3, progress=False)
+  assert s1["frames"] == s3["frames"] == 5 + 3 + 5
+  for s in seqs:
+    (a,) = results_io.load_results(one, s.name)
+    (b,) = results_io.load_results(three, s.name)
+    assert a.shape == (len(s), 4)
+    np.testing.assert_array_equal(a[0], s.boxes[0])
+    np.testing.assert_allclose(b, a, atol=2e-3, err_msg=s.name)  # float32 reassociation only
+  assert np.ptp(a[:, 0]) > 0  # the tracker produced boxes that change (not just the init box)
+  # Another seed changes the random augmentation, hence (slightly) the boxes.
+  other = str(tmp_path / "seed6")
+  runner.run_benchmark(model, settings, seqs[:1], other, seed=6, progress=False)
+  assert not np.allclose(results_io.load_results(other, seqs[0].name)[0],
+                         results_io.load_results(one, seqs[0].name)[0])
+  # Resume: everything is finished, nothing is tracked again.
+  again = runner.run_benchmark(model, settings, seqs, one, seed=5, progress=False)
+  assert again["tracked"] == [] and sorted(again["skipped"]) == sorted(s.name for s in seqs)
+
+
+def test_got10k_layout_is_read_back_by_the_evaluation(tiny_setup, tmp_path):
+  from cia_jax.evaluation import metrics
+
+  root, model, settings = tiny_setup
+  seqs = runner.folder_sequences(root)[:1]
+  runner.run_benchmark(model, settings, seqs, str(tmp_path), fmt="got10k", max_frames=3, progress=False)
+  (boxes,) = results_io.load_results(str(tmp_path), seqs[0].name)
+  assert boxes.shape == (3, 4)
+  res = metrics.evaluate_sequence(boxes, seqs[0].boxes[:3], protocol="otb")
+  assert 0.0 <= res["auc"] <= 1.0
