@@ -177,6 +177,12 @@ def build_samplers(config, workdir: str):
   from cia_jax.data.sampler import DiMPSampler  # pylint: disable=g-import-not-at-top
 
   scfg = sampler_config(config)
+  if not config.data.synthetic.enabled:  # name every missing root at once
+    missing = [f"config.data.train.{n}.root" for n, e in config.data.train.items() if float(e.weight) > 0 and not e.root]
+    if missing:
+      raise ValueError(f"{', '.join(missing)} not set: give the dataset roots with --config.data.train.NAME.root=PATH "
+                       f"(or leave a dataset out with --config.data.train.NAME.weight=0, or use "
+                       f"--config.data.synthetic.enabled=true for generated data)")
   datasets, weights, roots = [], [], {}
   for name, entry in config.data.train.items():
     if float(entry.weight) <= 0:
@@ -219,8 +225,38 @@ def init_variables(model, config, proc) -> dict:
         ("train_images", "test_images", "train_box_xywh", "test_box_xywh", "test_proposals_xywh")]
   key = jax.random.key(int(config.seed))
   rngs = {"params": key, "dropout": jax.random.fold_in(key, 1)}
-  variables = jax.jit(lambda r, *a: model.init(r, *a, train=False))(rngs, *fm)
+  variables = _jitted_init(model)(rngs, *fm)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+# Jitted functions are reused across runs in one process (tests, sweeps): tracing the step takes seconds. The
+# keys are hashable, immutable descriptions (Flax modules and StepSettings are frozen dataclasses).
+_JIT_CACHE: dict = {}
+
+
+def _memo(key, build):
+  if key not in _JIT_CACHE:
+    _JIT_CACHE[key] = build()
+  return _JIT_CACHE[key]
+
+
+def _jitted_init(model):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  return _memo(("init", model), lambda: jax.jit(lambda r, *a: model.init(r, *a, train=False)))
+
+
+def _optimizer(params, lrs: Mapping[str, float], config, frozen_layers):
+  """The reference optimiser; the same object for the same settings and parameter tree (so a jitted step,
+  whose state carries it as static data, is not re-traced)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.train.state import make_optimizer  # pylint: disable=g-import-not-at-top
+
+  args = (int(config.optim.steps_per_epoch), int(config.optim.decay_every_epochs) or None,
+          float(config.optim.decay_factor))
+  key = ("tx", jax.tree.structure(params), tuple(sorted(lrs.items())), args, tuple(frozen_layers))
+  return _memo(key, lambda: make_optimizer(params, lrs, *args, frozen_layers=tuple(frozen_layers)))
 
 
 def load_init_checkpoint(variables: Mapping[str, Any], path: str) -> tuple[dict, dict]:
@@ -469,7 +505,7 @@ def train_and_evaluate(config, workdir: str):
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.train import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
   from cia_jax.train.config_utils import to_dict  # pylint: disable=g-import-not-at-top
-  from cia_jax.train.state import create_train_state, make_optimizer, param_labels  # pylint: disable=g-import-not-at-top
+  from cia_jax.train.state import create_train_state, param_labels  # pylint: disable=g-import-not-at-top
   from cia_jax.train.step import data_mesh, make_train_step  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(workdir)
@@ -509,9 +545,7 @@ def train_and_evaluate(config, workdir: str):
               len(report["loaded"]), len(report["missing"]), report["missing"][:20])
   used_groups = set(jax.tree.leaves(param_labels(variables["params"], tuple(model.frozen_layers))))
   lrs = learning_rates(config)
-  tx = make_optimizer(variables["params"], lrs, int(config.optim.steps_per_epoch),
-                      int(config.optim.decay_every_epochs) or None, float(config.optim.decay_factor),
-                      frozen_layers=tuple(model.frozen_layers))
+  tx = _optimizer(variables["params"], lrs, config, model.frozen_layers)
   settings = dataclasses.replace(settings, learning_rates=tuple((g, lr) for g, lr in sorted(lrs.items())
                                                                 if g in used_groups))
   state = create_train_state(variables, tx, jax.random.key(int(config.seed)),
@@ -538,8 +572,10 @@ def train_and_evaluate(config, workdir: str):
             "data": {"seed": int(config.data.seed), "global_batch": global_batch, "next_step": step,
                      "next_sample_index": step * global_batch}}
 
-  train_step = make_train_step(model, settings, mesh)
-  eval_step = make_eval_step(model, settings, mesh) if val_sampler is not None else None
+  train_step = _memo(("train", model, settings, mesh), lambda: make_train_step(model, settings, mesh))
+  eval_step = None
+  if val_sampler is not None:
+    eval_step = _memo(("eval", model, settings, mesh), lambda: make_eval_step(model, settings, mesh))
   seqs_per_device = global_batch // num_devices
   common = dict(seqs_per_device=seqs_per_device, num_local_devices=jax.local_device_count(),
                 process_index=jax.process_index(), process_count=jax.process_count(),

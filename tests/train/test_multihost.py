@@ -1,0 +1,121 @@
+"""The training program on 8 simulated CPU devices and on two processes (jax.distributed on localhost)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cia_jax.data import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("synthetic_mh")
+  synthetic.generate(str(root / "got10k"), "got10k", 4, 30, (128, 96), seed=0, split="train")
+  synthetic.generate(str(root / "got10k"), "got10k", 2, 30, (128, 96), seed=1, split="val")
+  synthetic.generate(str(root / "lasot"), "lasot", 2, 30, (128, 96), seed=2)
+  return root
+
+
+def _env(**extra):
+  env = dict(os.environ)
+  env.update(JAX_COMPILATION_CACHE_DIR=os.environ.get("CIA_JAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", JAX_THREEFRY_PARTITIONABLE="false",
+             TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=ROOT, **extra)
+  return env
+
+
+# Runs the tiny config; argv: workdir data_root batch_size [process_id num_processes port].
+_TRAIN = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    workdir, data, batch = sys.argv[1], sys.argv[2], sys.argv[3]
+    from cia_jax.train import config_utils, loop
+    if len(sys.argv) > 4:
+      pid, nproc, port = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+      assert loop.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+    import jax
+    config = config_utils.load_config(os.path.join(os.environ["PYTHONPATH"], "configs", "tiny.py"))
+    config_utils.apply_overrides(config, [
+        f"data.train.got10k.root={data}/got10k", f"data.train.lasot.root={data}/lasot", "data.train.lasot.split=all",
+        f"data.batch_size={batch}", "optim.total_steps=2", "log_every_steps=1", "val.every_steps=2",
+        "val.num_batches=1"])
+    state = loop.train_and_evaluate(config, workdir)
+    # Every local device holds the same replicated params.
+    leaves = jax.tree.leaves(state.params)
+    same = all(np.array_equal(np.asarray(s.data), np.asarray(x.addressable_shards[0].data))
+               for x in leaves for s in x.addressable_shards)
+    flat = {str(i): loop._host_value(x) for i, x in enumerate(leaves)}
+    np.savez(os.path.join(workdir, f"params_{jax.process_index()}.npz"), **flat)
+    print(json.dumps({"devices": jax.device_count(), "local_devices": jax.local_device_count(),
+                      "processes": jax.process_count(), "step": int(loop._host_value(state.step)),
+                      "replicas_equal": same,
+                      "finite": all(bool(np.all(np.isfinite(v))) for v in flat.values())}))
+""")
+
+
+def _last_json(out: str) -> dict:
+  return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+def test_eight_cpu_devices(data_root, tmp_path):
+  script = tmp_path / "train.py"
+  script.write_text(_TRAIN)
+  workdir = tmp_path / "w8"
+  res = subprocess.run([sys.executable, str(script), str(workdir), str(data_root), "8"], capture_output=True,
+                       text=True, timeout=600, cwd=ROOT,
+                       env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+  assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+  out = _last_json(res.stdout)
+  assert out == {"devices": 8, "local_devices": 8, "processes": 1, "step": 2, "replicas_equal": True,
+                 "finite": True}
+  assert os.path.isdir(workdir / "checkpoints" / "2") and os.path.isdir(workdir / "model")
+  lines = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [(m["split"], m["step"]) for m in lines] == [("train", 1), ("train", 2), ("val", 2)]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_to_identical_params(data_root, tmp_path):
+  script = tmp_path / "train.py"
+  script.write_text(_TRAIN)
+  workdir = tmp_path / "w2"  # shared, as a pod's checkpoint bucket would be
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, str(script), str(workdir), str(data_root), "4", str(i), "2", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
+           for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=600)
+      outs.append((p.returncode, out, err))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for rc, out, err in outs:
+    assert rc == 0, (out + err)[-4000:]
+  results = [_last_json(out) for _, out, _ in outs]
+  for r in results:
+    assert r == {"devices": 2, "local_devices": 1, "processes": 2, "step": 2, "replicas_equal": True,
+                 "finite": True}
+  p0, p1 = (np.load(workdir / f"params_{i}.npz") for i in range(2))
+  assert sorted(p0.files) == sorted(p1.files) and p0.files
+  for k in p0.files:
+    np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
+  # Only process 0 logs; the checkpoint and the export were written collectively.
+  assert len([n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]) == 1
+  lines = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [(m["split"], m["step"]) for m in lines] == [("train", 1), ("train", 2), ("val", 2)]
+  assert os.path.isdir(workdir / "checkpoints" / "2") and os.path.isdir(workdir / "model")
