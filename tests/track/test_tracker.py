@@ -42,8 +42,14 @@ def textured_sequence(num_frames: int, size: int = 128, target: int = 32, seed: 
   return np.stack(frames), np.asarray(boxes, np.float64)
 
 
-SMALL = params.get_settings("cia18", image_sample_size=64, search_area_scale=4.0)
-SMALL_REL = params.get_settings("cia50", image_sample_size=64, search_area_scale=4.0, deterministic=True)
+# Few settings, so few compilations: SMALL (random shifts, dropout and IoU boxes; train_skipping=2 makes every
+# other frame run the 2-iteration filter update, the `lax.switch` branch) and SYNTH (deterministic, 96 px).
+SMALL = params.get_settings("cia18", image_sample_size=64, search_area_scale=4.0, box_refinement_iter=2,
+                            train_skipping=2)
+# 96 px patches, search area 3 x the 32 px target -> 16 image px per score cell; the random IoU-Net is left
+# out (0 refinement steps + deterministic = only the unjittered box, so refinement is the identity).
+SYNTH = params.get_settings("cia50", image_sample_size=96, search_area_scale=3.0, deterministic=True,
+                            target_not_found_threshold=0.0, box_refinement_iter=0)
 
 
 def _run(model, settings, frames, box, seed=0, init_fn=None, step_fn=None):
@@ -81,10 +87,9 @@ def test_step_jit_matches_eager(model):
   """Five frames with random IoU boxes and refinement: jitted `step` and `step` under `disable_jit` give the
   same boxes (from the same jitted `init` state).
 
-  Fewer optimizer / refinement iterations keep the eager run short; train_skipping=2 makes frames 3 and 5
-  run the 2-iteration filter update (the `lax.switch` branch) as well.
+  With SMALL's train_skipping=2, frames 3 and 5 run the 2-iteration filter update as well.
   """
-  settings = SMALL.replace(net_opt_iter=3, box_refinement_iter=2, train_skipping=2)
+  settings = SMALL
   frames, gt = textured_sequence(5, size=96, target=16)
   state0 = tracker.init(model, settings, frames[0], jnp.asarray(gt[0], jnp.float32), jax.random.key(0))
 
@@ -134,13 +139,11 @@ def test_vmap_over_sequences_matches_sequential_runs(model):
 def test_follows_a_synthetic_target(model):
   """Random weights still localise: the filter is fit online to the template's features.
 
-  96 px patches, search area 3 x the 32 px target -> 16 image px per score cell; the IoU-Net (random) is
-  left out (0 refinement steps, and deterministic mode keeps only the unjittered box, so refinement is the
-  identity). A peak off by half a cell in both axes still gives IoU 0.39, so a tracker that localises gets a
-  mean IoU around 0.4-0.9; one that stays at the first box scores 0.08 on this trajectory.
+  Settings SYNTH: 16 image px per score cell, no IoU-Net. A peak off by half a cell in both axes still gives
+  IoU 0.39, so a tracker that localises gets a mean IoU around 0.4-0.9; one that stays at the first box
+  scores 0.08 on this trajectory.
   """
-  settings = params.get_settings("cia18", image_sample_size=96, search_area_scale=3.0, deterministic=True,
-                                 target_not_found_threshold=0.0, box_refinement_iter=0)
+  settings = SYNTH
   frames, gt = textured_sequence(20)
   boxes, flags, _ = _run(model, settings, frames, gt[0])
   iou = np.asarray(iou_xywh(boxes[1:], gt[1:]))
@@ -157,8 +160,8 @@ def test_follows_a_synthetic_target(model):
 def test_long_run_keeps_state_shapes_and_compiles_once(model):
   """2000 steps inside `lax.scan` (carry type fixed by construction; values finite) + a Python loop that
   never recompiles `step`."""
-  settings = params.get_settings("cia18", image_sample_size=32, search_area_scale=3.0, border_mode="replicate")
-  frames, gt = textured_sequence(8, size=48, target=8, start=(10.0, 10.0))
+  settings = SMALL
+  frames, gt = textured_sequence(8, size=96, target=16)
   state0 = tracker.init(model, settings, frames[0], jnp.asarray(gt[0], jnp.float32), jax.random.key(0))
   images = jnp.asarray(frames[1:])
 
@@ -268,9 +271,9 @@ def test_localize_matches_reference(case):
 
 
 def test_tracker_adapter(model):
-  """got10k-style adapter = the functional API; uses the CIA50 preset's relative refinement space."""
-  settings = SMALL_REL
-  frames, gt = textured_sequence(3, size=96, target=16)
+  """got10k-style adapter = the functional API."""
+  settings = SYNTH
+  frames, gt = textured_sequence(3)
   trk = tracker.Tracker(model, settings, seed=0)
   with pytest.raises(ValueError, match="before Tracker.init"):
     trk.update(frames[1])
@@ -347,8 +350,8 @@ def test_refine_boxes_follow_the_update_rule(model, space):
 
 def test_refine_target_filters_aspect_and_averages_top_k(model, monkeypatch):
   layer2, layer3, mod3, mod4, *_ = _iou_inputs(model)
-  settings = SMALL_REL  # (its jitted init is shared with the adapter test)
-  frames, gt = textured_sequence(1, size=96, target=16)
+  settings = SYNTH  # (its jitted init is shared with other tests)
+  frames, gt = textured_sequence(1)
   state = tracker.init(model, settings, frames[0], jnp.asarray(gt[0], jnp.float32), jax.random.key(0))
   cand = np.array([[10, 10, 70, 10],    # aspect 7: dropped although best
                    [10, 10, 20, 20], [12, 14, 16, 18], [8, 9, 10, 30], [0, 0, 5, 5]], np.float32)
@@ -360,7 +363,7 @@ def test_refine_target_filters_aspect_and_averages_top_k(model, monkeypatch):
   pred = cand[1:4].mean(0)
   center = (pred[:2] + pred[2:] / 2)[::-1]
   assert bool(ref["ok"])
-  np.testing.assert_allclose(np.asarray(ref["pos_yx"]), (center - 31.5) * scale + np.asarray(spos), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(ref["pos_yx"]), (center - 47.5) * scale + np.asarray(spos), rtol=1e-5)
   np.testing.assert_allclose(np.asarray(ref["target_sz_yx"]), pred[2:][::-1] * scale, rtol=1e-5)
   base = np.asarray(state.base_target_sz_yx)
   np.testing.assert_allclose(float(ref["target_scale"]), np.sqrt(np.prod(pred[2:] * scale) / np.prod(base)), rtol=1e-5)
