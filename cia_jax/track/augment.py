@@ -49,24 +49,27 @@ def transform_list(settings: TrackerSettings) -> list[tuple[str, object]]:
   return out
 
 
-def init_shifts(settings: TrackerSettings, key: jax.Array) -> jax.Array:
+def init_shifts(settings: TrackerSettings, key: jax.Array, global_shift_yx: jax.Array | None = None) -> jax.Array:
   """`[T, 2]` int32 shifts (dy, dx) in patch pixels of the transforms of `transform_list`.
 
-  Translations use their fixed shift; flips, blurs and rotations a random one (zero when deterministic).
+  Identity: trunc(global shift); translations: their fixed shift + trunc(global shift); flips, blurs and
+  rotations: trunc(random shift + global shift), the random part zero when deterministic. The global shift
+  `[2]` is only non-zero for border_mode 'inside' (it moves the target where the shrunk crop would put it).
   """
   transforms = transform_list(settings)
   s = settings.image_sample_size
-  rand = jnp.trunc((jax.random.uniform(key, (len(transforms), 2)) - 0.5) * s * settings.random_shift_factor)
+  g = jnp.zeros((2,), jnp.float32) if global_shift_yx is None else jnp.asarray(global_shift_yx, jnp.float32)
+  rand = (jax.random.uniform(key, (len(transforms), 2)) - 0.5) * s * settings.random_shift_factor
   if settings.deterministic:
     rand = jnp.zeros_like(rand)
   rows = []
   for i, (kind, param) in enumerate(transforms):
     if kind == "identity":
-      rows.append(jnp.zeros((2,), jnp.int32))
+      rows.append(jnp.trunc(g).astype(jnp.int32))
     elif kind == "translation":
-      rows.append(jnp.asarray(param, jnp.int32))
+      rows.append(jnp.asarray(param, jnp.int32) + jnp.trunc(g).astype(jnp.int32))
     else:
-      rows.append(rand[i].astype(jnp.int32))
+      rows.append(jnp.trunc(rand[i] + g).astype(jnp.int32))
   return jnp.stack(rows)
 
 
@@ -134,20 +137,22 @@ def rotate(image: jax.Array, angle_deg: float) -> jax.Array:
   return (1 - ly) * top + ly * bottom
 
 
-def augment_init_patches(expanded: jax.Array, settings: TrackerSettings, key: jax.Array):
+def augment_init_patches(expanded: jax.Array, settings: TrackerSettings, key: jax.Array,
+                         global_shift_yx: jax.Array | None = None):
   """All image transforms of spec 5.4 step 3 on the expanded patch.
 
   Args:
     expanded: `[E, E, 3]` float expanded patch (see `expanded_size`), 0..255.
     settings: tracker settings (transform list, S, deterministic).
     key: PRNG key of the random shifts.
+    global_shift_yx: optional `[2]` shift added to every transform (border_mode 'inside' only).
 
   Returns:
     (patches `[T, S, S, 3]` float32, shifts `[T, 2]` int32 (dy, dx) in patch pixels), T = 13 by default.
   """
   s = settings.image_sample_size
   expanded = jnp.asarray(expanded, jnp.float32)
-  shifts = init_shifts(settings, key)
+  shifts = init_shifts(settings, key, global_shift_yx)
   patches = []
   for i, (kind, param) in enumerate(transform_list(settings)):
     if kind in ("identity", "translation"):

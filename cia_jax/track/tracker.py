@@ -129,24 +129,36 @@ def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key)
   target_scale = jnp.sqrt(jnp.prod(target_sz * settings.search_area_scale)) / s
   base_sz = target_sz / target_scale
 
-  # Expanded patch at the rounded centre, always replicate (also for inside_major: the reference's
-  # init_sample_scale = target_scale branch), then the 13 transforms.
+  # Expanded patch at the rounded centre, always with replicate padding, then the 13 transforms. Only
+  # border_mode 'inside' shrinks the init scale and shifts every sample towards where the shrunk, shifted
+  # search crop would see the target; 'inside_major' and 'replicate' use target_scale and no shift.
   init_pos = jnp.round(pos)
+  init_scale, global_shift = target_scale, None
+  if settings.border_mode == "inside":
+    sample_sz = target_scale * jnp.asarray([s, s], jnp.float32)
+    shrink = jnp.maximum(jnp.max(sample_sz / image_sz), 1.0)
+    if settings.patch_max_scale_change is not None:
+      shrink = jnp.minimum(shrink, settings.patch_max_scale_change)
+    sample_sz = sample_sz / shrink
+    init_scale = jnp.sqrt(jnp.prod(sample_sz / s))
+    tl, br = pos - (sample_sz - 1.0) / 2.0, pos + sample_sz / 2.0 + 1.0
+    global_shift = -(jnp.maximum(-tl, 0.0) - jnp.maximum(br - image_sz, 0.0)) / init_scale
   e = augment.expanded_size(settings)
-  expanded, _ = sample_patch(image, init_pos, target_scale * e, (e, e), "replicate")
+  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate")
   k_shift, k_drop = jax.random.split(key)
-  patches, shifts = augment.augment_init_patches(expanded, settings, k_shift)
+  patches, shifts = augment.augment_init_patches(expanded, settings, k_shift, global_shift)
   layer2, layer3, x = extract_features(model, patches)
   x = jnp.concatenate([x, augment.dropout_copies(x[0], settings, k_drop)])  # [15, f, f, D]
 
-  box0 = patch_box(pos, target_sz, init_pos, target_scale, s)
+  box0 = patch_box(pos, target_sz, init_pos, init_scale, s)  # before any shift
   moves = jnp.concatenate([shifts[:, ::-1].astype(jnp.float32), jnp.zeros_like(shifts, jnp.float32)], axis=1)
-  boxes = box0 + jnp.concatenate([moves, jnp.zeros((settings.aug_dropout_num, 4), jnp.float32)])  # [15, 4]
+  moves = jnp.concatenate([moves, jnp.broadcast_to(moves[:1], (settings.aug_dropout_num, 4))])  # copies of 0
+  boxes = box0 + moves  # [15, 4]
 
   filt = _apply(model, "init_filter", x[:, None], boxes[:, None])
   filt, _, _ = _apply(model, "optimize_filter", filt, x[:, None], boxes[:, None], None, settings.net_opt_iter)
   memory = init_memory(x, boxes, settings.sample_memory_size)
-  mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], box0[None])
+  mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], boxes[:1])
   return TrackerState(
       pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, base_target_sz_yx=base_sz,
       image_sz_yx=image_sz, min_scale_factor=jnp.max(10.0 / base_sz),

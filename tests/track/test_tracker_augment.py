@@ -110,3 +110,15 @@ def test_channel_dropout():
   assert np.all(zero ^ kept)
   assert 0.1 < zero.mean() < 0.3  # p = 0.2
   assert np.any(zero[0] != zero[1])  # independent masks
+
+
+def test_global_shift_moves_every_sample():
+  """border_mode 'inside': every shift gets trunc(global shift) added (random ones before truncation)."""
+  key = jax.random.key(7)
+  g = jnp.asarray([5.7, -3.2])
+  plain = np.asarray(augment.init_shifts(SETTINGS, key))
+  shifted = np.asarray(augment.init_shifts(SETTINGS, key, g))
+  np.testing.assert_array_equal(shifted[:5], plain[:5] + np.array([5, -3]))
+  rand = (np.asarray(jax.random.uniform(key, (13, 2))) - 0.5) * 64 / 3
+  np.testing.assert_array_equal(shifted[5:], np.trunc(rand[5:] + np.asarray(g)).astype(int))
+  np.testing.assert_array_equal(plain[5:], np.trunc(rand[5:]).astype(int))
