@@ -66,7 +66,8 @@ def test_weight_rule_vmaps():
   w0[:5] = 0.2
   ws = jnp.asarray(np.stack([w0, w0]), jnp.float32)
   prev = jnp.asarray([-1, 7]), jnp.asarray([5, 8])
-  w, r = jax.vmap(lambda w, p, n, lr: memory.update_sample_weights(w, p, n, 5, lr))(ws, *prev, jnp.asarray([0.01, 0.02]))
+  rule = jax.vmap(lambda w, p, n, lr: memory.update_sample_weights(w, p, n, 5, lr))
+  w, r = rule(ws, *prev, jnp.asarray([0.01, 0.02]))
   ref0, r0 = reference_update(w0, None, 5, 5, 0.01)
   ref1, r1 = reference_update(w0, 7, 8, 5, 0.02)
   np.testing.assert_allclose(np.asarray(w), np.stack([ref0, ref1]), rtol=1e-6)

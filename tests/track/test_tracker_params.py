@@ -12,7 +12,8 @@ from cia_jax.track import params
 def test_presets_follow_the_spec_table():
   p = params.PRESETS
   assert set(p) == {"dimp18", "superdimp", "cia18", "cia50"}
-  assert (p["dimp18"].image_sample_size, p["dimp18"].search_area_scale, p["dimp18"].border_mode) == (288, 5.0, "replicate")
+  d = p["dimp18"]
+  assert (d.image_sample_size, d.search_area_scale, d.border_mode) == (288, 5.0, "replicate")
   assert p["dimp18"].patch_max_scale_change is None
   for name in ("superdimp", "cia18", "cia50"):  # Decision 6: CIA18 tracks at 352 / 6 / inside_major.
     s = p[name]
