@@ -6,7 +6,13 @@
 `settings` (a frozen `TrackerSettings`) and `model.net` are static: one compilation per image size, no
 host synchronisation inside a sequence. Every value-dependent decision of the reference (localisation
 flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.switch` over
-fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (same image size).
+fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (same image size). Under
+`vmap` the filter-update `lax.switch` (0 / 1 / 2 steepest-descent iterations) becomes a select, so a
+batched step always pays for every branch; a single-sequence jitted step runs only the chosen one. The
+un-jitted `init_impl` / `step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
+
+Randomness (spec 5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
+`step`'s key the 9 jittered IoU-Net boxes; with `settings.deterministic` the keys are unused.
 
 Coordinates (spec 5.2, Decision 7): positions and sizes are (y, x) / (h, w) in full-image pixels, the
 centre of box (x, y, w, h) is (y + (h - 1) / 2, x + (w - 1) / 2). Boxes inside a patch are (x, y, w, h) in
