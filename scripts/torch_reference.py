@@ -43,6 +43,60 @@ _REPO = {"dimp18": "pytracking", "cia18": "cia"}
 
 
 # ------------------------------------------------------------------------------------------------------------
+# CPU Precise RoI Pooling with a tie-robust coordinate gradient.
+#
+# `make_golden_fixtures.TorchPrRoIPool2D` integrates cell by cell with max/min window limits and an `inside`
+# mask; its forward is exact, but when a bin edge lands exactly on an integer feature position (it happens in
+# float32: e.g. y1 / 8 + 3 * bin_h = 27.0 at frame 10 of OTB_Crossing with the seed-0 CIA18 weights) autograd
+# splits or masks the edge's derivative, and the IoU-Net box gradient came out 4.5x too large in y (float64
+# and finite differences agree with ours). Here the same integral is written with the C1 antiderivative of the
+# hat (spec 3.3 closed form), whose derivative is the same from both sides of every knot.
+
+
+def _hat_antiderivative(u: torch.Tensor) -> torch.Tensor:
+  """G(u) = integral of max(0, 1 - |t|) from -inf to u (C1, piecewise quadratic)."""
+  return torch.where(u <= -1, torch.zeros_like(u),
+                     torch.where(u <= 0, 0.5 * (1 + u) ** 2,
+                                 torch.where(u <= 1, 1 - 0.5 * (1 - u) ** 2, torch.ones_like(u))))
+
+
+def prroi_pool_closed_form(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, pooled_w: int,
+                           spatial_scale: float) -> torch.Tensor:
+  """Precise RoI Pooling `[K, C, ph, pw]` of `features` `[N, C, H, W]` over `rois` `[K, 5]` (idx, x1, y1, x2, y2
+  in image pixels): per bin, the integral of the zero-padded bilinear interpolant over the bin / bin area (0 for
+  an empty bin), no half-pixel offset (spec 3.3)."""
+  _, _, height, width = features.shape
+  dtype = features.dtype
+  idx = rois[:, 0].long()
+  x1, y1, x2, y2 = (rois[:, i].to(dtype) * spatial_scale for i in range(1, 5))
+  bin_w = torch.clamp(x2 - x1, min=0.0) / pooled_w
+  bin_h = torch.clamp(y2 - y1, min=0.0) / pooled_h
+  xs = x1[:, None] + bin_w[:, None] * torch.arange(pooled_w, dtype=dtype)  # [K, pw] bin starts
+  ys = y1[:, None] + bin_h[:, None] * torch.arange(pooled_h, dtype=dtype)
+  jx = torch.arange(width, dtype=dtype)
+  iy = torch.arange(height, dtype=dtype)
+  g = _hat_antiderivative
+  wx = g((xs + bin_w[:, None])[..., None] - jx) - g(xs[..., None] - jx)  # [K, pw, W]
+  wy = g((ys + bin_h[:, None])[..., None] - iy) - g(ys[..., None] - iy)  # [K, ph, H]
+  total = torch.einsum("kpi,kqj,kcij->kcpq", wy, wx, features[idx])
+  area = (bin_h * bin_w)[:, None, None, None]
+  nonempty = area > 0
+  return torch.where(nonempty, total / torch.where(nonempty, area, torch.ones_like(area)), torch.zeros_like(total))
+
+
+class ClosedFormPrRoIPool2D(torch.nn.Module):
+  """Drop-in for the reference's `PrRoIPool2D(pooled_height, pooled_width, spatial_scale)` (CPU)."""
+
+  def __init__(self, pooled_height: int, pooled_width: int, spatial_scale: float):
+    super().__init__()
+    self.pooled_height, self.pooled_width = int(pooled_height), int(pooled_width)
+    self.spatial_scale = float(spatial_scale)
+
+  def forward(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    return prroi_pool_closed_form(features, rois, self.pooled_height, self.pooled_width, self.spatial_scale)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Building the reference network and tracker.
 
 
@@ -56,6 +110,7 @@ def _install(root: pathlib.Path, arch: str):
   marker = "ltr/models/upper_classifier/upper_classifier.py" if arch == "cia18" else "ltr/models/tracking/dimpnet.py"
   if not (root / marker).is_file():
     raise FileNotFoundError(f"--reference-root {root}: not a {_REPO[arch]} checkout for {arch} (no {marker})")
+  golden.TorchPrRoIPool2D = ClosedFormPrRoIPool2D  # what the shims install (in this process only; see above)
   interop._install_network_shims(root, golden)  # pylint: disable=protected-access
   # The tracker needs the real OpenCV (rotation augmentation); the network shims put an empty cv2 in place.
   sys.modules.pop("cv2", None)
@@ -201,8 +256,7 @@ def cmd_stages(args) -> int:
   frames = np.load(args.frames, mmap_mode="r")
   tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, True, 0.0)
   net.record = True
-  with torch.no_grad():
-    tracker.initialize(np.asarray(frames[0]), {"init_bbox": _box(args.box)})
+  tracker.initialize(np.array(frames[0]), {"init_bbox": _box(args.box)})
   patches, feats = net.calls[0]
   out = {"patches": patches.permute(0, 2, 3, 1)}  # [13, S, S, 3] 0..255 (NHWC, as ours)
   inner = net.net
@@ -249,6 +303,75 @@ def cmd_stages(args) -> int:
   return 0
 
 
+def _instrument(tracker, frame_index: int, dump: dict) -> None:
+  """Records the internals of 0-based frame `frame_index` (frame_num = index + 1) into `dump` (NumPy arrays)."""
+  wrapped = {}
+
+  def wrap(name, record):
+    fn = getattr(tracker, name)
+    wrapped[name] = fn
+
+    def inner(*a, **k):
+      active = tracker.frame_num == frame_index + 1
+      if active:
+        record("before", a, k)
+      res = fn(*a, **k)
+      if active:
+        record("after", res, None)
+      return res
+    setattr(tracker, name, inner)
+
+  def put(key, value):
+    dump[key] = value.detach().cpu().numpy().astype(np.float64) if torch.is_tensor(value) else np.asarray(value)
+
+  def rec_localize(when, a, _):
+    if when == "before":
+      put("scores", a[0])
+      put("sample_pos", a[1])
+      put("sample_scale", a[2])
+      put("pos_before", tracker.pos)
+      put("target_sz_before", tracker.target_sz)
+      put("target_scale_before", torch.as_tensor(tracker.target_scale))
+    else:
+      put("translation", a[0])
+      dump["flag"] = np.asarray(str(a[3]))
+
+  def rec_refine(when, a, _):
+    if when == "before":
+      put("pos_refine_in", tracker.pos)
+    else:
+      put("pos_refine_out", tracker.pos)
+      put("target_sz_refine_out", tracker.target_sz)
+      put("target_scale_refine_out", torch.as_tensor(tracker.target_scale))
+
+  def rec_boxes(when, a, _):
+    if when == "before":
+      put("iou_init_boxes", a[1])
+      put("iou_feat3", a[0][0])
+      put("iou_feat4", a[0][1])
+      put("iou_mod3", tracker.iou_modulation[0])
+      put("iou_mod4", tracker.iou_modulation[1])
+    else:
+      put("iou_out_boxes", a[0])
+      put("iou_out_scores", a[1])
+
+  bbreg = tracker.params.net.net.bb_regressor
+  predict = bbreg.predict_iou
+  calls = []
+
+  def predict_rec(*a, **k):  # every IoU-Net forward of the refinement: boxes in, predictions out
+    out = predict(*a, **k)
+    if tracker.frame_num == frame_index + 1:
+      calls.append((a[2].detach().clone(), out.detach().clone()))
+      put("iou_iter_boxes", torch.stack([c[0].view(-1, 4) for c in calls]))
+      put("iou_iter_scores", torch.stack([c[1].view(-1) for c in calls]))
+    return out
+  bbreg.predict_iou = predict_rec
+  wrap("localize_target", rec_localize)
+  wrap("refine_target_box", rec_refine)
+  wrap("optimize_boxes", rec_boxes)
+
+
 def cmd_track(args) -> int:
   """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags."""
   frames = np.load(args.frames, mmap_mode="r")
@@ -256,22 +379,26 @@ def cmd_track(args) -> int:
   tracker, _ = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
                              args.target_not_found_threshold)
   box = _box(args.box)
+  dump = {}
+  if args.dump_frame is not None:
+    _instrument(tracker, args.dump_frame, dump)
   boxes, scores, flags = [box], [np.nan], ["init"]
   samples_x, maps = [], []
-  with torch.no_grad():
-    tracker.initialize(np.asarray(frames[0]), {"init_bbox": box})
-    for t in range(1, n):
-      res = tracker.track(np.asarray(frames[t]))
-      boxes.append(res["target_bbox"])
-      scores.append(tracker.debug_info.get("max_score", np.nan))
-      flags.append(str(tracker.debug_info.get("flag", "")))
-      if args.save_filters:
-        maps.append(_np(tracker.target_filter[0]))
-        samples_x.append(_np(tracker.pos))
-      if args.verbose and t % 10 == 0:
-        print(f"frame {t}/{n - 1}", flush=True)
+  # No outer no_grad: the IoU-Net refinement differentiates w.r.t. the boxes (the tracker scopes its own).
+  tracker.initialize(np.array(frames[0]), {"init_bbox": box})
+  for t in range(1, n):
+    res = tracker.track(np.array(frames[t]))
+    boxes.append(res["target_bbox"])
+    scores.append(tracker.debug_info.get("max_score", np.nan))
+    flags.append(str(tracker.debug_info.get("flag", "")))
+    if args.save_filters:
+      maps.append(_np(tracker.target_filter[0]))
+      samples_x.append(_np(tracker.pos))
+    if args.verbose and t % 10 == 0:
+      print(f"frame {t}/{n - 1}", flush=True)
   out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
          "flags": np.asarray(flags)}
+  out.update({f"dump/{k}": v for k, v in dump.items()})
   if args.save_filters:
     out["filters"] = np.stack(maps)
     out["pos"] = np.stack(samples_x)
@@ -301,6 +428,7 @@ def main(argv=None) -> int:
       p.add_argument("--target-not-found-threshold", type=float, default=0.0)
       p.add_argument("--save-filters", type=int, default=0)
       p.add_argument("--verbose", type=int, default=0)
+      p.add_argument("--dump-frame", type=int, default=None, help="record the internals of this 0-based frame")
   args = parser.parse_args(argv)
   torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
   return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track}[args.command](args)
