@@ -378,6 +378,9 @@ def parse_args(argv=None):
   p.add_argument("--tolerance", type=float, default=1e-4, help="target per-stage relative difference")
   p.add_argument("--iou-threshold", type=float, default=0.99, help="target per-frame box IoU")
   p.add_argument("--target-not-found-threshold", type=float, default=0.0)
+  p.add_argument("--reference-crop-from", default=None,
+                 help="run the reference with the sample_patch of this checkout (e.g. the CIA fork for dimp18: "
+                      "upstream pytracking's crop window uses true division, the fork and cia_jax floor division)")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -400,6 +403,9 @@ def _check_inputs(args) -> None:
   for s in args.sequence:
     if not os.path.isdir(s):
       raise FileNotFoundError(f"--sequence {s}: not a directory")
+  if args.reference_crop_from and not os.path.isfile(
+      os.path.join(args.reference_crop_from, "pytracking", "features", "preprocessing.py")):
+    raise FileNotFoundError(f"--reference-crop-from {args.reference_crop_from}: no pytracking/features/preprocessing.py")
   if args.sequences_root and not os.path.isdir(args.sequences_root):
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
   if args.max_frames is not None and args.max_frames < 2:
@@ -443,6 +449,8 @@ def main(argv=None) -> int:
     np.save(frames_path, frames)
     ref_seq = [*ref_common, "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
                "--box", ",".join(repr(float(b)) for b in box)]
+    if args.reference_crop_from:
+      ref_seq += ["--crop-from", str(pathlib.Path(args.reference_crop_from).resolve())]
     if not args.skip_stages and i == 0:
       stages_path = os.path.join(work, f"{name}_stages.npz")
       _run_reference(args.torch_python, ["stages", *ref_seq, "--out", stages_path], args.verbose)

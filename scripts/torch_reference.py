@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import pathlib
 import sys
@@ -194,8 +195,21 @@ def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found
   return params
 
 
+def use_crop_of(other_root: pathlib.Path) -> None:
+  """Replaces the reference's `sample_patch` by the one of another checkout (e.g. the CIA fork's floor-division
+  crop window for the pytracking DiMP tracker; the two files differ only there). `sample_patch_multiscale` /
+  `sample_patch_transformed` look the function up at call time, so both tracker paths use it."""
+  path = pathlib.Path(other_root).resolve() / "pytracking" / "features" / "preprocessing.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"--crop-from {other_root}: no {path}")
+  spec = importlib.util.spec_from_file_location("_crop_rule_preprocessing", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  importlib.import_module("pytracking.features.preprocessing").sample_patch = mod.sample_patch
+
+
 def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic: bool = True,
-                  target_not_found_threshold: float | None = 0.0):
+                  target_not_found_threshold: float | None = 0.0, crop_from: str | None = None):
   net = CPUNet(load_network(root, arch, checkpoint))
   params = tracker_params(arch, net, deterministic, target_not_found_threshold)
   if arch == "cia18":
@@ -211,6 +225,8 @@ def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic:
       os.chdir(cwd)
   else:
     cls = importlib.import_module("pytracking.tracker.dimp.dimp").DiMP
+  if crop_from:
+    use_crop_of(pathlib.Path(crop_from))
   return cls(params), net
 
 
@@ -254,7 +270,8 @@ def _box(text: str) -> list[float]:
 def cmd_stages(args) -> int:
   """Initialises the reference tracker on frame 0 and records every network stage of the first frame."""
   frames = np.load(args.frames, mmap_mode="r")
-  tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, True, 0.0)
+  tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, True, 0.0,
+                               args.crop_from)
   net.record = True
   tracker.initialize(np.array(frames[0]), {"init_bbox": _box(args.box)})
   patches, feats = net.calls[0]
@@ -377,7 +394,7 @@ def cmd_track(args) -> int:
   frames = np.load(args.frames, mmap_mode="r")
   n = len(frames) if args.num_frames is None else min(args.num_frames, len(frames))
   tracker, _ = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
-                             args.target_not_found_threshold)
+                             args.target_not_found_threshold, args.crop_from)
   box = _box(args.box)
   dump = {}
   if args.dump_frame is not None:
@@ -422,6 +439,8 @@ def main(argv=None) -> int:
       p.add_argument("--checkpoint", required=True)
       p.add_argument("--frames", required=True, help="[T, H, W, 3] uint8 RGB .npy")
       p.add_argument("--box", required=True, help="initial box x,y,w,h (0-based pixels)")
+      p.add_argument("--crop-from", default=None, help="checkout whose pytracking/features/preprocessing.py "
+                                                      "sample_patch replaces the reference's (see use_crop_of)")
     if name == "track":
       p.add_argument("--num-frames", type=int, default=None)
       p.add_argument("--deterministic", type=int, default=1)
