@@ -270,52 +270,55 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
   from cia_jax.track import augment  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import normalize_image  # pylint: disable=g-import-not-at-top
 
-  net, v = model.net, model.variables
-  call = lambda method, *a: net.apply(v, *a, method=method)  # noqa: E731
-  out = {}
-  # Our init patches (spec 5.4 steps 1-3), for the crop/augmentation row.
+  net = model.net
   box = np.asarray(ref["meta/box"], np.float64)
   s = settings.image_sample_size
   pos = np.array([box[1] + (box[3] - 1) / 2, box[0] + (box[2] - 1) / 2])
   target_scale = np.sqrt(np.prod(box[[3, 2]] * settings.search_area_scale)) / s
   e = augment.expanded_size(settings)
-  expanded, _ = sample_patch(jnp.asarray(first_frame, jnp.float32), jnp.asarray(np.round(pos), jnp.float32),
-                             jnp.float32(target_scale * e), (e, e), "replicate")
-  patches, _ = augment.augment_init_patches(expanded, settings, jax.random.PRNGKey(0))
-  out["patches"] = np.asarray(patches)
-
-  x = normalize_image(jnp.asarray(ref["patches"], jnp.float32))
   # DiMP networks carry no layer4 weights here (the tracker never computes it; the converter drops them).
   layers = LAYER_NAMES if net.needs_layer4 else LAYER_NAMES[:-1]
-  feats = call(CIANet.backbone_features, x, False, layers)
-  for k in layers:
-    out[f"backbone/{k}"] = feats[k]
-  stages = call(CIANet.classification_input_stages, feats["layer3"], True)
-  if net.instance_encoder:
-    out["cia/instance"] = stages["instance"]
-  if net.category_encoder:
-    out["cia/category"] = stages["category"]
-  clf = net.apply(v, stages["category"], method=lambda m, a: m.classifier.extract_classification_feat(a, False))
-  out["clf/features"] = clf
-  samples = jnp.concatenate([clf, jnp.broadcast_to(clf[:1], (settings.aug_dropout_num, *clf.shape[1:]))])
-  out["clf/samples"] = samples
-  boxes = jnp.asarray(ref["clf/boxes"], jnp.float32)[:, None]  # [15, 1, 4]
-  f0 = call(CIANet.init_filter, samples[:, None], boxes)
-  out["filter/init"] = f0
-  f, _, _ = call(CIANet.optimize_filter, f0, samples[:, None], boxes, None, settings.net_opt_iter)
-  out["filter/optimized"] = f
-  out["score/map"] = call(CIANet.classify, f, samples[:1, None])
-  mod3, mod4 = call(CIANet.iou_modulation, feats["layer2"][:1], feats["layer3"][:1], boxes[:1, 0])
-  out["iou/mod3"], out["iou/mod4"] = mod3, mod4
-  c3t, c4t = call(CIANet.iou_features, feats["layer2"][:1], feats["layer3"][:1])
-  out["iou/feat3"], out["iou/feat4"] = c3t, c4t
-  props = jnp.asarray(ref["iou/proposals"], jnp.float32)[None]
 
-  def total(p):
-    pred = call(CIANet.predict_iou, mod3, mod4, c3t, c4t, p)
-    return jnp.sum(pred), pred
-  (_, pred), grad = jax.value_and_grad(total, has_aux=True)(props)
-  out["iou/pred"], out["iou/grad"] = pred, grad
+  @jax.jit  # One compilation for all stages (op-by-op dispatch of the eager modules is far slower).
+  def compute(v, frame, init_pos, crop_sz, ref_patches, boxes, props):
+    call = lambda method, *a: net.apply(v, *a, method=method)  # noqa: E731
+    out = {}
+    # Our init patches (spec 5.4 steps 1-3), for the crop/augmentation row.
+    expanded, _ = sample_patch(frame, init_pos, crop_sz, (e, e), "replicate")
+    out["patches"], _ = augment.augment_init_patches(expanded, settings, jax.random.PRNGKey(0))
+    # The network stages, fed with the reference's patches and boxes.
+    feats = call(CIANet.backbone_features, normalize_image(ref_patches), False, layers)
+    for k in layers:
+      out[f"backbone/{k}"] = feats[k]
+    stages = call(CIANet.classification_input_stages, feats["layer3"], True)
+    if net.instance_encoder:
+      out["cia/instance"] = stages["instance"]
+    if net.category_encoder:
+      out["cia/category"] = stages["category"]
+    clf = net.apply(v, stages["category"], method=lambda m, a: m.classifier.extract_classification_feat(a, False))
+    out["clf/features"] = clf
+    samples = jnp.concatenate([clf, jnp.broadcast_to(clf[:1], (settings.aug_dropout_num, *clf.shape[1:]))])
+    out["clf/samples"] = samples
+    f0 = call(CIANet.init_filter, samples[:, None], boxes[:, None])
+    out["filter/init"] = f0
+    f, _, _ = call(CIANet.optimize_filter, f0, samples[:, None], boxes[:, None], None, settings.net_opt_iter)
+    out["filter/optimized"] = f
+    out["score/map"] = call(CIANet.classify, f, samples[:1, None])
+    mod3, mod4 = call(CIANet.iou_modulation, feats["layer2"][:1], feats["layer3"][:1], boxes[:1])
+    out["iou/mod3"], out["iou/mod4"] = mod3, mod4
+    c3t, c4t = call(CIANet.iou_features, feats["layer2"][:1], feats["layer3"][:1])
+    out["iou/feat3"], out["iou/feat4"] = c3t, c4t
+
+    def total(p):
+      pred = call(CIANet.predict_iou, mod3, mod4, c3t, c4t, p)
+      return jnp.sum(pred), pred
+    (_, pred), grad = jax.value_and_grad(total, has_aux=True)(props)
+    out["iou/pred"], out["iou/grad"] = pred, grad
+    return out
+
+  out = compute(model.variables, jnp.asarray(first_frame, jnp.float32), jnp.asarray(np.round(pos), jnp.float32),
+                jnp.float32(target_scale * e), jnp.asarray(ref["patches"], jnp.float32),
+                jnp.asarray(ref["clf/boxes"], jnp.float32), jnp.asarray(ref["iou/proposals"], jnp.float32)[None])
   return {k: np.asarray(val) for k, val in out.items()}
 
 

@@ -1,0 +1,247 @@
+"""`scripts/compare_pytorch.py` without torch: layouts, stage differences, box IoU, per-frame reports, the CLI
+boundary, and the JAX stage plumbing on a tiny network (the torch side is exercised by running the script)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "compare_pytorch.py"
+_spec = importlib.util.spec_from_file_location("compare_pytorch", _SCRIPT)
+cp = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("compare_pytorch", cp)  # dataclasses look their module up by name
+_spec.loader.exec_module(cp)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Layouts and stage differences.
+
+
+def test_to_reference_layout_matches_index_mapping():
+  a = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # NHWC
+  out = cp.to_reference_layout(a, "nchw")
+  assert out.shape == (2, 5, 3, 4)
+  for n, c, h, w in [(0, 0, 0, 0), (1, 4, 2, 3), (0, 2, 1, 0)]:
+    assert out[n, c, h, w] == a[n, h, w, c]
+  filt = cp.to_reference_layout(a, "filter")  # (B, 4, 4, D) -> (B, D, 4, 4) is the same permutation
+  np.testing.assert_array_equal(filt, out)
+  assert cp.to_reference_layout(a, "flat").shape == (a.size,)
+  assert cp.to_reference_layout(a, "same") is not None and cp.to_reference_layout(a, "same").shape == a.shape
+  with pytest.raises(ValueError, match="4-d"):
+    cp.to_reference_layout(a[0], "nchw")
+  with pytest.raises(ValueError, match="unknown layout"):
+    cp.to_reference_layout(a, "nhwc")
+
+
+def test_stage_diff_values():
+  rng = np.random.default_rng(0)
+  ref = rng.standard_normal((3, 4, 5)).astype(np.float32)
+  ref[1, 2, 3] = -7.5  # the largest magnitude
+  ours = ref.copy()
+  ours[0, 1, 1] += 3e-3
+  d = cp.stage_diff("x", ours, ref)
+  assert d.shape == (3, 4, 5)
+  np.testing.assert_allclose(d.max_abs, abs(np.float64(ours[0, 1, 1]) - np.float64(ref[0, 1, 1])), rtol=1e-12)
+  assert d.ref_max == 7.5
+  np.testing.assert_allclose(d.rel, d.max_abs / 7.5, rtol=1e-12)
+  assert cp.stage_diff("x", ref, ref).rel == 0.0
+
+
+def test_stage_diff_edge_cases():
+  with pytest.raises(ValueError, match="'layer3'.*shape mismatch"):
+    cp.stage_diff("layer3", np.zeros((2, 3)), np.zeros((3, 2)))
+  assert cp.stage_diff("z", np.zeros(4), np.zeros(4)).rel == 0.0
+  assert cp.stage_diff("z", np.ones(4), np.zeros(4)).rel == float("inf")
+  bad = cp.stage_diff("n", np.array([np.nan, 1.0]), np.array([1.0, 1.0]))
+  assert np.isnan(bad.rel)
+
+
+def test_format_stage_table_marks_pass_and_fail():
+  diffs = [cp.StageDiff("a", (2, 3), 1e-6, 1.0, 1e-6), cp.StageDiff("b", (4,), 2e-3, 1.0, 2e-3),
+           cp.StageDiff("c", (1,), float("nan"), float("nan"), float("nan")),
+           cp.StageDiff("d", (1,), 1e-4, 1.0, 1e-4)]
+  table = cp.format_stage_table(diffs, 1e-4, {"a": "stage A"})
+  lines = table.splitlines()
+  assert len(lines) == 2 + 4
+  assert lines[2].startswith("| stage A | 2x3 |") and lines[2].endswith("| yes |")
+  assert lines[3].endswith("| NO |")
+  assert lines[4].endswith("| NO |")  # NaN never passes
+  assert lines[5].endswith("| yes |")  # exactly at the tolerance passes
+
+
+def test_compare_stages_applies_layouts():
+  rng = np.random.default_rng(1)
+  ours = {"backbone/layer3": rng.standard_normal((2, 3, 3, 8)), "filter/init": rng.standard_normal((1, 4, 4, 8)),
+          "iou/mod3": rng.standard_normal((1, 8)), "score/map": rng.standard_normal((1, 1, 5, 5)),
+          "only_ours": np.zeros(3)}
+  ref = {"backbone/layer3": np.transpose(ours["backbone/layer3"], (0, 3, 1, 2)),
+         "filter/init": np.transpose(ours["filter/init"], (0, 3, 1, 2)).copy(),
+         "iou/mod3": ours["iou/mod3"].reshape(1, 8, 1, 1), "score/map": ours["score/map"]}
+  ref["filter/init"][0, 5, 1, 2] += 0.5
+  diffs = {d.name: d for d in cp.compare_stages(ours, ref)}
+  assert set(diffs) == {"backbone/layer3", "filter/init", "iou/mod3", "score/map"}
+  assert diffs["backbone/layer3"].max_abs == 0 and diffs["iou/mod3"].max_abs == 0 and diffs["score/map"].max_abs == 0
+  np.testing.assert_allclose(diffs["filter/init"].max_abs, 0.5, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Box IoU and per-frame reports.
+
+
+def _raster_iou(a, b, scale=4):
+  """Independent IoU of integer-valued xywh boxes by counting 1/scale-pixel cells on a grid."""
+  grid = np.zeros((2, 80 * scale, 80 * scale), bool)
+  for k, (x, y, w, h) in enumerate((a, b)):
+    grid[k, int(y * scale):int((y + h) * scale), int(x * scale):int((x + w) * scale)] = True
+  inter = np.logical_and(grid[0], grid[1]).sum()
+  union = np.logical_or(grid[0], grid[1]).sum()
+  return inter / union
+
+
+def test_box_iou_against_rasterised_reference():
+  rng = np.random.default_rng(2)
+  a = np.concatenate([rng.integers(0, 40, (50, 2)), rng.integers(1, 30, (50, 2))], 1).astype(np.float64) / 2
+  b = np.concatenate([rng.integers(0, 40, (50, 2)), rng.integers(1, 30, (50, 2))], 1).astype(np.float64) / 2
+  b[:5] = a[:5] + np.array([0.5, -0.5, 0, 1.0])  # some overlapping pairs for sure
+  got = cp.box_iou_xywh(a, b)
+  want = np.array([_raster_iou(x, y) for x, y in zip(a, b)])
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+  assert got[5:].min() >= 0 and (got[:5] > 0).all()
+
+
+def test_box_iou_special_cases():
+  box = np.array([3.0, 4.0, 10.0, 20.0])
+  assert cp.box_iou_xywh(box, box) == 1.0
+  assert cp.box_iou_xywh(box, box + np.array([10.0, 0, 0, 0])) == 0.0  # touching edges
+  np.testing.assert_allclose(cp.box_iou_xywh(box, np.array([3.0, 4.0, 5.0, 20.0])), 0.5)
+  assert cp.box_iou_xywh(np.array([0.0, 0, 0, 0]), box) == 0.0
+  assert cp.box_iou_xywh(np.array([np.nan, 0, 1, 1]), box) == 0.0
+  with pytest.raises(ValueError, match="box_iou_xywh"):
+    cp.box_iou_xywh(np.zeros((3, 4)), np.zeros((2, 4)))
+
+
+def test_iou_report_first_divergence_and_flags():
+  ref = np.tile(np.array([10.0, 10.0, 20.0, 20.0]), (6, 1))
+  ours = ref.copy()
+  ours[3, 0] += 2.0  # IoU 18*20 / (2*400 - 360) = 360/440
+  ours[5, 2] += 10.0  # IoU 400 / 600
+  flags_ref = ["init", "normal", "normal", "hard_negative", "normal", "normal"]
+  flags_ours = ["init", "normal", "normal", "normal", "normal", "uncertain"]
+  rep = cp.iou_report("seq", ours, ref, 0.99, flags_ours, flags_ref)
+  assert rep.num_frames == 5 and rep.first_below == 3 and rep.num_below == 2
+  np.testing.assert_allclose(rep.min_iou, 400 / 600)
+  np.testing.assert_allclose(rep.mean_iou, (3 + 360 / 440 + 400 / 600) / 5)
+  assert rep.flag_mismatches == 2 and rep.first_flag_mismatch == 3
+  assert rep.ious[0] == 1.0
+  clean = cp.iou_report("seq", ref, ref, 0.99)
+  assert clean.first_below is None and clean.num_below == 0 and clean.min_iou == 1.0
+  # Frame 0 (the shared init box) never counts, even if it differs.
+  moved0 = ref.copy()
+  moved0[0, 0] += 15
+  assert cp.iou_report("seq", moved0, ref).first_below is None
+  with pytest.raises(ValueError, match="seq"):
+    cp.iou_report("seq", ref[:, :3], ref)
+  table = cp.format_iou_table([rep, clean], 0.99).splitlines()
+  assert table[2] == "| seq | 5 | 0.6667 | 0.8970 | 2 | 3 | 2 (3) |"
+  assert table[3] == "| seq | 5 | 1.0000 | 1.0000 | 0 | - | 0 |"
+
+
+def test_frame_detail_names_both_sides():
+  ours = {"boxes": np.array([[1.0, 2, 3, 4], [1.0, 2, 3, 4]]), "max_scores": np.array([np.nan, 0.125]),
+          "flags": np.array(["init", "normal"])}
+  ref = {"boxes": np.array([[1.0, 2, 3, 4], [2.0, 2, 3, 4]]), "max_scores": np.array([np.nan, 0.25]),
+         "flags": np.array(["init", "hard_negative"])}
+  line = cp.frame_detail(1, ours, ref)
+  assert line.startswith("frame 1: IoU 0.5000;")
+  assert "score 0.125000 flag normal" in line and "score 0.250000 flag hard_negative" in line
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CLI boundary.
+
+
+def test_cli_rejects_bad_inputs(tmp_path, capsys):
+  ckpt = tmp_path / "c.pth"
+  ckpt.write_bytes(b"x")
+  fake_python = tmp_path / "python"
+  fake_python.write_text("")
+  base = ["--arch", "dimp18", "--torch-python", str(fake_python)]
+  cases = [
+      (["--reference-root", str(tmp_path / "nope"), "--checkpoint", str(ckpt), "--sequence", str(tmp_path)],
+       "nope"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pth"), "--sequence",
+        str(tmp_path)], "missing.pth"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt)], "--sequence"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path / "noseq")],
+       "noseq"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path),
+        "--max-frames", "1"], "--max-frames"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path),
+        "--reference-crop-from", str(tmp_path)], "preprocessing.py"),
+  ]
+  for argv, needle in cases:
+    assert cp.main(base + argv) == 2, argv
+    assert needle in capsys.readouterr().err
+  assert cp.main(["--arch", "dimp18", "--torch-python", str(tmp_path / "py"), "--reference-root", str(tmp_path),
+                  "--checkpoint", str(ckpt), "--sequence", str(tmp_path)]) == 2
+  assert "--torch-python" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Our side of the stage comparison on a tiny CIA network.
+
+
+def test_our_stages_shapes_and_consistency():
+  from cia_jax.models.cia import CIANet
+  from cia_jax.models.presets import init_variables, model_kwargs
+  from cia_jax.track.params import get_settings
+  from cia_jax.track.tracker import TrackingModel
+
+  net = CIANet(**model_kwargs("cia18", backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))
+  variables = init_variables(net, jax.random.PRNGKey(0))
+  model = TrackingModel(net=net, variables=variables)
+  settings = get_settings("cia18", image_sample_size=64, deterministic=True, target_not_found_threshold=0.0)
+  rng = np.random.default_rng(3)
+  frame = rng.integers(0, 256, (48, 80, 3)).astype(np.uint8)
+  s = settings.image_sample_size
+  ref = {"patches": rng.uniform(0, 255, (13, s, s, 3)).astype(np.float32),
+         "clf/boxes": np.tile(np.array([[20.0, 18.0, 24.0, 28.0]], np.float32), (15, 1)),
+         "iou/proposals": np.array([[20.0, 18.0, 24.0, 28.0]] * 17, np.float32) + rng.uniform(-2, 2, (17, 4)),
+         "meta/box": np.array([30.0, 10.0, 12.0, 20.0], np.float32)}
+  ours = cp.our_stages(model, settings, ref, frame)
+  f = s // 16
+  expect = {"patches": (13, s, s, 3), "backbone/conv1": (13, s // 2, s // 2, 8), "backbone/layer3": (13, f, f, 32),
+            "backbone/layer4": (13, f // 2, f // 2, 64), "cia/instance": (13, f, f, 32),
+            "cia/category": (13, f, f, 32), "clf/features": (13, f, f, 16), "clf/samples": (15, f, f, 16),
+            "filter/init": (1, 4, 4, 16), "filter/optimized": (1, 4, 4, 16), "score/map": (1, 1, f + 1, f + 1),
+            "iou/mod3": (1, 16), "iou/feat3": (1, 2 * f, 2 * f, 16), "iou/pred": (1, 17), "iou/grad": (1, 17, 4)}
+  for k, shape in expect.items():
+    assert ours[k].shape == shape, k
+    assert np.all(np.isfinite(ours[k])), k
+  assert set(ours) <= set(cp.STAGE_KEYS)
+  # The two appended memory samples are copies of sample 0 (deterministic mode).
+  np.testing.assert_array_equal(ours["clf/samples"][13], ours["clf/features"][0])
+  # Score map = cross-correlation of the optimised filter with sample 0 (padding 2), in float64 NumPy.
+  x = np.pad(ours["clf/samples"][0].astype(np.float64), ((2, 2), (2, 2), (0, 0)))
+  w = ours["filter/optimized"][0].astype(np.float64)
+  want = np.array([[np.sum(x[i:i + 4, j:j + 4] * w) for j in range(f + 1)] for i in range(f + 1)])
+  np.testing.assert_allclose(ours["score/map"][0, 0], want, rtol=1e-4, atol=1e-6)
+  # The IoU gradient is d(sum of predictions)/d(boxes): its largest entry against central differences.
+  props = np.asarray(ref["iou/proposals"], np.float32)[None]
+
+  def total(p):
+    return float(np.sum(net.apply(variables, ours["iou/mod3"], ours["iou/mod4"], ours["iou/feat3"],
+                                  ours["iou/feat4"], p, method=CIANet.predict_iou)))
+  np.testing.assert_allclose(total(props), ours["iou/pred"].sum(), rtol=1e-5)
+  k = np.unravel_index(np.argmax(np.abs(ours["iou/grad"])), props.shape)
+  assert abs(ours["iou/grad"][k]) > 0
+  eps = 0.05
+  plus, minus = props.copy(), props.copy()
+  plus[k] += eps
+  minus[k] -= eps
+  np.testing.assert_allclose((total(plus) - total(minus)) / (2 * eps), ours["iou/grad"][k], rtol=5e-2)
