@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 MODES = ("replicate", "inside", "inside_major")
+CROP_RULES = ("cia", "pytracking")
 
 
 def _as_pair(v, dtype=jnp.float32) -> jax.Array:
@@ -27,7 +28,7 @@ def _as_pair(v, dtype=jnp.float32) -> jax.Array:
 
 
 def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
-                mode: str = "replicate", max_scale_change: float | None = None):
+                mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
   """The integer crop geometry of spec 5.3 (steps 1-5), without touching pixels.
 
   Args:
@@ -37,13 +38,20 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     output_sz_yx: static (S_y, S_x) output patch size.
     mode: 'replicate', 'inside' or 'inside_major'.
     max_scale_change: upper clamp of the inside-mode shrink factor (None: unclamped).
+    rule: 'cia' (the CIA fork: tl = posl - (szl - 1) // 2, br = posl + szl // 2 + 1, integer) or 'pytracking'
+      (upstream: the same with true division, so tl or br falls on a half pixel; the pixels cropped are
+      [trunc(tl), trunc(br)) while `patch_coord` keeps the half pixels). The two differ by one pixel of
+      crop (even szl) or half a pixel of `patch_coord` (odd szl); DiMP18 / SuperDiMP use upstream's.
 
   Returns:
     dict with int32 `df` (decimation factor, scalar), `offset` `[2]` (decimation start o), `tl` `[2]`,
-    `br` `[2]` (crop window in decimated pixels, br exclusive) and `patch_coord` `[4]` = df * (tl, br).
+    `br` `[2]` (int32 crop window in decimated pixels, br exclusive) and float32 `patch_coord` `[4]` =
+    df * (tl, br) (with upstream's half pixels under rule='pytracking').
   """
   if mode not in MODES:
     raise ValueError(f"sample_patch: mode must be one of {MODES}, got {mode!r}")
+  if rule not in CROP_RULES:
+    raise ValueError(f"sample_patch: rule must be one of {CROP_RULES}, got {rule!r}")
   h, w = int(image_hw[0]), int(image_hw[1])
   out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], jnp.float32)
   pos = _as_pair(pos_yx)
@@ -62,17 +70,24 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
   offset = posl % df  # Python-style remainder, like torch's `%` on integer tensors.
   posl = (posl - offset) // df
   szl = jnp.maximum(jnp.round(sz / df.astype(jnp.float32)), 2.0).astype(jnp.int32)  # Half to even, as torch.
-  tl = posl - (szl - 1) // 2
-  br = posl + szl // 2 + 1  # Floor division (CIA fork).
+  if rule == "cia":
+    tl = posl - (szl - 1) // 2
+    br = posl + szl // 2 + 1  # Floor division (CIA fork).
+  else:  # Upstream: true division of integer tensors -> half pixels.
+    tl = posl.astype(jnp.float32) - (szl - 1).astype(jnp.float32) / 2.0
+    br = posl.astype(jnp.float32) + szl.astype(jnp.float32) / 2.0 + 1.0
   if mode != "replicate":
-    im2_sz = (jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df  # Decimated image size.
+    im2_sz = ((jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df).astype(tl.dtype)  # Decimated size.
     shift = jnp.maximum(-tl, 0) - jnp.maximum(br - im2_sz, 0)
     tl, br = tl + shift, br + shift
     # Still larger than the image: centre it (equal overflow on both sides).
     outside = (jnp.maximum(-tl, 0) + jnp.maximum(br - im2_sz, 0)) // 2
-    shift = (-tl - outside) * (outside > 0).astype(jnp.int32)
+    shift = (-tl - outside) * (outside > 0).astype(tl.dtype)
     tl, br = tl + shift, br + shift
-  return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": df * jnp.concatenate([tl, br])}
+  patch_coord = (df * jnp.concatenate([tl, br])).astype(jnp.float32)
+  if rule == "pytracking":  # F.pad with `.int()` pads: the crop is [trunc(tl), trunc(br)).
+    tl, br = jnp.trunc(tl).astype(jnp.int32), jnp.trunc(br).astype(jnp.int32)
+  return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": patch_coord}
 
 
 def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
@@ -94,7 +109,7 @@ def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
 
 
 def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
-                 mode: str = "replicate", max_scale_change: float | None = None):
+                 mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
   """Crops and resizes one tracker patch (spec 5.3), jittable for a fixed image shape and output size.
 
   Args:
@@ -104,17 +119,17 @@ def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[
     output_sz_yx: static (S_y, S_x).
     mode: 'replicate' (pad by edge replication), 'inside' / 'inside_major' (shrink by at most
       `max_scale_change` and shift the window into the image; what still sticks out is replicated).
-    max_scale_change: see `crop_window`.
+    max_scale_change, rule: see `crop_window`.
 
   Returns:
-    (patch `[S_y, S_x, C]` float32, patch_coord `[4]` int32 = (T_y, T_x, E_y, E_x) in full-image pixels).
+    (patch `[S_y, S_x, C]` float32, patch_coord `[4]` float32 = (T_y, T_x, E_y, E_x) in full-image pixels).
   """
   image = jnp.asarray(image)
   if image.ndim != 3:
     raise ValueError(f"sample_patch: image must be [H, W, C], got shape {image.shape}")
   h, w = image.shape[:2]
   out_h, out_w = int(output_sz_yx[0]), int(output_sz_yx[1])
-  geo = crop_window((h, w), pos_yx, sample_sz_yx, (out_h, out_w), mode, max_scale_change)
+  geo = crop_window((h, w), pos_yx, sample_sz_yx, (out_h, out_w), mode, max_scale_change, rule)
   df, o, tl, br = geo["df"], geo["offset"], geo["tl"], geo["br"]
   y0, y1, ly = _axis_taps(tl[0], br[0], o[0], df, h, out_h)
   x0, x1, lx = _axis_taps(tl[1], br[1], o[1], df, w, out_w)

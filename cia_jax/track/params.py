@@ -29,6 +29,9 @@ class TrackerSettings:
   search_area_scale: float = 6.0
   border_mode: str = "inside_major"  # 'replicate' | 'inside' | 'inside_major'
   patch_max_scale_change: Optional[float] = 1.5
+  # Crop rounding of `sample_patch` (see `cia_jax.ops.crop.crop_window`): 'cia' (the CIA fork's floor division)
+  # or 'pytracking' (upstream's true division; half-pixel patch coordinates). DiMP18 / SuperDiMP use upstream's.
+  crop_rule: str = "cia"
   # Memory and online learning.
   sample_memory_size: int = 50
   learning_rate: float = 0.01
@@ -100,6 +103,8 @@ def validate(s: TrackerSettings) -> None:
     raise ValueError(f"TrackerSettings.{name}={getattr(s, name)!r}: {why}")
   if s.border_mode not in ("replicate", "inside", "inside_major"):
     bad("border_mode", "must be 'replicate', 'inside' or 'inside_major'")
+  if s.crop_rule not in ("cia", "pytracking"):
+    bad("crop_rule", "must be 'cia' or 'pytracking'")
   if s.box_refinement_space not in ("default", "relative"):
     bad("box_refinement_space", "must be 'default' or 'relative'")
   if s.image_sample_size < 32 or s.image_sample_size % 16:
@@ -137,18 +142,20 @@ def validate(s: TrackerSettings) -> None:
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,
-               box_refinement_space="default", box_refinement_iter=5, box_refinement_step_length=1.0)
+               box_refinement_space="default", box_refinement_iter=5, box_refinement_step_length=1.0,
+               crop_rule="pytracking")
 _SUPERDIMP = dict(image_sample_size=352, search_area_scale=6.0, border_mode="inside_major",
                   patch_max_scale_change=1.5, box_refinement_space="relative", box_refinement_iter=10,
-                  box_refinement_step_length=2.5e-3)
+                  box_refinement_step_length=2.5e-3, crop_rule="pytracking")
 
 PRESETS: dict[str, TrackerSettings] = {
     "dimp18": TrackerSettings(**_DIMP18),
     "superdimp": TrackerSettings(**_SUPERDIMP),
     # Decision 6: CIA18 tracks with 352 / scale 6 / inside_major, but refines boxes like DiMP18.
     "cia18": TrackerSettings(**{**_SUPERDIMP, "box_refinement_space": "default", "box_refinement_iter": 5,
-                                "box_refinement_step_length": 1.0, "use_upper_classifier": True}),
-    "cia50": TrackerSettings(**_SUPERDIMP),
+                                "box_refinement_step_length": 1.0, "use_upper_classifier": True,
+                                "crop_rule": "cia"}),
+    "cia50": TrackerSettings(**{**_SUPERDIMP, "crop_rule": "cia"}),
 }
 
 

@@ -150,7 +150,7 @@ def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key)
     tl, br = pos - (sample_sz - 1.0) / 2.0, pos + sample_sz / 2.0 + 1.0
     global_shift = -(jnp.maximum(-tl, 0.0) - jnp.maximum(br - image_sz, 0.0)) / init_scale
   e = augment.expanded_size(settings)
-  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate")
+  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate", rule=settings.crop_rule)
   k_shift, k_drop = jax.random.split(key)
   patches, shifts = augment.augment_init_patches(expanded, settings, k_shift, global_shift)
   layer2, layer3, x = extract_features(model, patches)
@@ -330,7 +330,7 @@ def _step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, 
   k_box, _ = jax.random.split(key)
 
   patch, coord = sample_patch(image, state.pos_yx, state.target_scale * s, (s, s), settings.border_mode,
-                              settings.patch_max_scale_change)
+                              settings.patch_max_scale_change, rule=settings.crop_rule)
   sample_pos, sample_scale = sample_pos_scale(coord, s)
   layer2, layer3, x = extract_features(model, patch[None])
   scores = _apply(model, "classify", state.filter[None], x[:, None])[0, 0]  # [f + 1, f + 1]

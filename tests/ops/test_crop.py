@@ -24,8 +24,12 @@ def _resize_bilinear(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
   return (1 - lx)[None, :, None] * rows[:, c0] + lx[None, :, None] * rows[:, c1]
 
 
-def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=None):
-  """Spec 5.3 step by step in float64 NumPy: decimate, slice + edge pad, then resize."""
+def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=None, rule="cia"):
+  """Spec 5.3 step by step in float64 NumPy: decimate, slice + edge pad, then resize.
+
+  rule 'pytracking' = upstream's arithmetic: tl / br by true division (half pixels), the inside shifts in
+  floats, the pixels [int(tl), int(br)) cropped (`.int()` truncates toward zero), patch_coord with the halves.
+  """
   im = np.asarray(im, np.float64)
   pos = np.asarray(pos, np.float64)
   sz = np.broadcast_to(np.asarray(sample_sz, np.float64), (2,)).copy()
@@ -45,8 +49,12 @@ def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=No
     posl = (posl - o) // df
     im2 = im[o[0]::df, o[1]::df]
   szl = np.maximum(np.round(sz / df), 2).astype(int)
-  tl = posl - (szl - 1) // 2
-  br = posl + szl // 2 + 1
+  if rule == "cia":
+    tl = posl - (szl - 1) // 2
+    br = posl + szl // 2 + 1
+  else:
+    tl = posl - (szl - 1) / 2
+    br = posl + szl / 2 + 1
   if mode in ("inside", "inside_major"):
     im2_sz = np.array(im2.shape[:2])
     shift = np.maximum(-tl, 0) - np.maximum(br - im2_sz, 0)
@@ -54,11 +62,14 @@ def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=No
     outside = (np.maximum(-tl, 0) + np.maximum(br - im2_sz, 0)) // 2
     shift = (-tl - outside) * (outside > 0)
     tl, br = tl + shift, br + shift
+  coord = df * np.concatenate([tl, br])
+  if rule == "pytracking":
+    tl, br = np.trunc(tl).astype(int), np.trunc(br).astype(int)
   pad_lo = np.maximum(-tl, 0)
   pad_hi = np.maximum(br - np.array(im2.shape[:2]), 0)
   padded = np.pad(im2, ((pad_lo[0], pad_hi[0]), (pad_lo[1], pad_hi[1]), (0, 0)), mode="edge")
   window = padded[tl[0] + pad_lo[0]:br[0] + pad_lo[0], tl[1] + pad_lo[1]:br[1] + pad_lo[1]]
-  return _resize_bilinear(window, int(out[0]), int(out[1])), df * np.concatenate([tl, br])
+  return _resize_bilinear(window, int(out[0]), int(out[1])), coord
 
 
 # (image hw, pos, sample size, output, mode, max_scale_change): inside the image, partly and far outside,
@@ -79,12 +90,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("rule", crop.CROP_RULES)
 @pytest.mark.parametrize("hw,pos,sz,out,mode,msc", CASES)
-def test_sample_patch_matches_reference(hw, pos, sz, out, mode, msc):
+def test_sample_patch_matches_reference(hw, pos, sz, out, mode, msc, rule):
   rng = np.random.default_rng(CASES.index((hw, pos, sz, out, mode, msc)))
   im = rng.uniform(0, 255, (*hw, 3))
-  ref_patch, ref_coord = reference_sample_patch(im, pos, sz, out, mode, msc)
-  fn = jax.jit(lambda i, p, s: crop.sample_patch(i, p, s, out, mode, msc))
+  ref_patch, ref_coord = reference_sample_patch(im, pos, sz, out, mode, msc, rule)
+  fn = jax.jit(lambda i, p, s: crop.sample_patch(i, p, s, out, mode, msc, rule))
   patch, coord = fn(jnp.asarray(im, jnp.float32), jnp.asarray(pos, jnp.float32), jnp.asarray(sz, jnp.float32))
   np.testing.assert_array_equal(np.asarray(coord), ref_coord)
   np.testing.assert_allclose(np.asarray(patch), ref_patch, rtol=0, atol=2e-3)
@@ -120,3 +132,16 @@ def test_sample_pos_scale():
 def test_sample_patch_rejects_bad_mode():
   with pytest.raises(ValueError, match="mode"):
     crop.sample_patch(jnp.zeros((8, 8, 3)), (4.0, 4.0), 8.0, (8, 8), mode="reflect")
+
+
+def test_crop_rules_differ_where_upstream_has_half_pixels():
+  """Even crop size: upstream crops one more pixel on the top/left; odd: its patch_coord ends half a pixel later."""
+  even = [crop.crop_window((100, 100), (50.0, 50.0), 10.0, (10, 10), rule=r) for r in crop.CROP_RULES]
+  np.testing.assert_array_equal(np.asarray(even[0]["tl"]), [46, 46])
+  np.testing.assert_array_equal(np.asarray(even[1]["tl"]), [45, 45])  # trunc(50 - 4.5)
+  np.testing.assert_array_equal(np.asarray(even[1]["patch_coord"]), [45.5, 45.5, 56, 56])
+  odd = [crop.crop_window((100, 100), (50.0, 50.0), 11.0, (11, 11), rule=r) for r in crop.CROP_RULES]
+  np.testing.assert_array_equal(np.asarray(odd[0]["br"]), np.asarray(odd[1]["br"]))
+  np.testing.assert_array_equal(np.asarray(odd[1]["patch_coord"]), [45, 45, 56.5, 56.5])
+  with pytest.raises(ValueError, match="rule"):
+    crop.crop_window((10, 10), (5.0, 5.0), 4.0, (4, 4), rule="floor")
