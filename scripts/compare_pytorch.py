@@ -284,7 +284,7 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
     call = lambda method, *a: net.apply(v, *a, method=method)  # noqa: E731
     out = {}
     # Our init patches (spec 5.4 steps 1-3), for the crop/augmentation row.
-    expanded, _ = sample_patch(frame, init_pos, crop_sz, (e, e), "replicate")
+    expanded, _ = sample_patch(frame, init_pos, crop_sz, (e, e), "replicate", rule=settings.crop_rule)
     out["patches"], _ = augment.augment_init_patches(expanded, settings, jax.random.PRNGKey(0))
     # The network stages, fed with the reference's patches and boxes.
     feats = call(CIANet.backbone_features, normalize_image(ref_patches), False, layers)
@@ -333,17 +333,21 @@ def compare_stages(ours: dict, ref: dict) -> list[StageDiff]:
   return diffs
 
 
-def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray) -> dict:
-  """Our jitted tracker over `frames` `[T, H, W, 3]`: boxes `[T, 4]`, max scores and flag names per frame."""
+def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager: bool = False) -> dict:
+  """Our tracker over `frames` `[T, H, W, 3]`: boxes `[T, 4]`, max scores and flag names per frame.
+
+  eager: run the un-jitted `init_impl` / `step_impl` (op by op) instead of the jitted `init` / `step`.
+  """
   import jax  # pylint: disable=g-import-not-at-top
 
   from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
 
+  init, step = (tracker.init_impl, tracker.step_impl) if eager else (tracker.init, tracker.step)
   key = jax.random.PRNGKey(0)
-  state = tracker.init(model, settings, frames[0], np.asarray(box_xywh, np.float32), key)
+  state = init(model, settings, frames[0], np.asarray(box_xywh, np.float32), key)
   boxes, scores, flags = [np.asarray(box_xywh, np.float64)], [np.nan], ["init"]
   for t in range(1, len(frames)):
-    state, out = tracker.step(model, settings, state, frames[t], jax.random.fold_in(key, t))
+    state, out = step(model, settings, state, frames[t], jax.random.fold_in(key, t))
     boxes.append(np.asarray(out["box_xywh"], np.float64))
     scores.append(float(out["max_score"]))
     flags.append(tracker.FLAG_NAMES[int(out["flag"])])
@@ -384,6 +388,8 @@ def parse_args(argv=None):
   p.add_argument("--reference-crop-from", default=None,
                  help="run the reference with the sample_patch of this checkout (e.g. the CIA fork for dimp18: "
                       "upstream pytracking's crop window uses true division, the fork and cia_jax floor division)")
+  p.add_argument("--ours-eager", action="store_true",
+                 help="run our tracker un-jitted (init_impl / step_impl): separates jit-only effects")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -422,8 +428,18 @@ def main(argv=None) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
-  work = args.work_dir or tempfile.mkdtemp(prefix="compare_pytorch_")
-  os.makedirs(work, exist_ok=True)
+  try:
+    if args.work_dir:
+      os.makedirs(args.work_dir, exist_ok=True)
+      return _main(args, args.work_dir)
+    with tempfile.TemporaryDirectory(prefix="compare_pytorch_") as work:  # decoded frames: hundreds of MB
+      return _main(args, work)
+  except RuntimeError as e:  # the reference subprocess failed: its stderr is in the message
+    print(f"compare_pytorch: {e}", file=sys.stderr)
+    return 2
+
+
+def _main(args, work: str) -> int:
   ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
   if args.create_checkpoint_seed is not None:
     _run_reference(args.torch_python, ["make-checkpoint", *ref_common, "--seed", str(args.create_checkpoint_seed),
@@ -474,7 +490,7 @@ def main(argv=None) -> int:
     t_ref = time.time() - t0
     ref_tr = dict(np.load(track_path))
     t0 = time.time()
-    ours_tr = track_ours(model, settings, frames, box)
+    ours_tr = track_ours(model, settings, frames, box, eager=args.ours_eager)
     t_ours = time.time() - t0
     rep = iou_report(name, ours_tr["boxes"], ref_tr["boxes"], args.iou_threshold, ours_tr["flags"], ref_tr["flags"])
     reports.append(rep)
