@@ -21,5 +21,6 @@ from cia_jax.train import config_utils
 
 
 def get_config(arg=None):
+  """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   config = config_utils.base_config("cia18")
   return config_utils.finalize(config_utils.apply_variant(config, arg))

@@ -12,6 +12,7 @@ from cia_jax.train import config_utils
 
 
 def get_config(arg=None):
+  """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   config = config_utils.base_config("cia18")
   config.name = "tiny"
   config.model.update(dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))

@@ -178,7 +178,8 @@ def build_samplers(config, workdir: str):
 
   scfg = sampler_config(config)
   if not config.data.synthetic.enabled:  # name every missing root at once
-    missing = [f"config.data.train.{n}.root" for n, e in config.data.train.items() if float(e.weight) > 0 and not e.root]
+    missing = [f"config.data.train.{n}.root" for n, e in config.data.train.items()
+               if float(e.weight) > 0 and not e.root]
     if missing:
       raise ValueError(f"{', '.join(missing)} not set: give the dataset roots with --config.data.train.NAME.root=PATH "
                        f"(or leave a dataset out with --config.data.train.NAME.weight=0, or use "
@@ -558,7 +559,10 @@ def train_and_evaluate(config, workdir: str):
                                          async_save=bool(config.checkpoint.async_save))
   start_step = 0
   if manager.latest_step() is not None:
-    state, meta = ckpt.restore_train_state(manager, state)
+    try:
+      state, meta = ckpt.restore_train_state(manager, state)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(_restore_error(manager, config_dict, e)) from e
     start_step = int(_host_value(state.step))
     data_meta = meta.get("data", {})
     if data_meta.get("global_batch") not in (None, global_batch) or data_meta.get("seed") not in (
@@ -633,6 +637,26 @@ def train_and_evaluate(config, workdir: str):
     manager.wait_until_finished()
     manager.close()
   return state
+
+
+def _restore_error(manager, config_dict: Mapping[str, Any], error: Exception) -> str:
+  """Why a checkpoint does not fit this run: the model/loss settings that differ, when the meta says so."""
+  step = manager.latest_step()
+  meta_file = os.path.join(str(manager.directory), str(step), "meta", "metadata")
+  diffs = []
+  try:
+    with open(meta_file) as f:
+      saved = json.load(f).get("config", {})
+    for group in ("model", "loss"):
+      for k in sorted(set(saved.get(group, {})) | set(config_dict.get(group, {}))):
+        a, b = saved.get(group, {}).get(k), config_dict.get(group, {}).get(k)
+        if json.dumps(a, default=str) != json.dumps(b, default=str):
+          diffs.append(f"{group}.{k}: checkpoint {a!r}, config {b!r}")
+  except (OSError, ValueError):
+    pass
+  what = ("; ".join(diffs)) if diffs else f"{type(error).__name__}: {str(error)[:500]}"
+  return (f"cannot resume from {manager.directory}/{step}: the checkpoint does not match this config ({what}). "
+          f"Use a new --workdir, or the checkpoint's settings.")
 
 
 def evaluate(eval_step, state, sampler, proc, config, mesh, common) -> dict[str, float]:

@@ -136,11 +136,13 @@ def test_resume_is_exact(data_root, straight_run, tmp_path):
 
 
 def test_loss_decreases_on_the_tiny_config(straight_run):
-  """30 steps of the tiny config: the mean total loss of the last 5 steps is below 85% of the first 5."""
+  """30 steps of the tiny config: the mean total loss of the last 5 steps is below 70% of the first 5's.
+
+  (Measured: about 0.5; scripts/train_tiny_convergence.py runs the 200-step version.)"""
   workdir, _ = straight_run
   totals = [json.loads(line)["total"] for line in open(workdir / "metrics.jsonl")]
   assert len(totals) == 30
-  assert np.mean(totals[-5:]) < 0.85 * np.mean(totals[:5]), totals
+  assert np.mean(totals[-5:]) < 0.7 * np.mean(totals[:5]), totals
 
 
 def test_half_written_checkpoint_is_never_picked_up(two_step_run, tmp_path):
@@ -205,6 +207,7 @@ def _env():
   return env
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_resume_continues(data_root, tmp_path):
   workdir = tmp_path / "sigterm"
   overrides = tiny_overrides(data_root, **{"optim.total_steps": 100000, "checkpoint.every_steps": 100000})
@@ -231,3 +234,12 @@ def test_sigterm_saves_the_current_step_and_resume_continues(data_root, tmp_path
   state = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": stopped + 1}), str(workdir))
   assert int(jax.device_get(state.step)) == stopped + 1
   assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()][-1] == stopped + 1
+
+
+def test_resuming_with_another_model_fails_naming_the_setting(data_root, two_step_run, tmp_path):
+  src, _, _ = two_step_run
+  workdir = tmp_path / "other"
+  shutil.copytree(src, workdir)
+  config = tiny_config(data_root, **{"optim.total_steps": 3, "model.clf_dim": 8})
+  with pytest.raises(ValueError, match=r"cannot resume from .*model\.clf_dim: checkpoint 16, config 8"):
+    loop.train_and_evaluate(config, str(workdir))

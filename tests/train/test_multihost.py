@@ -33,18 +33,19 @@ def _env(**extra):
 
 
 # Runs the tiny config (one category-encoder layer and one filter iteration: these tests are about devices and
-# hosts, and tracing the step dominates their time); argv: workdir data_root batch_size val
+# hosts, and tracing and compiling the step dominate their time); argv: workdir data_root batch_size val variant
 # [process_id num_processes port].
 _TRAIN = textwrap.dedent("""
     import json, os, sys
     import numpy as np
-    workdir, data, batch, val = sys.argv[1:5]
+    workdir, data, batch, val, variant = sys.argv[1:6]
     from cia_jax.train import config_utils, loop
-    if len(sys.argv) > 5:
-      pid, nproc, port = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+    if len(sys.argv) > 6:
+      pid, nproc, port = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
       assert loop.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
     import jax
-    config = config_utils.load_config(os.path.join(os.environ["PYTHONPATH"], "configs", "tiny.py"))
+    spec = os.path.join(os.environ["PYTHONPATH"], "configs", "tiny.py") + (f":{variant}" if variant != "-" else "")
+    config = config_utils.load_config(spec)
     config_utils.apply_overrides(config, [
         f"data.train.got10k.root={data}/got10k", f"data.train.lasot.root={data}/lasot", "data.train.lasot.split=all",
         f"data.batch_size={batch}", "optim.total_steps=2", "log_every_steps=1", f"val.enabled={val}",
@@ -71,8 +72,8 @@ def test_eight_cpu_devices(data_root, tmp_path):
   script = tmp_path / "train.py"
   script.write_text(_TRAIN)
   workdir = tmp_path / "w8"
-  res = subprocess.run([sys.executable, str(script), str(workdir), str(data_root), "8", "true"], capture_output=True,
-                       text=True, timeout=600, cwd=ROOT,
+  res = subprocess.run([sys.executable, str(script), str(workdir), str(data_root), "8", "true", "-"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT,
                        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
   assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
   out = _last_json(res.stdout)
@@ -89,13 +90,17 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_to_identical_params(data_root, tmp_path):
+  """Two hosts of one device each. The `cl` variant (InfoNCE-V on, category modules off) keeps the cross-host
+  key all-gather and the EMA encoder while shrinking the program: on CPU only process 0 hits the persistent
+  compilation cache (the compile options name the local device), so process 1 compiles every time."""
   script = tmp_path / "train.py"
   script.write_text(_TRAIN)
   workdir = tmp_path / "w2"  # shared, as a pod's checkpoint bucket would be
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(workdir), str(data_root), "4", "false", str(i), "2",
-                             str(port)],
+  procs = [subprocess.Popen([sys.executable, str(script), str(workdir), str(data_root), "4", "false", "cl", str(i),
+                             "2", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
            for i in range(2)]
   outs = []
