@@ -168,3 +168,17 @@ def test_missing_dataset_root_and_split_file_fail_naming_the_key(tmp_path):
   c.data.train.got10k.root = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match=r"config\.data\.train\.got10k"):
     loop.build_samplers(c, str(tmp_path))
+
+
+def test_tiny_config_generates_its_synthetic_data_once(tmp_path):
+  config = _load("tiny")
+  train, val = loop.build_samplers(config, str(tmp_path))
+  n = config.data.synthetic.num_sequences
+  assert train.num_usable() == [n, n] and val is not None and val.num_usable() == [n]
+  got10k = tmp_path / "synthetic" / "got10k_got10k"
+  assert (got10k / "train" / "list.txt").is_file() and (got10k / "val" / "list.txt").is_file()
+  train_names = {s.name for s in train.datasets[0]}
+  assert not train_names & {s.name for s in val.datasets[0]}  # GOT-10k_Train_* vs GOT-10k_Val_*
+  stamp = os.path.getmtime(got10k / "train" / "list.txt")
+  loop.build_samplers(config, str(tmp_path))  # a resumed run reuses the generated files
+  assert os.path.getmtime(got10k / "train" / "list.txt") == stamp
