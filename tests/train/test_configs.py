@@ -182,3 +182,28 @@ def test_tiny_config_generates_its_synthetic_data_once(tmp_path):
   stamp = os.path.getmtime(got10k / "train" / "list.txt")
   loop.build_samplers(config, str(tmp_path))  # a resumed run reuses the generated files
   assert os.path.getmtime(got10k / "train" / "list.txt") == stamp
+
+
+@pytest.mark.parametrize("name", ["cia18", "cia50", "dimp18", "superdimp"])
+def test_full_size_configs_build_their_network_and_optimiser(name):
+  """Full-size shapes with `jax.eval_shape` (no compile): every parameter group has a learning rate."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.train.state import FROZEN, param_labels  # pylint: disable=g-import-not-at-top
+
+  config = _load(name)
+  model = build_model(config.model)
+  shapes = jax.eval_shape(lambda: loop.init_variables(model, config, loop.processing_config(config)))
+  c3 = 1024 if name in ("cia50", "superdimp") else 256
+  assert shapes["params"]["classifier"]["filter_initializer"]["filter_conv"]["kernel"].shape[-1] == \
+      config.model.clf_dim
+  assert ("proj" in shapes["params"]) == (name in ("cia18", "cia50"))
+  groups = set(jax.tree.leaves(param_labels(shapes["params"], tuple(model.frozen_layers))))
+  assert groups - {FROZEN} <= set(config.optim.learning_rates)
+  assert (FROZEN in groups) == (name in ("cia50", "superdimp"))
+  tx = loop._optimizer(shapes["params"], loop.learning_rates(config), config,  # pylint: disable=protected-access
+                       model.frozen_layers)
+  opt_shapes = jax.eval_shape(tx.init, shapes["params"])
+  assert jax.tree.leaves(opt_shapes)
+  if name in ("cia18", "cia50"):
+    assert shapes["params"]["proj"]["conv1"]["kernel"].shape[-1] == c3
