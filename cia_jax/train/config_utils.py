@@ -314,6 +314,9 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.val.seed = 1  # a fixed validation sample set
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=2000, keep=3, async_save=True))
+  # Wall-clock budget of `train_and_evaluate` in minutes (0 = none): when it runs out the run checkpoints,
+  # exports `model/` and returns, as at the last step (the quickstart's bounded training).
+  c.time_limit_minutes = 0.0
   c.log_every_steps = 50
   return c
 

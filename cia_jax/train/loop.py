@@ -350,7 +350,6 @@ def _host_value(x) -> np.ndarray:
 
 def make_eval_step(model, settings, mesh):
   """Jitted validation losses `(state, batch) -> metrics` (BN running statistics, no dropout, no update)."""
-  import functools  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
@@ -373,7 +372,7 @@ def make_eval_step(model, settings, mesh):
                                        state.rng, axis_name=DATA_AXIS)
     return dict(terms, total=total)
 
-  return jax.jit(jax.shard_map(functools.partial(per_device), mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                                out_specs=P()))
 
 
@@ -475,13 +474,20 @@ class _StopFlag:
 
   def any_process(self) -> bool:
     """True when any process got SIGTERM (so all stop at the same step and save together)."""
+    return self.poll()[0]
+
+  def poll(self, deadline: float | None = None) -> tuple[bool, bool]:
+    """(any process got SIGTERM, any process is past `deadline` (a `time.monotonic()` value; None = none)).
+
+    One collective for both, so all processes stop at the same step.
+    """
     import jax  # pylint: disable=g-import-not-at-top
 
-    if jax.process_count() == 1:
-      return self.requested
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    flags = multihost_utils.process_allgather(np.int32(self.requested))
-    return bool(np.max(flags))
+    flags = np.asarray([self.requested, deadline is not None and time.monotonic() >= deadline], np.int32)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      flags = np.max(multihost_utils.process_allgather(flags), axis=0)
+    return bool(flags[0]), bool(flags[1])
 
 
 def train_and_evaluate(config, workdir: str):
@@ -490,7 +496,8 @@ def train_and_evaluate(config, workdir: str):
   Args:
     config: a training ConfigDict (`configs/*.py`).
     workdir: output folder (created): `config.json`, `checkpoints/`, `model/` (the export, written when the
-      last step is reached), TensorBoard event files, `metrics.jsonl`, and `synthetic/` when data is generated.
+      last step is reached or `config.time_limit_minutes` (wall clock from the call, compilation included;
+      0 = none) runs out), TensorBoard event files, `metrics.jsonl`, and `synthetic/` when data is generated.
 
   Returns:
     The `TrainState` after the last step run (the SIGTERM step when stopped early).
@@ -509,9 +516,14 @@ def train_and_evaluate(config, workdir: str):
   from cia_jax.train.state import create_train_state, param_labels  # pylint: disable=g-import-not-at-top
   from cia_jax.train.step import data_mesh, make_train_step  # pylint: disable=g-import-not-at-top
 
+  t_begin = time.monotonic()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  limit_min = float(config.get("time_limit_minutes") or 0.0)
+  if limit_min < 0:
+    raise ValueError(f"config.time_limit_minutes must be >= 0 (0 = no limit), got {limit_min}")
+  deadline = t_begin + 60.0 * limit_min if limit_min else None
   num_steps = total_steps(config)
   global_batch = int(config.data.batch_size)
   num_devices = jax.device_count()
@@ -593,6 +605,7 @@ def train_and_evaluate(config, workdir: str):
     if step < num_steps:
       batches = make_iterator(train_sampler, proc, seed=int(config.data.seed), start_step=start_step,
                               num_batches=num_steps - start_step, **common)
+    time_up = False
     pending: list[tuple[int, Any]] = []
     skipped = 0
     last_time, last_step = time.perf_counter(), step
@@ -602,8 +615,8 @@ def train_and_evaluate(config, workdir: str):
       state, metrics = train_step(state, _global_batch(local, mesh))
       step += 1
       pending.append((step, metrics))
-      stopping = stop.any_process()
-      if step % int(config.log_every_steps) == 0 or step == num_steps or stopping:
+      stopping, time_up = stop.poll(deadline)
+      if step % int(config.log_every_steps) == 0 or step == num_steps or stopping or time_up:
         fetched = [(s, {k: float(_host_value(v)) for k, v in m.items()}) for s, m in pending]
         pending = []
         for s, m in fetched:
@@ -616,17 +629,20 @@ def train_and_evaluate(config, workdir: str):
         logger.scalars(s, "train", m)
         logger.advance(len(fetched), {"loss": m["total"]})
         logger.write(_format(s, num_steps, m))
-      if eval_step is not None and (step % int(config.val.every_steps) == 0 or step == num_steps):
+      if eval_step is not None and (step % int(config.val.every_steps) == 0 or step == num_steps or time_up):
         vm = evaluate(eval_step, state, val_sampler, proc, config, mesh, common)
         logger.scalars(step, "val", vm)
         logger.write("  val: " + " ".join(f"{k} {v:.4g}" for k, v in vm.items()))
-      if step % int(config.checkpoint.every_steps) == 0 or step == num_steps or stopping:
+      if step % int(config.checkpoint.every_steps) == 0 or step == num_steps or stopping or time_up:
         ckpt.save_train_state(manager, state, meta_at(step))
       if stopping:
         logger.write(f"SIGTERM: stopped after step {step}, checkpoint saved")
         break
+      if time_up and step < num_steps:
+        logger.write(f"time limit of {limit_min:g} min reached after step {step}: checkpoint saved, exporting")
+        break
     manager.wait_until_finished()
-    if step >= num_steps and not stop.requested:
+    if (step >= num_steps or time_up) and not stop.requested:
       export = {"params": jax.tree.map(_host_value, state.params),
                 "batch_stats": jax.tree.map(_host_value, state.batch_stats)}
       ckpt.save_variables(os.path.join(workdir, ckpt.EXPORT_DIR), export,

@@ -243,3 +243,17 @@ def test_resuming_with_another_model_fails_naming_the_setting(data_root, two_ste
   config = tiny_config(data_root, **{"optim.total_steps": 3, "model.clf_dim": 8})
   with pytest.raises(ValueError, match=r"cannot resume from .*model\.clf_dim: checkpoint 16, config 8"):
     loop.train_and_evaluate(config, str(workdir))
+
+
+def test_time_limit_checkpoints_and_exports_at_the_step_it_runs_out(data_root, tmp_path):
+  workdir = tmp_path / "timed"
+  # 6 ms: already past after the first step (compilation counts), so the run ends at step 1 of 50.
+  config = tiny_config(data_root, **{"optim.total_steps": 50, "time_limit_minutes": 1e-4})
+  state = loop.train_and_evaluate(config, str(workdir))
+  assert int(jax.device_get(state.step)) == 1
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
+  net, variables, meta = ckpt.load_for_tracking(str(workdir / "model"))
+  assert meta["step"] == 1
+  _assert_trees_equal(_np(variables["params"]), _np(state.params))
+  with pytest.raises(ValueError, match="time_limit_minutes"):
+    loop.train_and_evaluate(tiny_config(data_root, **{"time_limit_minutes": -1}), str(tmp_path / "neg"))
