@@ -200,6 +200,19 @@ def iou_report(name: str, ours_xywh: np.ndarray, ref_xywh: np.ndarray, threshold
                    flag_mismatches=mism, first_flag_mismatch=first_m)
 
 
+def first_score_divergence(ours_scores, ref_scores, rel_tol: float = 1e-3) -> int | None:
+  """First frame (index >= 1) whose max scores differ by more than `rel_tol` relative to the reference's, or None.
+
+  The score map usually drifts apart (through the filter updates) some frames before the boxes do.
+  """
+  o = np.asarray(ours_scores, np.float64)[1:]
+  r = np.asarray(ref_scores, np.float64)[1:]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    rel = np.abs(o - r) / np.abs(r)
+  bad = np.nonzero(~(rel <= rel_tol))[0]  # NaN counts as diverged
+  return int(bad[0] + 1) if bad.size else None
+
+
 def format_iou_table(reports, threshold: float) -> str:
   """Markdown table, one row per sequence."""
   lines = [f"| sequence | frames | min IoU | mean IoU | frames < {threshold} | first frame < {threshold} | "
@@ -226,9 +239,9 @@ def frame_detail(index: int, ours: dict, ref: dict) -> str:
 # The torch side (subprocess in the torch venv).
 
 
-def _run_reference(torch_python: str, args: list[str], verbose: bool) -> None:
+def _run_reference(torch_python: str, args: list[str], verbose: bool, threads: int = 1) -> None:
   cmd = [torch_python, str(_HERE / "torch_reference.py"), *args]
-  env = dict(os.environ, PYTHONWARNINGS="ignore")
+  env = dict(os.environ, PYTHONWARNINGS="ignore", TORCH_REF_THREADS=str(threads))
   res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
   if verbose and res.stdout:
     print(res.stdout.strip(), file=sys.stderr)
@@ -390,6 +403,9 @@ def parse_args(argv=None):
                       "upstream pytracking's crop window uses true division, the fork and cia_jax floor division)")
   p.add_argument("--ours-eager", action="store_true",
                  help="run our tracker un-jitted (init_impl / step_impl): separates jit-only effects")
+  p.add_argument("--noise-floor-threads", type=int, default=0,
+                 help="also run the reference with this many torch threads (other float summation order) and "
+                      "report reference-vs-reference per-frame IoU: how far float32 noise alone carries a track")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -456,7 +472,7 @@ def _main(args, work: str) -> int:
   settings = our_settings(args.arch, args.target_not_found_threshold)
   results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
   passed = True
-  reports = []
+  reports, floor_reports = [], []
   print(f"# {args.arch} vs reference ({args.reference_root}), checkpoint {args.checkpoint}\n")
   for i, seq_dir in enumerate(seq_dirs):
     try:
@@ -494,6 +510,15 @@ def _main(args, work: str) -> int:
     t_ours = time.time() - t0
     rep = iou_report(name, ours_tr["boxes"], ref_tr["boxes"], args.iou_threshold, ours_tr["flags"], ref_tr["flags"])
     reports.append(rep)
+    if args.noise_floor_threads:
+      floor_path = os.path.join(work, f"{name}_track_threads{args.noise_floor_threads}.npz")
+      _run_reference(args.torch_python, ["track", *ref_seq, "--out", floor_path, "--target-not-found-threshold",
+                                         str(args.target_not_found_threshold)], args.verbose,
+                     threads=args.noise_floor_threads)
+      floor_tr = dict(np.load(floor_path))
+      floor_reports.append(iou_report(f"{name} (reference, {args.noise_floor_threads} threads vs 1)",
+                                      floor_tr["boxes"], ref_tr["boxes"], args.iou_threshold, floor_tr["flags"],
+                                      ref_tr["flags"]))
     passed &= rep.first_below is None
     print(f"{name}: {rep.num_frames} tracked frames, min IoU {rep.min_iou:.4f}, mean {rep.mean_iou:.4f} "
           f"(reference {t_ref:.0f} s, ours {t_ours:.0f} s incl. compile)", flush=True)
@@ -503,16 +528,25 @@ def _main(args, work: str) -> int:
         print("  frame before:               " + frame_detail(rep.first_below - 1, ours_tr, ref_tr))
     if rep.first_flag_mismatch is not None:
       print("  first flag mismatch: " + frame_detail(rep.first_flag_mismatch, ours_tr, ref_tr))
+    first_score = first_score_divergence(ours_tr["max_scores"], ref_tr["max_scores"])
+    if first_score is not None:
+      print("  max scores first differ by > 1e-3 (relative): " + frame_detail(first_score, ours_tr, ref_tr))
     score_diff = np.abs(ours_tr["max_scores"][1:] - ref_tr["max_scores"][1:])
     results["tracking"][name] = {
         **{k: v for k, v in dataclasses.asdict(rep).items() if k != "ious"}, "ious": rep.ious.tolist(),
         "ours_boxes": ours_tr["boxes"].tolist(), "ref_boxes": ref_tr["boxes"].tolist(),
         "ours_flags": ours_tr["flags"].tolist(), "ref_flags": ref_tr["flags"].tolist(),
         "ours_max_scores": ours_tr["max_scores"].tolist(), "ref_max_scores": ref_tr["max_scores"].tolist(),
-        "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0}
+        "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0,
+        "first_score_divergence": first_score}
   if reports:
     print(f"\n## Tracking (deterministic, target_not_found_threshold={args.target_not_found_threshold})\n")
     print(format_iou_table(reports, args.iou_threshold))
+  if floor_reports:
+    print("\n## Noise floor: the reference against itself (other torch thread count)\n")
+    print(format_iou_table(floor_reports, args.iou_threshold))
+    results["noise_floor"] = {r.name: {k: v for k, v in dataclasses.asdict(r).items() if k != "ious"}
+                              for r in floor_reports}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

@@ -151,6 +151,17 @@ def test_iou_report_first_divergence_and_flags():
   assert table[3] == "| seq | 5 | 1.0000 | 1.0000 | 0 | - | 0 |"
 
 
+def test_first_score_divergence():
+  ref = np.array([np.nan, 0.1, 0.2, 0.3, 0.4])
+  assert cp.first_score_divergence(ref, ref) is None
+  ours = ref.copy()
+  ours[2] *= 1 + 5e-4  # within 1e-3
+  ours[3] *= 1 + 2e-3
+  assert cp.first_score_divergence(ours, ref) == 3
+  ours[1] = np.nan
+  assert cp.first_score_divergence(ours, ref) == 1
+
+
 def test_frame_detail_names_both_sides():
   ours = {"boxes": np.array([[1.0, 2, 3, 4], [1.0, 2, 3, 4]]), "max_scores": np.array([np.nan, 0.125]),
           "flags": np.array(["init", "normal"])}
