@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Add a line here when a subcommand lands.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("cia_jax.quickstart", "Train a tiny CIA on synthetic data, track, evaluate, plot (the main job)."),
     "synth": ("cia_jax.data.synthetic", "Write synthetic tracking sequences in a benchmark's on-disk layout."),
     "evaluate": ("cia_jax.evaluation.report", "Benchmark metrics, tables and plots of tracker results."),
     "convert": ("cia_jax.interop.pytorch", "Convert a PyTorch (pytracking / CIA / torchvision) checkpoint."),
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  # TensorFlow (the input pipeline) prints oneDNN / absl banners at import; keep the console for our output.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.command is None:

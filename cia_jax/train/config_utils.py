@@ -302,6 +302,11 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   # Synthetic sequences written into <workdir>/synthetic/<format> for every dataset whose root is None.
   c.data.synthetic = ml_collections.ConfigDict(dict(enabled=False, num_sequences=8, num_frames=40,
                                                     image_size=(128, 96), seed=0))
+  # Where the training sequences come from: "folders" (the benchmarks' own layouts at each entry's root) or
+  # "tfds" (data prepared with `cia-jax tfds-build` in tfds_data_dir; same sampler, bit-identical batches).
+  c.data.source = "folders"
+  c.data.tfds_data_dir = placeholder(str)
+  c.data.tfds_shard_by_host = False  # True: host p keeps its own block of sequences (and frame shards)
 
   c.val = ml_collections.ConfigDict()
   c.val.enabled = True

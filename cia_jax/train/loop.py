@@ -144,6 +144,21 @@ def _load_entry(config, workdir: str, group: str, name: str, entry, fallback_roo
   """The sequences of one dataset entry of the config (with a clear error for a missing root)."""
   from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
 
+  if config.data.source not in ("folders", "tfds"):
+    raise ValueError(f"config.data.source must be 'folders' or 'tfds', got {config.data.source!r}")
+  if config.data.source == "tfds":
+    if not config.data.tfds_data_dir:
+      raise ValueError("config.data.source=tfds needs --config.data.tfds_data_dir=DIR (see cia-jax tfds-build)")
+    from cia_jax.data.tfds import load_sequences  # pylint: disable=g-import-not-at-top
+
+    kwargs = {k: entry[k] for k in ("split_file",) if entry.get(k)}
+    if entry.get("chunks") is not None and entry.format == "trackingnet":
+      kwargs["chunks"] = list(entry.chunks)
+    try:
+      return load_sequences(entry.format, entry.split, source="tfds", data_dir=config.data.tfds_data_dir,
+                            shard_by_host=bool(config.data.tfds_shard_by_host), **kwargs)
+    except (FileNotFoundError, ValueError) as e:
+      raise type(e)(f"config.{group}.{name} ({entry.format} from TFDS at {config.data.tfds_data_dir}): {e}") from None
   root = entry.root or fallback_root
   split = entry.split
   generated = root is None
@@ -177,7 +192,7 @@ def build_samplers(config, workdir: str):
   from cia_jax.data.sampler import DiMPSampler  # pylint: disable=g-import-not-at-top
 
   scfg = sampler_config(config)
-  if not config.data.synthetic.enabled:  # name every missing root at once
+  if not config.data.synthetic.enabled and config.data.source == "folders":  # name every missing root at once
     missing = [f"config.data.train.{n}.root" for n, e in config.data.train.items()
                if float(e.weight) > 0 and not e.root]
     if missing:

@@ -257,3 +257,19 @@ def test_time_limit_checkpoints_and_exports_at_the_step_it_runs_out(data_root, t
   _assert_trees_equal(_np(variables["params"]), _np(state.params))
   with pytest.raises(ValueError, match="time_limit_minutes"):
     loop.train_and_evaluate(tiny_config(data_root, **{"time_limit_minutes": -1}), str(tmp_path / "neg"))
+
+
+def test_training_from_tfds_equals_training_from_folders(data_root, tmp_path):
+  """data.source=tfds: the same sequences, hence the same batches and bit-identical params (3 steps)."""
+  from cia_jax.data.tfds import builders
+
+  tfds_dir = tmp_path / "tfds"
+  builders.build("got10k", str(data_root / "got10k"), str(tfds_dir))
+  builders.build("lasot", str(data_root / "lasot"), str(tfds_dir))
+  folders = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 3}), str(tmp_path / "f"))
+  config = tiny_config(data_root, **{"optim.total_steps": 3, "data.source": "tfds",
+                                     "data.tfds_data_dir": str(tfds_dir)})
+  from_tfds = loop.train_and_evaluate(config, str(tmp_path / "t"))
+  _assert_trees_equal(_np(from_tfds.params), _np(folders.params))
+  with pytest.raises(ValueError, match="tfds_data_dir"):
+    loop.train_and_evaluate(tiny_config(data_root, **{"data.source": "tfds"}), str(tmp_path / "x"))
