@@ -17,6 +17,14 @@
    nothing after frame 1 is exercised). Per frame: IoU of the two boxes (x2 = x + w), their max scores and
    localisation flags; the first frame below `--iou-threshold` is reported with the stage quantities there.
 
+Diagnosis options: `--ours-eager` runs our tracker un-jitted (separates jit-only effects), `--reference-crop-from
+DIR` gives the reference another checkout's `sample_patch` (the pytracking and CIA crop windows differ by a
+rounding), `--noise-floor-threads N` runs the reference a second time with N torch threads and reports reference
+against reference: how early float32 summation-order noise alone makes the online tracker drift (random weights
+give flat score maps, so localisation flags and hard-negative updates flip on tiny differences).
+`scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
+iterates) for a stage-by-stage look at the first diverging frame.
+
 Checkpoints: random weights made by the reference constructors under `torch.manual_seed(seed)` (plus
 random BatchNorm statistics), `--create-checkpoint-seed` writes one; any reference-layout `.pth` works.
 Exit status: 0 = every stage <= `--tolerance` and every frame >= `--iou-threshold`, 1 = some target missed,

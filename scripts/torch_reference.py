@@ -390,7 +390,8 @@ def _instrument(tracker, frame_index: int, dump: dict) -> None:
 
 
 def cmd_track(args) -> int:
-  """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags."""
+  """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags (plus
+  per-frame filters / centres with --save-filters and the internals of one frame with --dump-frame)."""
   frames = np.load(args.frames, mmap_mode="r")
   n = len(frames) if args.num_frames is None else min(args.num_frames, len(frames))
   tracker, _ = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
@@ -400,7 +401,7 @@ def cmd_track(args) -> int:
   if args.dump_frame is not None:
     _instrument(tracker, args.dump_frame, dump)
   boxes, scores, flags = [box], [np.nan], ["init"]
-  samples_x, maps = [], []
+  filters, positions = [], []
   # No outer no_grad: the IoU-Net refinement differentiates w.r.t. the boxes (the tracker scopes its own).
   tracker.initialize(np.array(frames[0]), {"init_bbox": box})
   for t in range(1, n):
@@ -409,16 +410,16 @@ def cmd_track(args) -> int:
     scores.append(tracker.debug_info.get("max_score", np.nan))
     flags.append(str(tracker.debug_info.get("flag", "")))
     if args.save_filters:
-      maps.append(_np(tracker.target_filter[0]))
-      samples_x.append(_np(tracker.pos))
+      filters.append(_np(tracker.target_filter[0]))
+      positions.append(_np(tracker.pos))
     if args.verbose and t % 10 == 0:
       print(f"frame {t}/{n - 1}", flush=True)
   out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
          "flags": np.asarray(flags)}
   out.update({f"dump/{k}": v for k, v in dump.items()})
   if args.save_filters:
-    out["filters"] = np.stack(maps)
-    out["pos"] = np.stack(samples_x)
+    out["filters"] = np.stack(filters)  # [T - 1, D, 4, 4] after each frame's update
+    out["pos"] = np.stack(positions)  # [T - 1, 2] (y, x) target centre after each frame
   np.savez(args.out, **out)
   print(f"wrote {args.out}: {n} frames")
   return 0
