@@ -64,7 +64,13 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     shrink = jnp.maximum(shrink, 1.0)
     if max_scale_change is not None:
       shrink = jnp.minimum(shrink, float(max_scale_change))
-    sz = jnp.trunc(sz / shrink)  # .long() in the reference.
+    # .long() in the reference. XLA may compute the quotient as sz * (1 / shrink), which lands a few ulp below
+    # an exact integer (the common case here: sz / (sz / image_size) = image_size) and would truncate one
+    # pixel short; quotients within 4 ulp of an integer are snapped to it first.
+    q = sz / shrink
+    r = jnp.round(q)
+    q = jnp.where(jnp.abs(q - r) <= 4.0 * jnp.finfo(jnp.float32).eps * jnp.maximum(r, 1.0), r, q)
+    sz = jnp.trunc(q)
   # Integer pre-decimation (nearest subsampling) when the crop is much larger than the output.
   df = jnp.maximum(jnp.trunc(jnp.min(sz / out_sz) - 0.1), 1.0).astype(jnp.int32)
   offset = posl % df  # Python-style remainder, like torch's `%` on integer tensors.

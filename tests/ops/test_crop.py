@@ -36,12 +36,15 @@ def reference_sample_patch(im, pos, sample_sz, out_sz, mode, max_scale_change=No
   out = np.asarray(out_sz, np.float64)
   posl = np.array([int(p) for p in pos])  # int() = integer part
   if mode in ("inside", "inside_major"):
-    ratio = sz / np.array(im.shape[:2], np.float64)
+    # The reference does this part on float32 tensors (`sample_sz.float()`), and the truncation below is
+    # sensitive to it: 70 / (70 / 60) is 59.99999999999999 in float64 but 60.000004 in float32.
+    sz32 = sz.astype(np.float32)
+    ratio = sz32 / np.array(im.shape[:2], np.float32)
     shrink = ratio.max() if mode == "inside" else ratio.min()
-    shrink = max(shrink, 1.0)
+    shrink = max(shrink, np.float32(1.0))
     if max_scale_change is not None:
-      shrink = min(shrink, max_scale_change)
-    sz = np.array([int(s) for s in sz / shrink], np.float64)
+      shrink = min(shrink, np.float32(max_scale_change))
+    sz = np.array([int(s) for s in (sz32 / np.float32(shrink)).astype(np.float32)], np.float64)
   df = max(int(min(sz / out) - 0.1), 1)
   im2 = im
   if df > 1:
@@ -145,3 +148,15 @@ def test_crop_rules_differ_where_upstream_has_half_pixels():
   np.testing.assert_array_equal(np.asarray(odd[1]["patch_coord"]), [45, 45, 56.5, 56.5])
   with pytest.raises(ValueError, match="rule"):
     crop.crop_window((10, 10), (5.0, 5.0), 4.0, (4, 4), rule="floor")
+
+
+@pytest.mark.parametrize("rule", crop.CROP_RULES)
+def test_inside_major_shrink_to_the_image_width_is_exact_under_jit(rule):
+  """A crop wider than the image shrinks to exactly the image width, jitted as eagerly (XLA's reciprocal
+  multiply used to give 639.99994 -> 639; found by scripts/compare_pytorch.py on OTB_MotorRolling)."""
+  args = ((360, 640), jnp.asarray([130.0, 177.5]), jnp.float32(740.9453), (352, 352), "inside_major", 1.5, rule)
+  eager = crop.crop_window(*args)
+  jitted = jax.jit(lambda p, s: crop.crop_window(args[0], p, s, *args[3:]))(args[1], args[2])
+  for k in ("tl", "br", "patch_coord"):
+    np.testing.assert_array_equal(np.asarray(jitted[k]), np.asarray(eager[k]), err_msg=k)
+  assert int(jitted["br"][1]) - int(jitted["tl"][1]) == 640
