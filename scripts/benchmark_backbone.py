@@ -18,6 +18,8 @@ import platform
 import statistics
 import time
 
+from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+
 CASES = {"resnet18": ("layer3", "layer4"), "resnet50": ("layer3",)}
 
 
@@ -42,12 +44,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def flops_of(compiled) -> float:
-  """FLOPs per call from `Compiled.cost_analysis()` (a dict, or a list of per-program dicts in older jax)."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, dict):
-    cost = [cost]
-  return float(sum((c or {}).get("flops", 0.0) for c in cost or []))
 
 
 def median_seconds(fn, *args, warmup: int, repeats: int) -> float:

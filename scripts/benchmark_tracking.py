@@ -24,6 +24,8 @@ import statistics
 import sys
 import time
 
+from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "real"))
 
@@ -43,11 +45,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def flops_of(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, dict):
-    cost = [cost]
-  return float(sum((c or {}).get("flops", 0.0) for c in cost or []))
 
 
 def peak_rss_mb() -> float:

@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -36,12 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def flops_of(compiled) -> float:
-  """FLOPs per call from `Compiled.cost_analysis()` (a dict, or a list of per-program dicts)."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, dict):
-    cost = [cost]
-  return float(sum((c or {}).get("flops", 0.0) for c in cost or []))
 
 
 def main(argv=None) -> int:
