@@ -20,6 +20,8 @@ import os
 import statistics
 import time
 
+from bench_common import pipeline_rate  # noqa: E402  (scripts/ is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -105,20 +107,6 @@ def decoder_comparison(seqs, per_seq=8, reps=5):
   return rows
 
 
-def pipeline_rate(sampler, cfg, batch, batches, parallel, threads, seed=0):
-  ds = pipeline.make_dataset(sampler, cfg, seed=seed, seqs_per_device=batch, num_local_devices=1,
-                             process_index=0, process_count=1, num_batches=batches + 2,
-                             num_parallel_calls=parallel, prefetch=2, opencv_threads=threads)
-  it = ds.as_numpy_iterator()
-  next(it)
-  next(it)  # warm-up: graph construction, first decodes, prefetch filled
-  t0, c0 = time.perf_counter(), time.process_time()
-  n = 0
-  for b in it:
-    n += b["sample_index"].size
-  # CPU time of the whole process (all threads) per sample: robust to other processes sharing the cores,
-  # and it shows thread-pool overhead (spinning, oversubscription) that wall time hides on a busy machine.
-  return n / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / n
 
 
 def main():

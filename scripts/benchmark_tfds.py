@@ -24,6 +24,8 @@ import statistics
 import tempfile
 import time
 
+from bench_common import pipeline_rate  # noqa: E402  (scripts/ is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -103,18 +105,6 @@ def frame_read_ms(raw, prepared, n):
   return 1e3 * statistics.median(file_t), 1e3 * statistics.median(tfds_t)
 
 
-def pipeline_rate(sampler, cfg, batch, batches, parallel, seed=0):
-  ds = pipeline.make_dataset(sampler, cfg, seed=seed, seqs_per_device=batch, num_local_devices=1,
-                             process_index=0, process_count=1, num_batches=batches + 2,
-                             num_parallel_calls=parallel, prefetch=2)
-  it = ds.as_numpy_iterator()
-  next(it)
-  next(it)  # warm-up: graph construction, first reads, prefetch filled
-  t0, c0 = time.perf_counter(), time.process_time()
-  n = 0
-  for b in it:
-    n += b["sample_index"].size
-  return n / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / n
 
 
 def main():
