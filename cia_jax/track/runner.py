@@ -43,15 +43,19 @@ TRACKERS = ("dimp18", "superdimp", "cia18", "cia50")
 # Frames and result files.
 
 def read_frame(path: str) -> np.ndarray:
-  """Decodes one frame to `[H, W, 3]` uint8 RGB; FileNotFoundError / ValueError naming the file otherwise."""
-  import cv2  # pylint: disable=g-import-not-at-top
+  """Decodes one frame to `[H, W, 3]` uint8 RGB; FileNotFoundError / ValueError naming the file otherwise.
 
-  if not os.path.isfile(path):
+  The training pipeline's decoder (`cia_jax.data.pipeline.load_image`: OpenCV, as the reference; also reads
+  TFDS frame URIs), but failing loudly: a benchmark frame that cannot be read must not be skipped silently.
+  """
+  from cia_jax.data.pipeline import load_image  # pylint: disable=g-import-not-at-top
+
+  if not path.startswith("tfds:") and not os.path.isfile(path):
     raise FileNotFoundError(f"frame not found: {path}")
-  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-  if bgr is None:
+  image = load_image(path)
+  if image is None:
     raise ValueError(f"frame could not be decoded as an image: {path}")
-  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  return image
 
 
 def prefetch_frames(paths: SequenceT[str], depth: int = 8,
