@@ -120,13 +120,9 @@ def make_checkpoint_fixtures(out: pathlib.Path) -> None:
 
 
 def _module(name: str, path: pathlib.Path | None = None, **attrs) -> types.ModuleType:
-  mod = types.ModuleType(name)
-  if path is not None:
-    mod.__path__ = [str(path)]
-  for key, value in attrs.items():
-    setattr(mod, key, value)
-  sys.modules[name] = mod
-  return mod
+  """Registers a bare module in `sys.modules` (the golden-fixture script's shim helper)."""
+  import make_golden_fixtures as golden  # noqa: E402  (scripts/ is on sys.path)
+  return golden._module(name, path, **attrs)  # pylint: disable=protected-access
 
 
 def _load_file(name: str, path: pathlib.Path) -> types.ModuleType:
