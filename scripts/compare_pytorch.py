@@ -261,15 +261,30 @@ def _run_reference(torch_python: str, args: list[str], verbose: bool, threads: i
 # Our side.
 
 
-def load_our_model(checkpoint: str, arch: str):
-  """(TrackingModel, CIANet) from a reference-layout torch checkpoint, via the interop converter."""
+def load_our_model(checkpoint: str, arch: str, float64: bool = False):
+  """(TrackingModel, CIANet) from a reference-layout torch checkpoint, via the interop converter.
+
+  float64: cast the (float32) parameters to float64 (exact); needs `jax_enable_x64` (see `enable_float64`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
   from cia_jax.interop.pytorch import convert_file  # pylint: disable=g-import-not-at-top
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 
   variables, _, meta = convert_file(checkpoint, arch)
+  if float64:
+    variables = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
+                             variables)
   net = build_model(meta["model"])
   return TrackingModel(net=net, variables=variables), net
+
+
+def enable_float64() -> None:
+  """Turns on JAX float64 (before anything is traced): the tracker's arithmetic follows JAX's default float
+  (`cia_jax.ops.dtypes.default_float`), the network the promoted dtype of input and parameters."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_enable_x64", True)
 
 
 def our_settings(arch: str, threshold: float, deterministic: bool = True):
@@ -288,6 +303,7 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
   from cia_jax.models.cia import CIANet  # pylint: disable=g-import-not-at-top
   from cia_jax.models.resnet import LAYER_NAMES  # pylint: disable=g-import-not-at-top
   from cia_jax.ops.crop import sample_patch  # pylint: disable=g-import-not-at-top
+  from cia_jax.ops.dtypes import default_float  # pylint: disable=g-import-not-at-top
   from cia_jax.track import augment  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import normalize_image  # pylint: disable=g-import-not-at-top
 
@@ -337,9 +353,10 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
     out["iou/pred"], out["iou/grad"] = pred, grad
     return out
 
-  out = compute(model.variables, jnp.asarray(first_frame, jnp.float32), jnp.asarray(np.round(pos), jnp.float32),
-                jnp.float32(target_scale * e), jnp.asarray(ref["patches"], jnp.float32),
-                jnp.asarray(ref["clf/boxes"], jnp.float32), jnp.asarray(ref["iou/proposals"], jnp.float32)[None])
+  f = default_float()
+  out = compute(model.variables, jnp.asarray(first_frame, f), jnp.asarray(np.round(pos), f),
+                jnp.asarray(target_scale * e, f), jnp.asarray(ref["patches"], f),
+                jnp.asarray(ref["clf/boxes"], f), jnp.asarray(ref["iou/proposals"], f)[None])
   return {k: np.asarray(val) for k, val in out.items()}
 
 
@@ -365,7 +382,7 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
   init, step = (tracker.init_impl, tracker.step_impl) if eager else (tracker.init, tracker.step)
   key = jax.random.PRNGKey(0)
-  state = init(model, settings, frames[0], np.asarray(box_xywh, np.float32), key)
+  state = init(model, settings, frames[0], np.asarray(box_xywh, np.float64), key)
   boxes, scores, flags = [np.asarray(box_xywh, np.float64)], [np.nan], ["init"]
   for t in range(1, len(frames)):
     state, out = step(model, settings, state, frames[t], jax.random.fold_in(key, t))
@@ -414,6 +431,9 @@ def parse_args(argv=None):
   p.add_argument("--noise-floor-threads", type=int, default=0,
                  help="also run the reference with this many torch threads (other float summation order) and "
                       "report reference-vs-reference per-frame IoU: how far float32 noise alone carries a track")
+  p.add_argument("--float64", action="store_true",
+                 help="run both sides in float64 (JAX x64 + the parameters cast; torch_reference --float64 1): "
+                      "separates float32 rounding from real differences; stage tolerances then mean float64")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -465,6 +485,8 @@ def main(argv=None) -> int:
 
 def _main(args, work: str) -> int:
   ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
+  if args.float64:
+    enable_float64()
   if args.create_checkpoint_seed is not None:
     _run_reference(args.torch_python, ["make-checkpoint", *ref_common, "--seed", str(args.create_checkpoint_seed),
                                        "--out", args.checkpoint], args.verbose)
@@ -473,7 +495,7 @@ def _main(args, work: str) -> int:
     seq_dirs += [os.path.join(args.sequences_root, n) for n in sorted(os.listdir(args.sequences_root))
                  if os.path.isdir(os.path.join(args.sequences_root, n))]
   try:
-    model, _ = load_our_model(args.checkpoint, args.arch)
+    model, _ = load_our_model(args.checkpoint, args.arch, args.float64)
   except (FileNotFoundError, ValueError) as e:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
@@ -481,7 +503,8 @@ def _main(args, work: str) -> int:
   results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
   passed = True
   reports, floor_reports = [], []
-  print(f"# {args.arch} vs reference ({args.reference_root}), checkpoint {args.checkpoint}\n")
+  print(f"# {args.arch} vs reference ({args.reference_root}), checkpoint {args.checkpoint}, "
+        f"{'float64' if args.float64 else 'float32'}\n")
   for i, seq_dir in enumerate(seq_dirs):
     try:
       name, frames, box = _load_sequence(seq_dir, args.max_frames)
@@ -491,7 +514,7 @@ def _main(args, work: str) -> int:
     frames_path = os.path.join(work, f"{name}_frames.npy")
     np.save(frames_path, frames)
     ref_seq = [*ref_common, "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
-               "--box", ",".join(repr(float(b)) for b in box)]
+               "--box", ",".join(repr(float(b)) for b in box), "--float64", str(int(args.float64))]
     if args.reference_crop_from:
       ref_seq += ["--crop-from", str(pathlib.Path(args.reference_crop_from).resolve())]
     if not args.skip_stages and i == 0:

@@ -98,6 +98,71 @@ class ClosedFormPrRoIPool2D(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# float64 runs.
+#
+# The reference hard-codes float32 in places (`.float()` on images and coordinates, `dtype=torch.float32` in
+# `arange` grids of the label / window / blur code). For a float64 parity run (`--float64 1`) every float32 request
+# is turned into float64 in this process: the default dtype, `Tensor.float`, and an explicit `dtype=torch.float32`
+# given to the tensor factories. The network's float32 weights are cast with `.double()` (exact). The rotation
+# augmentation's `cv2.warpAffine` is replaced by `warp_affine_bilinear` (see there).
+
+_FACTORIES = ("arange", "zeros", "ones", "empty", "full", "tensor", "linspace", "as_tensor", "zeros_like",
+              "ones_like", "rand", "randn", "from_numpy")
+
+
+def warp_affine_bilinear(image: np.ndarray, matrix: np.ndarray, dsize, flags: int | None = None,
+                         borderMode: int | None = None, **kwargs) -> np.ndarray:  # noqa: N803  (cv2's names)
+  """`cv2.warpAffine(image, matrix, dsize, borderMode=cv2.BORDER_REPLICATE)` as exact bilinear interpolation in
+  float64: dst(x, y) = src(M^-1 (x, y, 1)), replicated border. OpenCV's float32 warp is this up to float32
+  rounding (checked: 1.5e-3 of 255 on noise images); its float64 warp quantises positions differently (up to
+  5.7 of 255 off), so a float64 run of the reference uses this one for the rotation augmentation."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  if borderMode != cv2.BORDER_REPLICATE or flags not in (None, cv2.INTER_LINEAR) or kwargs:
+    return cv2.warpAffine(image, matrix, dsize, flags=flags or cv2.INTER_LINEAR, borderMode=borderMode, **kwargs)
+  w, h = dsize
+  inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+  yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+  sx = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
+  sy = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
+  x0, y0 = np.floor(sx), np.floor(sy)
+  img = np.asarray(image, np.float64)
+  extra = (None,) * (img.ndim - 2)
+  lx, ly = (sx - x0)[(...,) + extra], (sy - y0)[(...,) + extra]
+  hi, wi = img.shape[:2]
+  at = lambda y, x: img[np.clip(y, 0, hi - 1).astype(np.int64), np.clip(x, 0, wi - 1).astype(np.int64)]  # noqa: E731
+  top = (1 - lx) * at(y0, x0) + lx * at(y0, x0 + 1)
+  bottom = (1 - lx) * at(y0 + 1, x0) + lx * at(y0 + 1, x0 + 1)
+  return (1 - ly) * top + ly * bottom
+
+
+def use_float64(reference_root: pathlib.Path) -> None:
+  """Makes every float32 tensor that the reference code under `reference_root` asks for a float64 one (see
+  above). Only calls made from the reference's own files are widened: torch's internals (e.g. `torch.load`
+  rebuilding float32 storages) keep the dtypes they ask for."""
+  if getattr(torch, "_cia_float64", False):
+    return
+  root = str(pathlib.Path(reference_root).resolve())
+  from_reference = lambda: sys._getframe(2).f_code.co_filename.startswith(root)  # noqa: E731  pylint: disable=protected-access
+  torch.set_default_dtype(torch.float64)
+  to_float = torch.Tensor.float
+  torch.Tensor.float = lambda self, *a, **k: self.to(torch.float64) if from_reference() else to_float(self, *a, **k)
+
+  def widen(name, fn):
+    def wrapped(*a, **k):
+      if from_reference():
+        if k.get("dtype") is torch.float32:
+          k["dtype"] = torch.float64
+        if name == "from_numpy":
+          out = fn(*a, **k)
+          return out.double() if out.is_floating_point() else out
+      return fn(*a, **k)
+    return wrapped
+  for name in _FACTORIES:
+    setattr(torch, name, widen(name, getattr(torch, name)))
+  torch._cia_float64 = True  # pylint: disable=protected-access
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Building the reference network and tracker.
 
 
@@ -137,10 +202,17 @@ def build_network(root: pathlib.Path, arch: str, seed: int | None = None):
 
 
 def load_network(root: pathlib.Path, arch: str, checkpoint: str):
-  net = build_network(root, arch)
-  obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+  default = torch.get_default_dtype()
+  torch.set_default_dtype(torch.float32)  # built as in float32 runs, then cast (below)
+  try:
+    net = build_network(root, arch)
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+  finally:
+    torch.set_default_dtype(default)
   state = obj["net"] if isinstance(obj, dict) and "net" in obj else obj
   net.load_state_dict(state, strict=True)
+  if torch.get_default_dtype() == torch.float64:
+    net = net.double()
   if arch == "cia18":
     up = net.upper_classifier
     # Point the dictionary at the trained weights (spec 4.6); the constructor's copy is of the random init.
@@ -227,6 +299,12 @@ def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic:
     cls = importlib.import_module("pytracking.tracker.dimp.dimp").DiMP
   if crop_from:
     use_crop_of(pathlib.Path(crop_from))
+  if torch.get_default_dtype() == torch.float64:
+    import cv2  # pylint: disable=g-import-not-at-top  (the real one: `_install` put it back)
+    aug = importlib.import_module("pytracking.features.augmentation")
+    aug.cv = type(sys)("cv2_float64_warp")  # the module's `cv` name only; cv2 itself stays untouched
+    aug.cv.__dict__.update({k: getattr(cv2, k) for k in dir(cv2) if not k.startswith("__")})
+    aug.cv.warpAffine = warp_affine_bilinear
   return cls(params), net
 
 
@@ -235,7 +313,9 @@ def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic:
 
 
 def _np(t) -> np.ndarray:
-  return t.detach().cpu().numpy().astype(np.float32)
+  """float32 or, in a float64 run, float64 NumPy copy."""
+  a = t.detach().cpu().numpy()
+  return a if a.dtype == np.float64 else a.astype(np.float32)
 
 
 def _randomise_bn(net, gen: torch.Generator) -> None:
@@ -440,6 +520,7 @@ def main(argv=None) -> int:
       p.add_argument("--checkpoint", required=True)
       p.add_argument("--frames", required=True, help="[T, H, W, 3] uint8 RGB .npy")
       p.add_argument("--box", required=True, help="initial box x,y,w,h (0-based pixels)")
+      p.add_argument("--float64", type=int, default=0, help="1: run the reference in float64 (see use_float64)")
       p.add_argument("--crop-from", default=None, help="checkout whose pytracking/features/preprocessing.py "
                                                       "sample_patch replaces the reference's (see use_crop_of)")
     if name == "track":
@@ -451,6 +532,8 @@ def main(argv=None) -> int:
       p.add_argument("--dump-frame", type=int, default=None, help="record the internals of this 0-based frame")
   args = parser.parse_args(argv)
   torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
+  if getattr(args, "float64", 0):
+    use_float64(pathlib.Path(args.reference_root))
   return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track}[args.command](args)
 
 

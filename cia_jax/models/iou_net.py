@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from cia_jax.models.layers import BatchNorm, Conv2d
 from cia_jax.ops.boxes import xywh_to_xyxy
+from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.prroi_pool import prroi_pool_grouped
 
 _BN_MOMENTUM = 0.9  # Flax convention: PyTorch momentum 0.1.
@@ -117,7 +118,7 @@ def _pool(features: jax.Array, box_xywh: jax.Array, size_and_scale: tuple[int, f
   The grouped form pools each image's own boxes without gathering a feature map per RoI (memory).
   """
   size, scale = size_and_scale
-  box_xyxy = xywh_to_xyxy(jnp.asarray(box_xywh, jnp.float32))  # x2 = x + w, no half-pixel shift
+  box_xyxy = xywh_to_xyxy(jnp.asarray(box_xywh, default_float()))  # x2 = x + w, no half-pixel shift
   pooled = prroi_pool_grouped(features, box_xyxy, size, scale)  # [N, P, ph, ph, C]
   return pooled.reshape((-1,) + pooled.shape[2:])
 

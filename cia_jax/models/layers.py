@@ -55,11 +55,12 @@ class BatchNorm(nn.Module):
   momentum: float = 0.9
   epsilon: float = 1e-5
   scale_init: Initializer = nn.initializers.ones
-  dtype: Any = jnp.float32
+  dtype: Any = None  # output dtype; None: that of x and the parameters promoted (float64 in float64 runs)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
     """x: `[..., C]` -> same shape."""
+    x = jnp.asarray(x)
     c = x.shape[-1]
     scale = self.param("scale", self.scale_init, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
@@ -69,7 +70,7 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.float32)
+      xf = x.astype(jnp.result_type(x.dtype, jnp.float32))  # statistics in at least float32
       mean = jnp.mean(xf, axis=axes)
       var = jnp.mean(jnp.square(xf - mean), axis=axes)  # biased, used to normalise
       n = math.prod(x.shape[:-1])
@@ -78,7 +79,7 @@ class BatchNorm(nn.Module):
         ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
     y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-    return y.astype(self.dtype)
+    return y.astype(self.dtype or y.dtype)
 
 
 class Conv2d(nn.Module):
@@ -100,7 +101,7 @@ class Conv2d(nn.Module):
   use_bias: bool = False
   kernel_init: Initializer | None = None
   bias_init: Initializer | None = None
-  dtype: Any = jnp.float32
+  dtype: Any = None  # computation dtype; None: that of x and the kernel promoted
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -111,12 +112,14 @@ class Conv2d(nn.Module):
     fan_in = x.shape[-1] * k * k
     kernel = self.param("kernel", self.kernel_init or torch_default_kernel_init(),
                         (k, k, x.shape[-1], self.features), jnp.float32)
+    x = jnp.asarray(x)  # NumPy float64 -> JAX's default float
+    dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+        x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride),
         ((self.padding, self.padding), (self.padding, self.padding)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
       bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (self.features,),
                         jnp.float32)
-      y = y + bias.astype(self.dtype)
+      y = y + bias.astype(dtype)
     return y

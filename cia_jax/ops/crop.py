@@ -18,13 +18,15 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from cia_jax.ops.dtypes import default_float
+
 MODES = ("replicate", "inside", "inside_major")
 CROP_RULES = ("cia", "pytracking")
 
 
-def _as_pair(v, dtype=jnp.float32) -> jax.Array:
-  """Scalar or `[2]` -> `[2]` array."""
-  return jnp.broadcast_to(jnp.asarray(v, dtype), (2,))
+def _as_pair(v) -> jax.Array:
+  """Scalar or `[2]` -> `[2]` float array."""
+  return jnp.broadcast_to(jnp.asarray(v, default_float()), (2,))
 
 
 def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
@@ -45,7 +47,7 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
 
   Returns:
     dict with int32 `df` (decimation factor, scalar), `offset` `[2]` (decimation start o), `tl` `[2]`,
-    `br` `[2]` (int32 crop window in decimated pixels, br exclusive) and float32 `patch_coord` `[4]` =
+    `br` `[2]` (int32 crop window in decimated pixels, br exclusive) and float `patch_coord` `[4]` =
     df * (tl, br) (with upstream's half pixels under rule='pytracking').
   """
   if mode not in MODES:
@@ -53,11 +55,11 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
   if rule not in CROP_RULES:
     raise ValueError(f"sample_patch: rule must be one of {CROP_RULES}, got {rule!r}")
   h, w = int(image_hw[0]), int(image_hw[1])
-  out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], jnp.float32)
+  out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], default_float())
   pos = _as_pair(pos_yx)
   sz = _as_pair(sample_sz_yx)
   posl = jnp.trunc(pos).astype(jnp.int32)  # torch .long(): toward zero.
-  im_sz = jnp.asarray([h, w], jnp.float32)
+  im_sz = jnp.asarray([h, w], default_float())
   if mode != "replicate":
     ratio = sz / im_sz
     shrink = jnp.max(ratio) if mode == "inside" else jnp.min(ratio)
@@ -69,19 +71,19 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     # pixel short; quotients within 4 ulp of an integer are snapped to it first.
     q = sz / shrink
     r = jnp.round(q)
-    q = jnp.where(jnp.abs(q - r) <= 4.0 * jnp.finfo(jnp.float32).eps * jnp.maximum(r, 1.0), r, q)
+    q = jnp.where(jnp.abs(q - r) <= 4.0 * jnp.finfo(default_float()).eps * jnp.maximum(r, 1.0), r, q)
     sz = jnp.trunc(q)
   # Integer pre-decimation (nearest subsampling) when the crop is much larger than the output.
   df = jnp.maximum(jnp.trunc(jnp.min(sz / out_sz) - 0.1), 1.0).astype(jnp.int32)
   offset = posl % df  # Python-style remainder, like torch's `%` on integer tensors.
   posl = (posl - offset) // df
-  szl = jnp.maximum(jnp.round(sz / df.astype(jnp.float32)), 2.0).astype(jnp.int32)  # Half to even, as torch.
+  szl = jnp.maximum(jnp.round(sz / df.astype(default_float())), 2.0).astype(jnp.int32)  # Half to even, as torch.
   if rule == "cia":
     tl = posl - (szl - 1) // 2
     br = posl + szl // 2 + 1  # Floor division (CIA fork).
   else:  # Upstream: true division of integer tensors -> half pixels.
-    tl = posl.astype(jnp.float32) - (szl - 1).astype(jnp.float32) / 2.0
-    br = posl.astype(jnp.float32) + szl.astype(jnp.float32) / 2.0 + 1.0
+    tl = posl.astype(default_float()) - (szl - 1).astype(default_float()) / 2.0
+    br = posl.astype(default_float()) + szl.astype(default_float()) / 2.0 + 1.0
   if mode != "replicate":
     im2_sz = ((jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df).astype(tl.dtype)  # Decimated size.
     shift = jnp.maximum(-tl, 0) - jnp.maximum(br - im2_sz, 0)
@@ -90,7 +92,7 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     outside = (jnp.maximum(-tl, 0) + jnp.maximum(br - im2_sz, 0)) // 2
     shift = (-tl - outside) * (outside > 0).astype(tl.dtype)
     tl, br = tl + shift, br + shift
-  patch_coord = (df * jnp.concatenate([tl, br])).astype(jnp.float32)
+  patch_coord = (df * jnp.concatenate([tl, br])).astype(default_float())
   if rule == "pytracking":  # F.pad with `.int()` pads: the crop is [trunc(tl), trunc(br)).
     tl, br = jnp.trunc(tl).astype(jnp.int32), jnp.trunc(br).astype(jnp.int32)
   return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": patch_coord}
@@ -105,10 +107,10 @@ def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
   """
   n = br - tl
   size_dec = (size_full - offset + df - 1) // df
-  j = jnp.arange(out_len, dtype=jnp.float32)
-  u = jnp.maximum((j + 0.5) * (n.astype(jnp.float32) / out_len) - 0.5, 0.0)
+  j = jnp.arange(out_len, dtype=default_float())
+  u = jnp.maximum((j + 0.5) * (n.astype(default_float()) / out_len) - 0.5, 0.0)
   i0 = jnp.minimum(jnp.floor(u).astype(jnp.int32), n - 1)
-  lam = u - i0.astype(jnp.float32)
+  lam = u - i0.astype(default_float())
   i1 = jnp.minimum(i0 + 1, n - 1)
   to_full = lambda i: offset + df * jnp.clip(tl + i, 0, size_dec - 1)  # noqa: E731
   return to_full(i0), to_full(i1), lam
@@ -128,7 +130,8 @@ def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[
     max_scale_change, rule: see `crop_window`.
 
   Returns:
-    (patch `[S_y, S_x, C]` float32, patch_coord `[4]` float32 = (T_y, T_x, E_y, E_x) in full-image pixels).
+    (patch `[S_y, S_x, C]`, patch_coord `[4]` = (T_y, T_x, E_y, E_x) in full-image pixels), float32 (float64
+    under `jax_enable_x64`: `cia_jax.ops.dtypes.default_float`).
   """
   image = jnp.asarray(image)
   if image.ndim != 3:
@@ -139,7 +142,7 @@ def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[
   df, o, tl, br = geo["df"], geo["offset"], geo["tl"], geo["br"]
   y0, y1, ly = _axis_taps(tl[0], br[0], o[0], df, h, out_h)
   x0, x1, lx = _axis_taps(tl[1], br[1], o[1], df, w, out_w)
-  image = image.astype(jnp.float32)
+  image = image.astype(default_float())
   rows = (1.0 - ly)[:, None, None] * image[y0] + ly[:, None, None] * image[y1]  # [S_y, W, C]
   patch = (1.0 - lx)[None, :, None] * rows[:, x0] + lx[None, :, None] * rows[:, x1]
   return patch, geo["patch_coord"]
@@ -151,6 +154,6 @@ def sample_pos_scale(patch_coord: jax.Array, output_sz: float):
   patch_coord: `[..., 4]` (T_y, T_x, E_y, E_x) full-image pixels; output_sz: the patch side S.
   sample_pos = (T + E - 1) / 2; sample_scale = sqrt(prod((E - T) / S)) (full-image pixels per patch pixel).
   """
-  c = jnp.asarray(patch_coord, jnp.float32)
+  c = jnp.asarray(patch_coord, default_float())
   t, e = c[..., :2], c[..., 2:]
   return 0.5 * (t + e - 1.0), jnp.sqrt(jnp.prod((e - t) / output_sz, axis=-1))

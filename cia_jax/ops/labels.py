@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from cia_jax.ops.dtypes import default_float
+
 Array = Any
 
 
@@ -32,7 +34,7 @@ def distance_map(center_yx: Array, output_hw: Sequence[int], num_bins: int = 100
   Returns:
     `[..., Ho, Wo, K]` float32 bin activations.
   """
-  center_yx = jnp.asarray(center_yx, jnp.float32)
+  center_yx = jnp.asarray(center_yx, default_float())
   if center_yx.ndim < 1 or center_yx.shape[-1] != 2:
     raise ValueError(f"distance_map: center_yx must have shape [..., 2] (row, col), got {center_yx.shape}")
   if len(output_hw) != 2 or min(int(s) for s in output_hw) < 1:
@@ -41,13 +43,13 @@ def distance_map(center_yx: Array, output_hw: Sequence[int], num_bins: int = 100
     raise ValueError(f"distance_map: need num_bins >= 2 and bin_displacement > 0, got {num_bins}, "
                      f"{bin_displacement}")
   ho, wo = int(output_hw[0]), int(output_hw[1])
-  dy = jnp.arange(ho, dtype=jnp.float32)[:, None] - center_yx[..., 0, None, None]
-  dx = jnp.arange(wo, dtype=jnp.float32)[None, :] - center_yx[..., 1, None, None]
+  dy = jnp.arange(ho, dtype=default_float())[:, None] - center_yx[..., 0, None, None]
+  dx = jnp.arange(wo, dtype=default_float())[None, :] - center_yx[..., 1, None, None]
   d2 = dy * dy + dx * dx
   # Exact value at d = 0 with a finite (zero) gradient w.r.t. the centre there.
   pos = d2 > 0
   dist = jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0)
-  diff = dist[..., None] / bin_displacement - jnp.arange(num_bins, dtype=jnp.float32)
+  diff = dist[..., None] / bin_displacement - jnp.arange(num_bins, dtype=default_float())
   return jnp.concatenate([jnp.maximum(1.0 - jnp.abs(diff[..., :-1]), 0.0),
                           jnp.clip(1.0 + diff[..., -1:], 0.0, 1.0)], axis=-1)
 

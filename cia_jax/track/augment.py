@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cia_jax.ops.dtypes import default_float
 from cia_jax.track.params import TrackerSettings
 
 
@@ -58,7 +59,7 @@ def init_shifts(settings: TrackerSettings, key: jax.Array, global_shift_yx: jax.
   """
   transforms = transform_list(settings)
   s = settings.image_sample_size
-  g = jnp.zeros((2,), jnp.float32) if global_shift_yx is None else jnp.asarray(global_shift_yx, jnp.float32)
+  g = jnp.zeros((2,), default_float()) if global_shift_yx is None else jnp.asarray(global_shift_yx, default_float())
   rand = (jax.random.uniform(key, (len(transforms), 2)) - 0.5) * s * settings.random_shift_factor
   if settings.deterministic:
     rand = jnp.zeros_like(rand)
@@ -92,7 +93,7 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
   r = math.ceil(2 * sigma)
   x = np.arange(-r, r + 1, dtype=np.float64)
   k = np.exp(-x**2 / (2 * sigma**2))
-  return (k / k.sum()).astype(np.float32)
+  return k / k.sum()  # float64 taps: multiplied in as Python floats (weak type)
 
 
 def _conv1d_zero(image: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
@@ -124,7 +125,7 @@ def rotate(image: jax.Array, angle_deg: float) -> jax.Array:
   a = math.radians(angle_deg)
   cos, sin = math.cos(a), math.sin(a)
   c = (h - 1) / 2.0
-  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=default_float()), jnp.arange(w, dtype=default_float()), indexing="ij")
   src_x = cos * (xx - c) - sin * (yy - c) + c
   src_y = sin * (xx - c) + cos * (yy - c) + c
   x0, y0 = jnp.floor(src_x), jnp.floor(src_y)
@@ -151,7 +152,7 @@ def augment_init_patches(expanded: jax.Array, settings: TrackerSettings, key: ja
     (patches `[T, S, S, 3]` float32, shifts `[T, 2]` int32 (dy, dx) in patch pixels), T = 13 by default.
   """
   s = settings.image_sample_size
-  expanded = jnp.asarray(expanded, jnp.float32)
+  expanded = jnp.asarray(expanded, default_float())
   shifts = init_shifts(settings, key, global_shift_yx)
   patches = []
   for i, (kind, param) in enumerate(transform_list(settings)):

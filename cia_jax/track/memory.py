@@ -11,6 +11,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from cia_jax.ops.dtypes import default_float
+
 
 @flax.struct.dataclass
 class SampleMemory:
@@ -40,8 +42,8 @@ def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: 
   if capacity <= n:
     raise ValueError(f"init_memory: capacity {capacity} must exceed the {n} initial samples")
   feats = jnp.zeros((capacity, *init_features.shape[1:]), init_features.dtype).at[:n].set(init_features)
-  boxes = jnp.zeros((capacity, 4), jnp.float32).at[:n].set(jnp.asarray(init_boxes_xywh, jnp.float32))
-  weights = jnp.zeros((capacity,), jnp.float32).at[:n].set(1.0 / n)
+  boxes = jnp.zeros((capacity, 4), default_float()).at[:n].set(jnp.asarray(init_boxes_xywh, default_float()))
+  weights = jnp.zeros((capacity,), default_float()).at[:n].set(1.0 / n)
   return SampleMemory(feats, boxes, weights, jnp.asarray(n, jnp.int32), jnp.asarray(-1, jnp.int32))
 
 
@@ -90,7 +92,7 @@ def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array,
                                learning_rate, init_samples_minimum_weight)
   return SampleMemory(
       features=memory.features.at[r].set(feature.astype(memory.features.dtype)),
-      boxes_xywh=memory.boxes_xywh.at[r].set(jnp.asarray(box_xywh, jnp.float32)),
+      boxes_xywh=memory.boxes_xywh.at[r].set(jnp.asarray(box_xywh, default_float())),
       weights=w,
       num_stored=memory.num_stored + 1,
       previous_replace_ind=r)

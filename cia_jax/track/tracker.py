@@ -33,6 +33,7 @@ import numpy as np
 
 from cia_jax.models.cia import CIANet
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
+from cia_jax.ops.dtypes import default_float
 from cia_jax.track import augment
 from cia_jax.track.memory import SampleMemory, init_memory, update_memory
 from cia_jax.track.params import TrackerSettings
@@ -96,8 +97,8 @@ def _apply(model: TrackingModel, method: str, *args, **kwargs):
 
 def normalize_image(patches: jax.Array) -> jax.Array:
   """RGB 0..255 `[..., 3]` -> (x / 255 - mean) / std (spec 1.4)."""
-  mean = jnp.asarray(IMAGE_MEAN, jnp.float32)
-  std = jnp.asarray(IMAGE_STD, jnp.float32)
+  mean = jnp.asarray(IMAGE_MEAN, default_float())
+  std = jnp.asarray(IMAGE_STD, default_float())
   return (patches / 255.0 - mean) / std
 
 
@@ -126,12 +127,12 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
 # Initialisation (spec 5.4).
 
 def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
-  image = jnp.asarray(image, jnp.float32)
-  box = jnp.asarray(box_xywh, jnp.float32)
+  image = jnp.asarray(image, default_float())
+  box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
   pos = jnp.stack([box[1] + (box[3] - 1.0) / 2.0, box[0] + (box[2] - 1.0) / 2.0])
   target_sz = jnp.stack([box[3], box[2]])
-  image_sz = jnp.asarray(image.shape[:2], jnp.float32)
+  image_sz = jnp.asarray(image.shape[:2], default_float())
   target_scale = jnp.sqrt(jnp.prod(target_sz * settings.search_area_scale)) / s
   base_sz = target_sz / target_scale
 
@@ -141,7 +142,7 @@ def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key)
   init_pos = jnp.round(pos)
   init_scale, global_shift = target_scale, None
   if settings.border_mode == "inside":
-    sample_sz = target_scale * jnp.asarray([s, s], jnp.float32)
+    sample_sz = target_scale * jnp.asarray([s, s], default_float())
     shrink = jnp.maximum(jnp.max(sample_sz / image_sz), 1.0)
     if settings.patch_max_scale_change is not None:
       shrink = jnp.minimum(shrink, settings.patch_max_scale_change)
@@ -157,7 +158,7 @@ def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key)
   x = jnp.concatenate([x, augment.dropout_copies(x[0], settings, k_drop)])  # [15, f, f, D]
 
   box0 = patch_box(pos, target_sz, init_pos, init_scale, s)  # before any shift
-  moves = jnp.concatenate([shifts[:, ::-1].astype(jnp.float32), jnp.zeros_like(shifts, jnp.float32)], axis=1)
+  moves = jnp.concatenate([shifts[:, ::-1].astype(default_float()), jnp.zeros_like(shifts, default_float())], axis=1)
   moves = jnp.concatenate([moves, jnp.broadcast_to(moves[:1], (settings.aug_dropout_num, 4))])  # copies of 0
   boxes = box0 + moves  # [15, 4]
 
@@ -182,14 +183,14 @@ def localize(scores: jax.Array, settings: TrackerSettings, pos_yx, target_sz_yx,
   Returns (translation `[2]` (y, x) in full-image pixels from sample_pos, flag int32 (FLAG_*)).
   """
   g_h, g_w = scores.shape
-  grid = jnp.asarray([g_h, g_w], jnp.float32)
+  grid = jnp.asarray([g_h, g_w], default_float())
   out_sz = grid - 1.0  # f: score grid minus the even-kernel extra cell.
   center = (grid - 1.0) / 2.0
   step = (settings.image_sample_size / out_sz) * sample_scale  # full-image pixels per score cell
 
   def peak(s):
     i = jnp.argmax(s.reshape(-1))
-    return s.reshape(-1)[i], jnp.stack([i // g_w, i % g_w]).astype(jnp.float32)
+    return s.reshape(-1)[i], jnp.stack([i // g_w, i % g_w]).astype(default_float())
 
   m1, d1 = peak(scores)
   t1 = (d1 - center) * step
@@ -200,8 +201,8 @@ def localize(scores: jax.Array, settings: TrackerSettings, pos_yx, target_sz_yx,
   nh = settings.target_neighborhood_scale * (target_sz_yx / sample_scale) * (out_sz / settings.image_sample_size)
   lo = jnp.maximum(jnp.round(d1 - nh / 2.0), 0.0)
   hi = jnp.minimum(jnp.round(d1 + nh / 2.0 + 1.0), grid)
-  rows = jnp.arange(g_h, dtype=jnp.float32)[:, None]
-  cols = jnp.arange(g_w, dtype=jnp.float32)[None, :]
+  rows = jnp.arange(g_h, dtype=default_float())[:, None]
+  cols = jnp.arange(g_w, dtype=default_float())[None, :]
   inside = (rows >= lo[0]) & (rows < hi[0]) & (cols >= lo[1]) & (cols < hi[1])
   m2, d2 = peak(jnp.where(inside, 0.0, scores))
   t2 = (d2 - center) * step
@@ -250,7 +251,7 @@ def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3
     return _apply(model, "predict_iou", mod3[None], mod4[None], c3t, c4t, b[None])[0]
 
   steps = jnp.asarray([settings.box_refinement_step_length * settings.box_refinement_step_decay**i
-                       for i in range(settings.box_refinement_iter)], jnp.float32)
+                       for i in range(settings.box_refinement_iter)], default_float())
   if settings.box_refinement_iter == 0:
     return boxes_xywh, scores_of(boxes_xywh)
   if settings.box_refinement_space == "default":
@@ -295,7 +296,7 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
   keep = (aspect < settings.maximal_aspect_ratio) & (aspect > 1.0 / settings.maximal_aspect_ratio)
   k = min(settings.iounet_k, out_boxes.shape[0])
   _, inds = jax.lax.top_k(jnp.where(keep, out_iou, -jnp.inf), k)
-  valid = keep[inds].astype(jnp.float32)  # Fewer than k kept: average only the kept ones.
+  valid = keep[inds].astype(default_float())  # Fewer than k kept: average only the kept ones.
   pred = jnp.sum(out_boxes[inds] * valid[:, None], axis=0) / jnp.maximum(jnp.sum(valid), 1.0)
   # The reference takes the continuous centre x + w / 2 here (not x + (w - 1) / 2 as in patch_box).
   center_yx = (pred[:2] + pred[2:] / 2.0)[::-1]
@@ -324,7 +325,7 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_
 
 
 def _step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
-  image = jnp.asarray(image, jnp.float32)
+  image = jnp.asarray(image, default_float())
   s = settings.image_sample_size
   frame_num = state.frame_num + 1
   k_box, _ = jax.random.split(key)

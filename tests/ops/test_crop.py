@@ -105,6 +105,22 @@ def test_sample_patch_matches_reference(hw, pos, sz, out, mode, msc, rule):
   np.testing.assert_allclose(np.asarray(patch), ref_patch, rtol=0, atol=2e-3)
 
 
+@pytest.mark.parametrize("rule", crop.CROP_RULES)
+def test_sample_patch_is_float64_under_x64(rule):
+  """With `jax_enable_x64` the crop computes in float64 (for float64 parity runs): 1e-9 of the NumPy reference,
+  where float32 is held to 2e-3 above."""
+  rng = np.random.default_rng(7)
+  with jax.enable_x64(True):
+    for hw, pos, sz, out, mode, msc in CASES[::3]:
+      im = rng.uniform(0, 255, (*hw, 3))
+      ref_patch, ref_coord = reference_sample_patch(im, pos, sz, out, mode, msc, rule)
+      fn = jax.jit(lambda i, p, s: crop.sample_patch(i, p, s, out, mode, msc, rule))  # noqa: B023
+      patch, coord = fn(jnp.asarray(im), jnp.asarray(pos, jnp.float64), jnp.asarray(sz, jnp.float64))
+      assert patch.dtype == jnp.float64 and coord.dtype == jnp.float64
+      np.testing.assert_array_equal(np.asarray(coord), ref_coord)
+      np.testing.assert_allclose(np.asarray(patch), ref_patch, rtol=0, atol=1e-9)
+
+
 def test_sample_patch_dynamic_sizes_share_one_compilation():
   """df and the crop size are data: one compiled function serves df = 1, 2, 3 (no retrace)."""
   traces = []

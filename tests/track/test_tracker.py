@@ -110,6 +110,27 @@ def test_step_jit_matches_eager(model):
   assert int(jit_state.memory.num_stored) == int(eager_state.memory.num_stored)
 
 
+def test_float64_run_under_x64(model):
+  """`jax_enable_x64` + float64 parameters: the whole tracker state is float64 (what the float64 parity runs
+  of scripts/compare_pytorch.py rely on) and the boxes agree with the float32 run to float32 noise."""
+  settings = SYNTH
+  frames, gt = textured_sequence(4, size=96, target=16)
+  boxes32, _, _ = _run(model, settings, frames, gt[0])
+  with jax.enable_x64(True):
+    variables = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
+                             model.variables)
+    model64 = tracker.TrackingModel(net=model.net, variables=variables)
+    state = tracker.init(model64, settings, frames[0], np.asarray(gt[0], np.float64), jax.random.key(0))
+    boxes64 = [gt[0]]
+    for t in range(1, len(frames)):
+      state, out = tracker.step(model64, settings, state, frames[t], jax.random.key(t))
+      assert out["box_xywh"].dtype == jnp.float64 and out["max_score"].dtype == jnp.float64
+      boxes64.append(np.asarray(out["box_xywh"]))
+    floats = [leaf for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    assert floats and all(leaf.dtype == jnp.float64 for leaf in floats), {leaf.dtype for leaf in floats}
+  np.testing.assert_allclose(np.stack(boxes64), boxes32, rtol=0, atol=1e-2)
+
+
 def test_vmap_over_sequences_matches_sequential_runs(model):
   """Three different sequences of one image size, batched with vmap = three separate runs (the runner)."""
   seqs = [textured_sequence(4, size=96, target=16, seed=s, start=(20.0 + 8 * s, 25.0 + 5 * s)) for s in range(3)]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from cia_jax.models.layers import Conv2d, normal_fan_out_init
 from cia_jax.ops.boxes import xywh_to_xyxy
+from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.prroi_pool import prroi_pool_grouped
 
 
@@ -44,7 +45,7 @@ class FilterInitializerLinear(nn.Module):
     if feat.ndim != 5:
       raise ValueError(f"FilterInitializerLinear: feat must be [Nimg, B, H, W, D] (rank 5), got {feat.shape}")
     nimg, nseq, h, w, d = feat.shape
-    box_xywh = jnp.asarray(box_xywh, jnp.float32)
+    box_xywh = jnp.asarray(box_xywh, default_float())
     if box_xywh.shape != (nimg, nseq, 4):
       raise ValueError(f"FilterInitializerLinear: box_xywh must be [Nimg, B, 4] = {(nimg, nseq, 4)}, "
                        f"got {box_xywh.shape}")

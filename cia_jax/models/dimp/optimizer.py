@@ -20,6 +20,7 @@ import numpy as np
 
 from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
 from cia_jax.models.layers import Conv2d, Initializer
+from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.labels import distance_map
 
 
@@ -118,7 +119,7 @@ class DiMPSteepestDescentGN(nn.Module):
     check_filter_inputs(feat, filt, "DiMPSteepestDescentGN")
     nimg, nseq, h, w, _ = feat.shape
     fh, fw = filt.shape[1:3]
-    box_xywh = jnp.asarray(box_xywh, jnp.float32)
+    box_xywh = jnp.asarray(box_xywh, default_float())
     if box_xywh.shape != (nimg, nseq, 4):
       raise ValueError(f"DiMPSteepestDescentGN: box_xywh must be [Nimg, B, 4] = {(nimg, nseq, 4)}, "
                        f"got {box_xywh.shape}")
@@ -139,7 +140,7 @@ class DiMPSteepestDescentGN(nn.Module):
 
     # Label, mask and spatial weight from the distance-bin map around each target centre (score-grid cells).
     out_hw = score_size((h, w), (fh, fw))
-    offset = jnp.array([fh % 2, fw % 2], jnp.float32) / 2.0
+    offset = jnp.array([fh % 2, fw % 2], default_float()) / 2.0
     center_yx = (box_xywh[..., 1::-1] + 0.5 * box_xywh[..., :1:-1]) / self.feat_stride - offset
     dist = distance_map(center_yx, out_hw, self.num_dist_bins, self.bin_displacement)
     dist = dist.reshape(nimg * nseq, *out_hw, self.num_dist_bins)
@@ -169,12 +170,12 @@ class DiMPSteepestDescentGN(nn.Module):
       deriv = half_mask * jnp.sign(jax.lax.stop_gradient(s)) + half_one
       r = v * (act - label)
       loss = (jnp.sum(r * r) + reg * jnp.sum(f * f)) / nseq
-      (g,) = filt_vjp(deriv * v * r)
+      (g,) = filt_vjp((deriv * v * r).astype(s.dtype))  # float64 labels with float32 params under x64
       g = g + reg * f
       q = v * deriv * apply_filter(feat, g)
       g2 = jnp.sum(g * g, axis=(1, 2, 3))
       den = jnp.maximum(jnp.sum(q * q, axis=(0, 2, 3)) + (reg + self.alpha_eps) * g2, 1e-8)
-      f_new = f - (step * g2 / den)[:, None, None, None] * g
+      f_new = (f - (step * g2 / den)[:, None, None, None] * g).astype(f.dtype)
       return f_new, (f_new, loss)
 
     final, (later, losses) = jax.lax.scan(body, filt, None, length=num_iter)
@@ -185,7 +186,7 @@ class DiMPSteepestDescentGN(nn.Module):
 
 def _sample_weight(sample_weight: jax.Array, nimg: int, nseq: int) -> jax.Array:
   """`[Nimg, B]` or `[Nimg]` weights -> `[Nimg, B]` float32 (ValueError on any other shape)."""
-  sw = jnp.asarray(sample_weight, jnp.float32)
+  sw = jnp.asarray(sample_weight, default_float())
   if sw.shape == (nimg,):
     sw = jnp.broadcast_to(sw[:, None], (nimg, nseq))
   if sw.shape != (nimg, nseq):
