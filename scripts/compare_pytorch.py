@@ -19,9 +19,12 @@
 
 Diagnosis options: `--ours-eager` runs our tracker un-jitted (separates jit-only effects), `--reference-crop-from
 DIR` gives the reference another checkout's `sample_patch` (the pytracking and CIA crop windows differ by a
-rounding), `--noise-floor-threads N` runs the reference a second time with N torch threads and reports reference
-against reference: how early float32 summation-order noise alone makes the online tracker drift (random weights
-give flat score maps, so localisation flags and hard-negative updates flip on tiny differences).
+rounding), `--float64` runs both sides in double precision (separates float32 rounding from real differences).
+Noise floors (the reference against itself, same table format): `--noise-floor-perturb EPS` runs it a second time
+from the initial box shifted by EPS pixels, `--noise-floor-threads N` with N torch threads (another float
+summation order). With random weights the online filter amplifies any difference exponentially (score maps are
+flat, so the max score, the localisation flags and finally the peak's position flip), so these floors say how
+many frames two runs that differ only at rounding level can be expected to agree.
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
 
@@ -428,6 +431,10 @@ def parse_args(argv=None):
                       "upstream pytracking's crop window uses true division, the fork and cia_jax floor division)")
   p.add_argument("--ours-eager", action="store_true",
                  help="run our tracker un-jitted (init_impl / step_impl): separates jit-only effects")
+  p.add_argument("--noise-floor-perturb", type=float, default=0.0,
+                 help="also run the reference from the initial box shifted right by this many pixels (e.g. 1e-12 "
+                      "in a float64 run) and report reference-vs-reference per-frame IoU: how far a perturbation "
+                      "at rounding level carries a track (the online filter's sensitivity, not float noise)")
   p.add_argument("--noise-floor-threads", type=int, default=0,
                  help="also run the reference with this many torch threads (other float summation order) and "
                       "report reference-vs-reference per-frame IoU: how far float32 noise alone carries a track")
@@ -541,15 +548,22 @@ def _main(args, work: str) -> int:
     t_ours = time.time() - t0
     rep = iou_report(name, ours_tr["boxes"], ref_tr["boxes"], args.iou_threshold, ours_tr["flags"], ref_tr["flags"])
     reports.append(rep)
+    floors = []
     if args.noise_floor_threads:
-      floor_path = os.path.join(work, f"{name}_track_threads{args.noise_floor_threads}.npz")
-      _run_reference(args.torch_python, ["track", *ref_seq, "--out", floor_path, "--target-not-found-threshold",
-                                         str(args.target_not_found_threshold)], args.verbose,
-                     threads=args.noise_floor_threads)
+      floors.append((f"threads{args.noise_floor_threads}", f"{args.noise_floor_threads} threads vs 1", ref_seq,
+                     args.noise_floor_threads))
+    if args.noise_floor_perturb:
+      shifted = np.asarray(box, np.float64) + np.array([args.noise_floor_perturb, 0.0, 0.0, 0.0])
+      seq_shifted = [*ref_seq]
+      seq_shifted[seq_shifted.index("--box") + 1] = ",".join(repr(float(b)) for b in shifted)
+      floors.append(("perturbed", f"init box x + {args.noise_floor_perturb:g} px vs unperturbed", seq_shifted, 1))
+    for tag, what, seq_args, threads in floors:
+      floor_path = os.path.join(work, f"{name}_track_{tag}.npz")
+      _run_reference(args.torch_python, ["track", *seq_args, "--out", floor_path, "--target-not-found-threshold",
+                                         str(args.target_not_found_threshold)], args.verbose, threads=threads)
       floor_tr = dict(np.load(floor_path))
-      floor_reports.append(iou_report(f"{name} (reference, {args.noise_floor_threads} threads vs 1)",
-                                      floor_tr["boxes"], ref_tr["boxes"], args.iou_threshold, floor_tr["flags"],
-                                      ref_tr["flags"]))
+      floor_reports.append(iou_report(f"{name} (reference, {what})", floor_tr["boxes"], ref_tr["boxes"],
+                                      args.iou_threshold, floor_tr["flags"], ref_tr["flags"]))
     passed &= rep.first_below is None
     print(f"{name}: {rep.num_frames} tracked frames, min IoU {rep.min_iou:.4f}, mean {rep.mean_iou:.4f} "
           f"(reference {t_ref:.0f} s, ours {t_ours:.0f} s incl. compile)", flush=True)
@@ -574,7 +588,7 @@ def _main(args, work: str) -> int:
     print(f"\n## Tracking (deterministic, target_not_found_threshold={args.target_not_found_threshold})\n")
     print(format_iou_table(reports, args.iou_threshold))
   if floor_reports:
-    print("\n## Noise floor: the reference against itself (other torch thread count)\n")
+    print("\n## Noise floor: the reference against itself (other torch thread count / perturbed init box)\n")
     print(format_iou_table(floor_reports, args.iou_threshold))
     results["noise_floor"] = {r.name: {k: v for k, v in dataclasses.asdict(r).items() if k != "ious"}
                               for r in floor_reports}

@@ -161,7 +161,9 @@ _MULTI_DEVICE = textwrap.dedent("""
     from cia_jax.train.state import create_train_state
     from cia_jax.train.step import StepSettings, loss_and_grads, data_mesh, shard_batch, DATA_AXIS
     assert jax.device_count() == 8
-    model = CIANet(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+    # One encoder layer and one filter iteration: the cross-device parts (key all-gather, psums) are all there,
+    # and the two compilations are what this test spends its time on.
+    model = CIANet(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32, encoder_layers=1, num_iter=1)
     batch = random_batch(3, 8, 64)
     fm = lambda k: jnp.swapaxes(jnp.asarray(batch[k]), 0, 1)
     v = model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, fm("train_images"),
