@@ -43,32 +43,11 @@ import torch.nn as nn
 # Precise RoI Pooling on CPU (our own code, spec 3.3).
 
 
-def _cell_corner_weights(start: torch.Tensor, end: torch.Tensor, length: int):
-  """Per-cell integrals of the two linear interpolation weights along one axis.
-
-  The bilinear interpolant of a map with `length` samples (zero outside) is piecewise linear on the unit
-  cells [c, c + 1], c = -1 .. length - 1. On a cell, with local coordinate u = t - c in [0, 1], sample c
-  carries weight (1 - u) and sample c + 1 carries weight u. For the part [lo, hi] of the window that falls in
-  the cell, the integrals are (b - b^2/2) - (a - a^2/2) with (a, b) = (lo - c, hi - c) for sample c, and the
-  same expression in the reflected coordinate 1 - u for sample c + 1 (the per-cell form of the CUDA kernel).
-
-  Args:
-    start, end: `[...]` window limits in feature cells (end >= start).
-    length: number of samples along the axis.
-
-  Returns:
-    `[..., length + 1, 2]` weights of (left, right) sample of every cell c = -1 .. length - 1.
-  """
-  cells = torch.arange(-1, length, dtype=start.dtype)
-  lo = torch.maximum(start[..., None], cells)
-  hi = torch.minimum(end[..., None], cells + 1.0)
-  inside = hi > lo
-  a, b = lo - cells, hi - cells
-  left = (b - 0.5 * b * b) - (a - 0.5 * a * a)
-  ra, rb = (cells + 1.0) - hi, (cells + 1.0) - lo
-  right = (rb - 0.5 * rb * rb) - (ra - 0.5 * ra * ra)
-  zero = torch.zeros((), dtype=start.dtype)
-  return torch.stack([torch.where(inside, left, zero), torch.where(inside, right, zero)], dim=-1)
+def _hat_antiderivative(u: torch.Tensor) -> torch.Tensor:
+  """G(u) = integral of the hat max(0, 1 - |t|) from -inf to u: C1 and piecewise quadratic."""
+  return torch.where(u <= -1, torch.zeros_like(u),
+                     torch.where(u <= 0, 0.5 * (1 + u) ** 2,
+                                 torch.where(u <= 1, 1 - 0.5 * (1 - u) ** 2, torch.ones_like(u))))
 
 
 def torch_prroi_pool(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, pooled_w: int,
@@ -76,8 +55,12 @@ def torch_prroi_pool(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, 
   """Precise RoI Pooling, pure torch (differentiable w.r.t. features and RoI coordinates).
 
   Bin (ph, pw) of a RoI (x1, y1, x2, y2) scaled by `spatial_scale` (no half-pixel shift) is the integral of
-  the zero-padded bilinear interpolant over the bin divided by the bin area; 0 for an empty bin. The integral
-  is summed cell by cell from the four corner samples of every unit cell, as the CUDA kernel does.
+  the zero-padded bilinear interpolant over the bin divided by the bin area; 0 for an empty bin. The bilinear
+  interpolant is a sum of separable hats, so the integral over [a, b] x [c, d] is sum_ij f_ij (G(b - j) -
+  G(a - j)) (G(d - i) - G(c - i)) with G the hat's antiderivative (spec 3.3). G is C1, so the derivative with
+  respect to a window edge is the same from both sides of every knot: an earlier cell-by-cell form (max / min
+  window limits and an `inside` mask) split the derivative when an edge landed exactly on an integer, which
+  happens in float32 tracking (the IoU-Net box gradient came out several times too large there).
 
   Args:
     features: `[N, C, H, W]`.
@@ -94,17 +77,14 @@ def torch_prroi_pool(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, 
   x1, y1, x2, y2 = (rois[:, i].to(dtype) * spatial_scale for i in range(1, 5))
   bin_w = torch.clamp(x2 - x1, min=0.0) / pooled_w
   bin_h = torch.clamp(y2 - y1, min=0.0) / pooled_h
-  pw = torch.arange(pooled_w, dtype=dtype)
-  ph = torch.arange(pooled_h, dtype=dtype)
-  ws = x1[:, None] + bin_w[:, None] * pw  # [K, pooled_w]
-  hs = y1[:, None] + bin_h[:, None] * ph
-  wx = _cell_corner_weights(ws, ws + bin_w[:, None], width)  # [K, pw, W + 1, 2]
-  wy = _cell_corner_weights(hs, hs + bin_h[:, None], height)  # [K, ph, H + 1, 2]
-  padded = torch.nn.functional.pad(features, (1, 1, 1, 1))[idx]  # [K, C, H + 2, W + 2]
-  # corners[k, c, ky, kx, y, x] = sample (y - 1 + ky, x - 1 + kx) for cell (y - 1, x - 1).
-  cells = lambda ky, kx: padded[:, :, ky:ky + height + 1, kx:kx + width + 1]  # noqa: E731
-  corners = torch.stack([torch.stack([cells(ky, kx) for kx in (0, 1)], 2) for ky in (0, 1)], 2)
-  total = torch.einsum("kpyi,kqxj,kcijyx->kcpq", wy, wx, corners)
+  xs = x1[:, None] + bin_w[:, None] * torch.arange(pooled_w, dtype=dtype)  # [K, pw] bin starts
+  ys = y1[:, None] + bin_h[:, None] * torch.arange(pooled_h, dtype=dtype)
+  jx = torch.arange(width, dtype=dtype)
+  iy = torch.arange(height, dtype=dtype)
+  g = _hat_antiderivative
+  wx = g((xs + bin_w[:, None])[..., None] - jx) - g(xs[..., None] - jx)  # [K, pw, W]
+  wy = g((ys + bin_h[:, None])[..., None] - iy) - g(ys[..., None] - iy)  # [K, ph, H]
+  total = torch.einsum("kpi,kqj,kcij->kcpq", wy, wx, features[idx])
   area = (bin_h * bin_w)[:, None, None, None]
   nonempty = area > 0
   return torch.where(nonempty, total / torch.where(nonempty, area, torch.ones_like(area)),
@@ -151,9 +131,22 @@ def _prroi_dense_check() -> None:
   feat_g = feat.clone().requires_grad_(True)
 
   def pool(f, c):
-    return torch_prroi_pool(f, torch.cat([torch.zeros(2, 1, dtype=c.dtype), c], 1), 2, 3, 0.9)
+    return torch_prroi_pool(f, torch.cat([torch.zeros(len(c), 1, dtype=c.dtype), c], 1), 2, 3, 0.9)
 
   assert torch.autograd.gradcheck(pool, (feat_g, coords), eps=1e-6, atol=1e-6)
+  # Window edges exactly on feature positions (spatial scale 1: x1 = 1, y1 = 2, y2 = 4), in float32 as in
+  # tracking: the coordinate gradient equals the float64 central difference (the earlier cell-by-cell form
+  # gave -0.67 instead of -1.93 for y2 here).
+  def pool1(f, c):
+    return torch_prroi_pool(f, torch.cat([torch.zeros(len(c), 1, dtype=c.dtype), c], 1), 2, 3, 1.0)
+  edge = torch.tensor([[1.0, 2.0, 4.5, 4.0]], dtype=torch.float32, requires_grad=True)
+  (grad,) = torch.autograd.grad(pool1(feat.float(), edge).sum(), edge)
+  for i in range(4):
+    step = torch.zeros(1, 4, dtype=torch.float64)
+    step[0, i] = 1e-6
+    base = edge.detach().double()
+    fd = (pool1(feat, base + step).sum() - pool1(feat, base - step).sum()) / 2e-6
+    assert abs(float(grad[0, i]) - float(fd)) < 1e-4 * max(1.0, abs(float(fd))), (i, grad, fd)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -44,60 +44,6 @@ _REPO = {"dimp18": "pytracking", "cia18": "cia"}
 
 
 # ------------------------------------------------------------------------------------------------------------
-# CPU Precise RoI Pooling with a tie-robust coordinate gradient.
-#
-# `make_golden_fixtures.TorchPrRoIPool2D` integrates cell by cell with max/min window limits and an `inside`
-# mask; its forward is exact, but when a bin edge lands exactly on an integer feature position (it happens in
-# float32: e.g. y1 / 8 + 3 * bin_h = 27.0 at frame 10 of OTB_Crossing with the seed-0 CIA18 weights) autograd
-# splits or masks the edge's derivative, and the IoU-Net box gradient came out 4.5x too large in y (float64
-# and finite differences agree with ours). Here the same integral is written with the C1 antiderivative of the
-# hat (spec 3.3 closed form), whose derivative is the same from both sides of every knot.
-
-
-def _hat_antiderivative(u: torch.Tensor) -> torch.Tensor:
-  """G(u) = integral of max(0, 1 - |t|) from -inf to u (C1, piecewise quadratic)."""
-  return torch.where(u <= -1, torch.zeros_like(u),
-                     torch.where(u <= 0, 0.5 * (1 + u) ** 2,
-                                 torch.where(u <= 1, 1 - 0.5 * (1 - u) ** 2, torch.ones_like(u))))
-
-
-def prroi_pool_closed_form(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, pooled_w: int,
-                           spatial_scale: float) -> torch.Tensor:
-  """Precise RoI Pooling `[K, C, ph, pw]` of `features` `[N, C, H, W]` over `rois` `[K, 5]` (idx, x1, y1, x2, y2
-  in image pixels): per bin, the integral of the zero-padded bilinear interpolant over the bin / bin area (0 for
-  an empty bin), no half-pixel offset (spec 3.3)."""
-  _, _, height, width = features.shape
-  dtype = features.dtype
-  idx = rois[:, 0].long()
-  x1, y1, x2, y2 = (rois[:, i].to(dtype) * spatial_scale for i in range(1, 5))
-  bin_w = torch.clamp(x2 - x1, min=0.0) / pooled_w
-  bin_h = torch.clamp(y2 - y1, min=0.0) / pooled_h
-  xs = x1[:, None] + bin_w[:, None] * torch.arange(pooled_w, dtype=dtype)  # [K, pw] bin starts
-  ys = y1[:, None] + bin_h[:, None] * torch.arange(pooled_h, dtype=dtype)
-  jx = torch.arange(width, dtype=dtype)
-  iy = torch.arange(height, dtype=dtype)
-  g = _hat_antiderivative
-  wx = g((xs + bin_w[:, None])[..., None] - jx) - g(xs[..., None] - jx)  # [K, pw, W]
-  wy = g((ys + bin_h[:, None])[..., None] - iy) - g(ys[..., None] - iy)  # [K, ph, H]
-  total = torch.einsum("kpi,kqj,kcij->kcpq", wy, wx, features[idx])
-  area = (bin_h * bin_w)[:, None, None, None]
-  nonempty = area > 0
-  return torch.where(nonempty, total / torch.where(nonempty, area, torch.ones_like(area)), torch.zeros_like(total))
-
-
-class ClosedFormPrRoIPool2D(torch.nn.Module):
-  """Drop-in for the reference's `PrRoIPool2D(pooled_height, pooled_width, spatial_scale)` (CPU)."""
-
-  def __init__(self, pooled_height: int, pooled_width: int, spatial_scale: float):
-    super().__init__()
-    self.pooled_height, self.pooled_width = int(pooled_height), int(pooled_width)
-    self.spatial_scale = float(spatial_scale)
-
-  def forward(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-    return prroi_pool_closed_form(features, rois, self.pooled_height, self.pooled_width, self.spatial_scale)
-
-
-# ------------------------------------------------------------------------------------------------------------
 # float64 runs.
 #
 # The reference hard-codes float32 in places (`.float()` on images and coordinates, `dtype=torch.float32` in
@@ -176,7 +122,6 @@ def _install(root: pathlib.Path, arch: str):
   marker = "ltr/models/upper_classifier/upper_classifier.py" if arch == "cia18" else "ltr/models/tracking/dimpnet.py"
   if not (root / marker).is_file():
     raise FileNotFoundError(f"--reference-root {root}: not a {_REPO[arch]} checkout for {arch} (no {marker})")
-  golden.TorchPrRoIPool2D = ClosedFormPrRoIPool2D  # what the shims install (in this process only; see above)
   interop._install_network_shims(root, golden)  # pylint: disable=protected-access
   # The tracker needs the real OpenCV (rotation augmentation); the network shims put an empty cv2 in place.
   sys.modules.pop("cv2", None)
