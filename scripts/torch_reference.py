@@ -22,7 +22,10 @@ command line (0 for random weights, whose peak scores are ~0.1). `use_upper_clas
 output only). For CIA, the category encoder's dictionary (`upper_classifier.cls_vectors`) is pointed at the loaded
 `clf_fc.weight[:, C4:]` (spec 4.6: otherwise the reference tracker attends to the init-time random atoms).
 
-Stage outputs (`stages`, NCHW torch layouts, float32): see `STAGE_KEYS` in `compare_pytorch.py`.
+`--float64 1` (stages / track) runs the reference in double precision (see `use_float64`).
+
+Stage outputs (`stages`, NCHW torch layouts, float32, or float64 with `--float64 1`): see `STAGE_KEYS` in
+`compare_pytorch.py`.
 """
 
 from __future__ import annotations
