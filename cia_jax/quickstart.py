@@ -106,12 +106,6 @@ def tracker_settings(config, **overrides):
                       search_area_scale=float(proc.search_area_factor), **overrides)
 
 
-def _track_all(model, settings, seqs, out_dir, seed, batch, progress):
-  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-
-  return runner.run_benchmark(model, settings, seqs, out_dir, seed=seed, batch_sequences=batch, progress=progress)
-
-
 def _track_opencv(name, seqs, out_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
 
@@ -167,8 +161,8 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
     res_root = os.path.join(workdir, "results", set_name)
     results = {"CIA-tiny (trained)": os.path.join(res_root, "cia_tiny"),
                "CIA-tiny (random weights)": os.path.join(res_root, "cia_tiny_random")}
-    _track_all(trained, settings, seqs, results["CIA-tiny (trained)"], seed, 1, progress)
-    _track_all(untrained, settings, seqs, results["CIA-tiny (random weights)"], seed, 1, progress)
+    for model, name in ((trained, "CIA-tiny (trained)"), (untrained, "CIA-tiny (random weights)")):
+      runner.run_benchmark(model, settings, seqs, results[name], seed=seed, progress=progress)
     for name in cv_trackers:
       results[f"OpenCV {name}"] = os.path.join(res_root, f"opencv_{name.lower()}")
       _track_opencv(name, seqs, results[f"OpenCV {name}"])
@@ -182,10 +176,10 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
   print("[4/4] GIF and t-SNE", flush=True)
   seqs = sets["synthetic"]
   seq = max(seqs, key=len)
-  preds = {name: runner_boxes for name, runner_boxes in (
-      ("CIA-tiny", _load(os.path.join(workdir, "results", "synthetic", "cia_tiny"), seq.name)),
-      *[(f"OpenCV {n}", _load(os.path.join(workdir, "results", "synthetic", f"opencv_{n.lower()}"), seq.name))
-        for n in cv_trackers[:1]])}
+  res_root = os.path.join(workdir, "results", "synthetic")
+  preds = {"CIA-tiny": _load(os.path.join(res_root, "cia_tiny"), seq.name)}
+  for cv_name in cv_trackers[:1]:
+    preds[f"OpenCV {cv_name}"] = _load(os.path.join(res_root, f"opencv_{cv_name.lower()}"), seq.name)
   n = min(len(seq), gif_frames)
   outputs["gif"] = video.write_tracking_gif(os.path.join(workdir, "tracking.gif"),
                                             runner.prefetch_frames(seq.frame_paths[:n]), seq.boxes[:n],

@@ -465,7 +465,8 @@ def _check_inputs(args) -> None:
       raise FileNotFoundError(f"--sequence {s}: not a directory")
   if args.reference_crop_from and not os.path.isfile(
       os.path.join(args.reference_crop_from, "pytracking", "features", "preprocessing.py")):
-    raise FileNotFoundError(f"--reference-crop-from {args.reference_crop_from}: no pytracking/features/preprocessing.py")
+    raise FileNotFoundError(f"--reference-crop-from {args.reference_crop_from}: "
+                            "no pytracking/features/preprocessing.py")
   if args.sequences_root and not os.path.isdir(args.sequences_root):
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
   if args.max_frames is not None and args.max_frames < 2:

@@ -91,7 +91,8 @@ def use_float64(reference_root: pathlib.Path) -> None:
   if getattr(torch, "_cia_float64", False):
     return
   root = str(pathlib.Path(reference_root).resolve())
-  from_reference = lambda: sys._getframe(2).f_code.co_filename.startswith(root)  # noqa: E731  pylint: disable=protected-access
+  def from_reference() -> bool:  # is the caller of the patched function a file of the reference checkout?
+    return sys._getframe(2).f_code.co_filename.startswith(root)  # pylint: disable=protected-access
   torch.set_default_dtype(torch.float64)
   to_float = torch.Tensor.float
   torch.Tensor.float = lambda self, *a, **k: self.to(torch.float64) if from_reference() else to_float(self, *a, **k)
@@ -129,7 +130,8 @@ def _install(root: pathlib.Path, arch: str):
   # The tracker needs the real OpenCV (rotation augmentation); the network shims put an empty cv2 in place.
   sys.modules.pop("cv2", None)
   import cv2  # noqa: F401,E402
-  interop._module("ltr.data", root / "ltr" / "data")  # pylint: disable=protected-access  (bare: its __init__ pulls the loaders)
+  # Bare `ltr.data` package: its __init__ pulls in the dataset loaders.
+  interop._module("ltr.data", root / "ltr" / "data")  # pylint: disable=protected-access
   pyt = sys.modules["pytracking"]
   for name in ("complex", "fourier", "dcf"):  # `from pytracking import dcf` (the bare package has no __init__)
     setattr(pyt, name, importlib.import_module(f"pytracking.libs.{name}"))

@@ -55,35 +55,36 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
   if rule not in CROP_RULES:
     raise ValueError(f"sample_patch: rule must be one of {CROP_RULES}, got {rule!r}")
   h, w = int(image_hw[0]), int(image_hw[1])
-  out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], default_float())
+  f = default_float()
+  out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], f)
   pos = _as_pair(pos_yx)
   sz = _as_pair(sample_sz_yx)
   posl = jnp.trunc(pos).astype(jnp.int32)  # torch .long(): toward zero.
-  im_sz = jnp.asarray([h, w], default_float())
+  im_sz = jnp.asarray([h, w], f)
   if mode != "replicate":
     ratio = sz / im_sz
     shrink = jnp.max(ratio) if mode == "inside" else jnp.min(ratio)
     shrink = jnp.maximum(shrink, 1.0)
     if max_scale_change is not None:
       shrink = jnp.minimum(shrink, float(max_scale_change))
-    # .long() in the reference. XLA may compute the quotient as sz * (1 / shrink), which lands a few ulp below
-    # an exact integer (the common case here: sz / (sz / image_size) = image_size) and would truncate one
-    # pixel short; quotients within 4 ulp of an integer are snapped to it first.
+    # .long() in the reference. Under jit XLA turns `sz / im_sz` (a constant) into a reciprocal product, so the
+    # quotient can land a few ulp below an exact integer (the common case here: sz / (sz / image_size) =
+    # image_size) and would truncate one pixel short; quotients within 4 ulp of an integer are snapped to it.
     q = sz / shrink
     r = jnp.round(q)
-    q = jnp.where(jnp.abs(q - r) <= 4.0 * jnp.finfo(default_float()).eps * jnp.maximum(r, 1.0), r, q)
+    q = jnp.where(jnp.abs(q - r) <= 4.0 * jnp.finfo(f).eps * jnp.maximum(r, 1.0), r, q)
     sz = jnp.trunc(q)
   # Integer pre-decimation (nearest subsampling) when the crop is much larger than the output.
   df = jnp.maximum(jnp.trunc(jnp.min(sz / out_sz) - 0.1), 1.0).astype(jnp.int32)
   offset = posl % df  # Python-style remainder, like torch's `%` on integer tensors.
   posl = (posl - offset) // df
-  szl = jnp.maximum(jnp.round(sz / df.astype(default_float())), 2.0).astype(jnp.int32)  # Half to even, as torch.
+  szl = jnp.maximum(jnp.round(sz / df.astype(f)), 2.0).astype(jnp.int32)  # Half to even, as torch.
   if rule == "cia":
     tl = posl - (szl - 1) // 2
     br = posl + szl // 2 + 1  # Floor division (CIA fork).
   else:  # Upstream: true division of integer tensors -> half pixels.
-    tl = posl.astype(default_float()) - (szl - 1).astype(default_float()) / 2.0
-    br = posl.astype(default_float()) + szl.astype(default_float()) / 2.0 + 1.0
+    tl = posl.astype(f) - (szl - 1).astype(f) / 2.0
+    br = posl.astype(f) + szl.astype(f) / 2.0 + 1.0
   if mode != "replicate":
     im2_sz = ((jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df).astype(tl.dtype)  # Decimated size.
     shift = jnp.maximum(-tl, 0) - jnp.maximum(br - im2_sz, 0)
@@ -92,7 +93,7 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     outside = (jnp.maximum(-tl, 0) + jnp.maximum(br - im2_sz, 0)) // 2
     shift = (-tl - outside) * (outside > 0).astype(tl.dtype)
     tl, br = tl + shift, br + shift
-  patch_coord = (df * jnp.concatenate([tl, br])).astype(default_float())
+  patch_coord = (df * jnp.concatenate([tl, br])).astype(f)
   if rule == "pytracking":  # F.pad with `.int()` pads: the crop is [trunc(tl), trunc(br)).
     tl, br = jnp.trunc(tl).astype(jnp.int32), jnp.trunc(br).astype(jnp.int32)
   return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": patch_coord}

@@ -365,7 +365,6 @@ def _host_value(x) -> np.ndarray:
 
 def make_eval_step(model, settings, mesh):
   """Jitted validation losses `(state, batch) -> metrics` (BN running statistics, no dropout, no update)."""
-
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
@@ -486,10 +485,6 @@ class _StopFlag:
   def restore(self):
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
-
-  def any_process(self) -> bool:
-    """True when any process got SIGTERM (so all stop at the same step and save together)."""
-    return self.poll()[0]
 
   def poll(self, deadline: float | None = None) -> tuple[bool, bool]:
     """(any process got SIGTERM, any process is past `deadline` (a `time.monotonic()` value; None = none)).
