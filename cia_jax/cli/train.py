@@ -1,0 +1,4 @@
+"""Interim forwarder: replace with this subcommand's argparse + one call (see cia_jax/cli/__init__.py)."""
+
+from cia_jax.train.loop import add_arguments, run  # noqa: F401
+ACCEPTS_CONFIG_OVERRIDES = True
