@@ -3,7 +3,7 @@
 One sample = 3 train + 3 test frames decoded, jittered, cropped to 288 px, photometrically augmented and
 normalised, plus Gaussian labels and 8 IoU-Net proposals per test frame (`cia_jax.data.pipeline.load_sample`).
 
-Measures, on whatever sequences `--data` holds (default: the real sequences in /work/shared/data/real):
+Measures, on whatever sequences `--data` holds (default: the real sequences in ../shared/data/real):
   1. where the time of one sample goes (decode vs the rest), single thread, no tf.data;
   2. the JPEG decoder choice: OpenCV `imdecode` vs TF-native `tf.io.decode_jpeg` per frame;
   3. the tf.data pipeline (`make_dataset`) for several `num_parallel_calls` and OpenCV thread settings.
@@ -36,7 +36,7 @@ from cia_jax.data.sampler import SAMPLER_PRESETS, DiMPSampler  # noqa: E402
 
 def parse_args():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--data", default="/work/shared/data/real", help="folder of sequence folders (any layout)")
+  p.add_argument("--data", default="../shared/data/real", help="folder of sequence folders (any layout)")
   p.add_argument("--min-width", type=int, default=0, help="only sequences with frames at least this wide")
   p.add_argument("--preset", default="cia18", choices=sorted(PROCESSING_PRESETS))
   p.add_argument("--batch", type=int, default=8, help="samples per batch (one device)")

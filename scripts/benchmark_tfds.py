@@ -8,7 +8,7 @@ reports, interleaving the two sources so a busy period of the shared cores hits 
   2. tf.data pipeline samples/s (median of --repeats runs) and process CPU ms per sample.
 
 Data (`--data`):
-  real       the real LaSOT sequence in /work/shared/data/real (LaSOT_airplane-1, 300 frames 640x360),
+  real       the real LaSOT sequence in ../shared/data/real (LaSOT_airplane-1, 300 frames 640x360),
              linked into a LaSOT layout `<class>/<class>-<n>` (default);
   synthetic  `cia_jax.data.synthetic` GOT-10k train sequences (`--num-sequences`, `--frames`, `--size`).
 
@@ -38,7 +38,7 @@ from cia_jax.data.processing import PROCESSING_PRESETS  # noqa: E402
 from cia_jax.data.sampler import SAMPLER_PRESETS, DiMPSampler  # noqa: E402
 from cia_jax.data.tfds import builders, reader  # noqa: E402
 
-REAL = "/work/shared/data/real/LaSOT_airplane-1"
+REAL = "../shared/data/real/LaSOT_airplane-1"
 
 
 def parse_args():

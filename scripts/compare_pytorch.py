@@ -1,7 +1,7 @@
 """Side-by-side parity of cia_jax against the PyTorch reference (pytracking DiMP18 / CIA CIA18).
 
   .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
-      --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence /work/shared/data/real/OTB_Crossing
+      --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence ../shared/data/real/OTB_Crossing
 
 1. Network stages on the first frame. The reference tracker (`scripts/torch_reference.py`, run with
    `--torch-python` in its own venv) is initialised on frame 0 in deterministic mode; its 13 augmented init
@@ -49,7 +49,8 @@ import time
 import numpy as np
 
 _HERE = pathlib.Path(__file__).resolve().parent
-DEFAULT_TORCH_PYTHON = "/work/torchref/bin/python"
+# The torch venv next to the checkout (see BENCHMARKS.md); CIA_JAX_TORCH_PYTHON or --torch-python point elsewhere.
+DEFAULT_TORCH_PYTHON = os.environ.get("CIA_JAX_TORCH_PYTHON", str(_HERE.parent.parent / "torchref" / "bin" / "python"))
 ARCHS = ("dimp18", "cia18")
 
 # Stage key (as written by torch_reference.py) -> (layout of the reference array, description).

@@ -3,8 +3,8 @@
 Runs the real reference modules on small random inputs and writes `.npz` files that the JAX tests
 (`tests/models/test_golden_pytorch.py`) compare against; the tests need neither torch nor the reference.
 
-  python3 -m venv /work/torchref && /work/torchref/bin/pip install torch==2.13.0 numpy
-  /work/torchref/bin/python scripts/make_golden_fixtures.py \
+  python3 -m venv ../torchref && ../torchref/bin/pip install torch==2.13.0 numpy
+  ../torchref/bin/python scripts/make_golden_fixtures.py \
       --reference-root third_party/pytracking --out tests/data/golden
 
 Import shims (installed in `_install_import_shims`, nothing of the reference is copied here):

@@ -3,8 +3,8 @@
 Needs torch (not a project dependency) and, for the CIA fixture, the CIA reference exported into the git-ignored
 `third_party/CIA` (zxgravity/CIA). Nothing of the reference is copied here; its modules are imported and run.
 
-  python3 -m venv /work/torchref && /work/torchref/bin/pip install torch==2.13.0 numpy
-  /work/torchref/bin/python scripts/make_interop_fixtures.py --cia-root third_party/CIA --out tests/data/interop
+  python3 -m venv ../torchref && ../torchref/bin/pip install torch==2.13.0 numpy
+  ../torchref/bin/python scripts/make_interop_fixtures.py --cia-root third_party/CIA --out tests/data/interop
 
   (add --pytracking-root third_party/pytracking for reference_keys.json.gz)
 

@@ -5,11 +5,11 @@ import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` pa
 RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
 (pytracking `DiMP`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are imported and run.
 
-  /work/torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+  ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
       --arch dimp18 --seed 0 --out /tmp/dimp18_seed0.pth
-  /work/torchref/bin/python scripts/torch_reference.py stages --reference-root ... --arch dimp18 \\
+  ../torchref/bin/python scripts/torch_reference.py stages --reference-root ... --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out stages.npz
-  /work/torchref/bin/python scripts/torch_reference.py track --reference-root ... --arch dimp18 \\
+  ../torchref/bin/python scripts/torch_reference.py track --reference-root ... --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out track.npz
 
 `FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
