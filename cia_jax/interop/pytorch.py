@@ -587,7 +587,7 @@ def convert_file(path: str, arch: str) -> tuple[dict, dict, dict]:
 def export_file(path: str, arch: str, out: str) -> None:
   """Writes the variables checkpoint `path` (network `arch`) as a torch file `{'net': reference state dict}`."""
   from cia_jax.interop import mapping  # pylint: disable=g-import-not-at-top
-  from cia_jax.train.checkpoint import load_variables  # pylint: disable=g-import-not-at-top
+  from cia_jax.checkpoints import load_variables  # pylint: disable=g-import-not-at-top
 
   variables, meta = load_variables(path)
   model = meta.get("model", {})
@@ -604,7 +604,7 @@ def run(args) -> int:
   or the reverse with `--from cia-jax`."""
   import sys  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.train.checkpoint import save_variables  # pylint: disable=g-import-not-at-top
+  from cia_jax.checkpoints import save_variables  # pylint: disable=g-import-not-at-top
 
   if args.source_format == "cia-jax":
     try:

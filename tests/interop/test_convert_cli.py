@@ -9,7 +9,7 @@ import pytest
 from cia_jax import cli
 from cia_jax.interop import mapping
 from cia_jax.interop.pytorch import load_torch_file, save_torch_file
-from cia_jax.train.checkpoint import load_variables
+from cia_jax.checkpoints import load_variables
 
 
 @pytest.fixture(scope="module")
