@@ -8,8 +8,8 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.interop import mapping
-from cia_jax.interop.pytorch import load_torch_file, save_torch_file
 from cia_jax.checkpoints import load_variables
+from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,4 @@ def test_convert_errors_name_the_file(tmp_path, resnet18_file, capsys):
   assert "has no key encoder" in capsys.readouterr().err and not (tmp_path / "o2").exists()
   with pytest.raises(SystemExit):
     cli.main(["convert", "--arch", "vgg16", str(src), str(tmp_path / "o3")])
+

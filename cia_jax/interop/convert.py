@@ -1,0 +1,63 @@
+"""PyTorch checkpoints <-> variables checkpoints (what `cia-jax convert` does).
+
+`convert_file` maps a pytracking / CIA / torchvision file onto our variables; `write_converted` saves them (and
+CIA's key encoder) as variables checkpoints; `export_file` writes a variables checkpoint back as a torch file
+`{'net': reference state dict}`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cia_jax import checkpoints
+from cia_jax.interop import mapping
+from cia_jax.interop.archs import ARCH_CONFIGS, BACKBONE_ONLY
+from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file, state_dict_from_checkpoint
+
+
+def convert_file(path: str, arch: str) -> tuple[dict, dict, dict]:
+  """Reads a PyTorch checkpoint of `arch` and maps it to our variables.
+
+  Returns:
+    (variables {'params', 'batch_stats'}, momentum {'params', 'batch_stats'} of the key encoder (empty
+    unless CIA), meta {'model': CIANet kwargs, 'source': path, 'arch': arch}).
+  """
+  state = state_dict_from_checkpoint(load_torch_file(path), where=path)
+  try:
+    variables, momentum = mapping.torch_to_flax(state, arch)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
+  meta = {"model": dict(ARCH_CONFIGS[arch]), "source": os.path.abspath(path), "arch": arch}
+  if arch in BACKBONE_ONLY:
+    meta["backbone_only"] = True
+  return variables, momentum, meta
+
+
+def write_converted(path: str, arch: str, out: str, momentum_out: str | None = None) -> list[str]:
+  """Converts the PyTorch checkpoint `path` (network `arch`) into the variables checkpoint `out`.
+
+  With `momentum_out`, CIA's key encoder (encoder_k) goes to that second variables checkpoint. Nothing is written
+  when the file does not hold `arch` (or holds no key encoder although `momentum_out` asks for one).
+
+  Returns:
+    The absolute paths written.
+  """
+  variables, momentum, meta = convert_file(path, arch)
+  if momentum_out and not momentum.get("params"):
+    raise ValueError(f"--momentum-out: {path} has no key encoder (arch {arch})")
+  written = [checkpoints.save_variables(out, variables, meta)]
+  if momentum_out:
+    written.append(checkpoints.save_variables(momentum_out, momentum, dict(meta, role="momentum (encoder_k)")))
+  return written
+
+
+def export_file(path: str, arch: str, out: str) -> None:
+  """Writes the variables checkpoint `path` (network `arch`) as a torch file `{'net': reference state dict}`."""
+  variables, meta = checkpoints.load_variables(path)
+  model = meta.get("model", {})
+  try:
+    state = mapping.flax_to_torch(variables, arch, **model)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}: variables do not have the layout of arch {arch!r} with model {model} "
+                     f"({type(e).__name__}: {e})") from e
+  save_torch_file(out, {"net": state, "arch": arch, "source": os.path.abspath(path)})
