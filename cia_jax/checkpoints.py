@@ -71,8 +71,7 @@ def save_variables(path: str, variables: Mapping[str, Any], meta: Mapping[str, A
     raise ValueError("save_variables: meta must contain 'model' (the CIANet keyword arguments)")
   path = os.path.abspath(path)
   os.makedirs(path, exist_ok=True)
-  tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-  tree = jax.tree.map(np.asarray, tree)
+  tree = _plain_numpy({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(path, VARIABLES_DIR), tree, force=True)
   with open(os.path.join(path, META_FILE), "w") as f:
@@ -99,7 +98,15 @@ def load_variables(path: str) -> tuple[dict, dict]:
 
 
 def is_variables_checkpoint(path: str) -> bool:
+  """Whether `path` looks like a `save_variables` directory (its files are not read)."""
   return os.path.isfile(os.path.join(path, META_FILE)) and os.path.isdir(os.path.join(path, VARIABLES_DIR))
+
+
+def _plain_numpy(tree: Any) -> Any:
+  # Plain dicts of NumPy arrays (also from FrozenDicts / device arrays): what `read_tree` gives back.
+  if isinstance(tree, Mapping):
+    return {k: _plain_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
 
 
 def to_jsonable(x: Any) -> Any:
@@ -281,6 +288,7 @@ def checkpoint_steps(directory: str) -> list[int]:
 
 
 def is_training_step(path: str) -> bool:
+  """Whether `path` looks like a training step directory `checkpoints/<step>` (its files are not read)."""
   return os.path.isdir(os.path.join(path, STATE_ITEM)) and os.path.isdir(os.path.join(path, META_ITEM))
 
 
@@ -332,9 +340,12 @@ def load_for_tracking(path: str) -> tuple[CIANet, dict, dict]:
 
 
 def _load_network(path: str) -> tuple[dict, dict]:
-  if is_variables_checkpoint(path):
-    return load_variables(path)
-  return read_training_network(path)
+  if not is_variables_checkpoint(path):
+    return read_training_network(path)
+  variables, meta = load_variables(path)
+  if "model" not in meta:
+    raise ValueError(f"{os.path.join(path, META_FILE)}: no 'model' entry (the CIANet keyword arguments)")
+  return variables, meta
 
 
 def _load_newest_intact(workdir: str) -> tuple[dict, dict]:
