@@ -133,7 +133,7 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
   from cia_jax.models.presets import init_variables  # pylint: disable=g-import-not-at-top
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
-  from cia_jax.train.checkpoint import load_for_tracking  # pylint: disable=g-import-not-at-top
+  from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
   from cia_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(workdir)

@@ -272,7 +272,7 @@ def load_our_model(checkpoint: str, arch: str, float64: bool = False):
   """
   import jax  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.interop.pytorch import convert_file  # pylint: disable=g-import-not-at-top
+  from cia_jax.interop.convert import convert_file  # pylint: disable=g-import-not-at-top
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 

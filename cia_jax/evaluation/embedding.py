@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
   """`cia-jax embed-plot`."""
   try:
     from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-    from cia_jax.train.checkpoint import load_for_tracking  # pylint: disable=g-import-not-at-top
+    from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
 
     if args.dataset == "folder":
       seqs = runner.folder_sequences(args.root)

@@ -29,8 +29,6 @@ The category encoder's dictionary is not a parameter: our network reads `clf_fc`
 dict, spec 4.6) needs nothing. `feature_extractor.encoder_k.*` (the MoCo key encoder) maps onto the momentum
 tree (`{'params': {'backbone', 'proj'}, 'batch_stats': {'backbone'}}`, `TrainState.momentum_*`); the unused
 `queue` / `queue_ptr` buffers, the ResNet `fc` and, for DiMP18 / SuperDiMP, the unused `layer4` are dropped.
-
-Only NumPy is imported at module level; building the template tree imports JAX.
 """
 
 from __future__ import annotations
@@ -40,19 +38,15 @@ import functools
 import re
 from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from cia_jax.models.presets import MODEL_PRESETS
+from cia_jax.interop.archs import ARCH_CONFIGS, BACKBONE_ONLY
+from cia_jax.models.category import attention_params_from_torch
+from cia_jax.models.cia import build_model
+from cia_jax.models.resnet import LAYER_NAMES
 
-# Architecture name -> `CIANet` keyword arguments: the four published networks of `cia_jax.models.presets`, plus
-# resnet18 / resnet50, backbone-only targets (ImageNet weights for initialising a CIA18 / CIA50 training) whose
-# checkpoints hold only `backbone`.
-ARCH_CONFIGS: dict[str, dict[str, Any]] = {
-    **MODEL_PRESETS,
-    "resnet18": dict(MODEL_PRESETS["cia18"]),
-    "resnet50": dict(MODEL_PRESETS["cia50"]),
-}
-BACKBONE_ONLY = ("resnet18", "resnet50")
 MOMENTUM_PREFIX = "feature_extractor.encoder_k"
 _BN_STATS = {"mean": "running_mean", "var": "running_var"}
 _MAX_LISTED = 25
@@ -118,12 +112,6 @@ def model_kwargs(arch: str, **overrides) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=32)
 def _template_cached(arch: str, overrides: tuple) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
-  from cia_jax.models.resnet import LAYER_NAMES  # pylint: disable=g-import-not-at-top
-
   net = build_model(model_kwargs(arch, **dict(overrides)))
   s = 64
   if arch in BACKBONE_ONLY:
@@ -303,8 +291,6 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], arch: str, **overrides) 
         mismatched.append(f"{e.torch_key}: {tuple(value.shape)}, expected {e.torch_shape}")
         continue
       _set(target[e.collection], e.path, _to_flax_value(e, value))
-
-  from cia_jax.models.category import attention_params_from_torch  # pylint: disable=g-import-not-at-top
 
   for a in attention:
     shapes = a.torch_shapes

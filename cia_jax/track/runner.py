@@ -343,7 +343,7 @@ def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, 
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 
   if checkpoint:
-    from cia_jax.train.checkpoint import load_for_tracking  # pylint: disable=g-import-not-at-top
+    from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
 
     net, variables, _ = load_for_tracking(checkpoint)
     return TrackingModel(net=net, variables=variables)

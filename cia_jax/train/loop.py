@@ -284,7 +284,7 @@ def load_init_checkpoint(variables: Mapping[str, Any], path: str) -> tuple[dict,
   import flax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.train.checkpoint import load_variables  # pylint: disable=g-import-not-at-top
+  from cia_jax.checkpoints import load_variables  # pylint: disable=g-import-not-at-top
 
   loaded, _ = load_variables(path)
   out, report = {}, {"loaded": [], "missing": [], "unexpected": []}
@@ -519,6 +519,7 @@ def train_and_evaluate(config, workdir: str):
   """
   import jax  # pylint: disable=g-import-not-at-top
 
+  from cia_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from cia_jax.data.pipeline import make_iterator  # pylint: disable=g-import-not-at-top
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.train import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
@@ -576,14 +577,14 @@ def train_and_evaluate(config, workdir: str):
   mesh = data_mesh()
   state = _state_to_mesh(state, mesh)
 
-  manager = ckpt.make_checkpoint_manager(os.path.join(workdir, ckpt.CHECKPOINTS_DIR),
+  manager = ckpt.make_checkpoint_manager(os.path.join(workdir, checkpoints.CHECKPOINTS_DIR),
                                          keep=int(config.checkpoint.keep),
                                          async_save=bool(config.checkpoint.async_save))
   start_step = 0
   if manager.latest_step() is not None:
     try:
       state, meta = ckpt.restore_train_state(manager, state)
-    except Exception as e:  # pylint: disable=broad-except
+    except checkpoints.CheckpointMismatchError as e:
       raise ValueError(_restore_error(manager, config_dict, e)) from e
     start_step = int(_host_value(state.step))
     data_meta = meta.get("data", {})
@@ -655,8 +656,8 @@ def train_and_evaluate(config, workdir: str):
     if (step >= num_steps or time_up) and not stop.requested:
       export = {"params": jax.tree.map(_host_value, state.params),
                 "batch_stats": jax.tree.map(_host_value, state.batch_stats)}
-      ckpt.save_variables(os.path.join(workdir, ckpt.EXPORT_DIR), export,
-                          {"model": to_dict(config.model), "config": config_dict, "step": step})
+      checkpoints.save_variables(os.path.join(workdir, checkpoints.EXPORT_DIR), export,
+                                 {"model": to_dict(config.model), "config": config_dict, "step": step})
   finally:
     stop.restore()
     logger.close()

@@ -8,8 +8,8 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.interop import mapping
-from cia_jax.interop.pytorch import load_torch_file, save_torch_file
-from cia_jax.train.checkpoint import load_variables
+from cia_jax.checkpoints import load_variables, save_variables
+from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,20 @@ def test_convert_errors_name_the_file(tmp_path, resnet18_file, capsys):
   assert "has no key encoder" in capsys.readouterr().err and not (tmp_path / "o2").exists()
   with pytest.raises(SystemExit):
     cli.main(["convert", "--arch", "vgg16", str(src), str(tmp_path / "o3")])
+
+
+def test_export_refuses_another_architecture_naming_both(tmp_path, capsys):
+  """A CIA18 network (as training exports it: CIANet kwargs, no arch) is not written out as a DiMP18 state dict."""
+  tiny = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape).astype(leaf.dtype),
+                           mapping.model_template("cia18", **tiny))
+  src = save_variables(str(tmp_path / "cia18_export"), variables, {"model": mapping.model_kwargs("cia18", **tiny)})
+  out = tmp_path / "as_dimp18.pth"
+  assert cli.main(["convert", "--from", "cia-jax", "--arch", "dimp18", src, str(out)]) == 2
+  err = capsys.readouterr().err
+  assert f"{src} holds a 'cia18' network, not 'dimp18'" in err and "category_encoder=True" in err, err
+  assert not out.exists()
+  # The right arch exports.
+  assert cli.main(["convert", "--from", "cia-jax", "--arch", "cia18", src, str(out)]) == 0
+  assert "feature_extractor.encoder_q.conv1.weight" in load_torch_file(out)["net"]

@@ -1,4 +1,4 @@
-"""Reading torch.save files without torch (cia_jax.interop.pytorch).
+"""Reading torch.save files without torch (cia_jax.interop.torch_pickle).
 
 The fixtures in tests/data/interop/ were written by real torch 2.13 (`scripts/make_interop_fixtures.py`): the
 same pytracking-like checkpoint in the zip format and in the legacy (pre-1.6) stream format, with the expected
@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from cia_jax.interop.pytorch import (PickledObject, UnsafeCheckpointError, load_torch_file, save_torch_file,
-                                     state_dict_from_checkpoint)
+from cia_jax.interop.torch_pickle import (PickledObject, UnsafeCheckpointError, load_torch_file, save_torch_file,
+                                          state_dict_from_checkpoint)
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "interop"
 

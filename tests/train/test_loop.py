@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from cia_jax import checkpoints
 from cia_jax.data import synthetic
 from cia_jax.train import checkpoint as ckpt
 from cia_jax.train import config_utils, loop
@@ -101,19 +102,19 @@ def test_two_step_run_writes_everything_and_the_export_loads(two_step_run):
   assert all(np.isfinite(m["total"]) for m in lines)
   # The export (and the workdir itself) loads for tracking with the trained variables.
   for path in (workdir / "model", workdir):
-    model, variables, meta = ckpt.load_for_tracking(str(path))
+    model, variables, meta = checkpoints.load_for_tracking(str(path))
     assert model.backbone_width == config.model.backbone_width and model.clf_dim == config.model.clf_dim
     assert meta["step"] == 2
     _assert_trees_equal(variables["params"], _np(state.params))
     _assert_trees_equal(variables["batch_stats"], _np(state.batch_stats))
   # A training checkpoint directory loads too.
-  model, variables, meta = ckpt.load_for_tracking(str(workdir / "checkpoints" / "2"))
+  model, variables, meta = checkpoints.load_for_tracking(str(workdir / "checkpoints" / "2"))
   _assert_trees_equal(variables["params"], _np(state.params))
   os.makedirs(workdir / "empty", exist_ok=True)
   with pytest.raises(FileNotFoundError, match="neither a variables checkpoint"):
-    ckpt.load_for_tracking(str(workdir / "empty"))
+    checkpoints.load_for_tracking(str(workdir / "empty"))
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    ckpt.load_for_tracking(str(workdir / "missing"))
+    checkpoints.load_for_tracking(str(workdir / "missing"))
 
 
 def test_resume_is_exact(data_root, straight_run, tmp_path):
@@ -158,17 +159,17 @@ def test_half_written_checkpoint_is_never_picked_up(two_step_run, tmp_path):
   assert manager.latest_step() == 2 and manager.all_steps() == [2]
   manager.close()
   shutil.rmtree(workdir / "model")
-  _, _, meta = ckpt.load_for_tracking(str(workdir))
+  _, _, meta = checkpoints.load_for_tracking(str(workdir))
   assert meta["step"] == 2
 
 
 def test_non_finite_loss_stops_naming_term_and_step(data_root, two_step_run, tmp_path):
   src, _, _ = two_step_run
   # An init checkpoint whose IoU-Net weights are NaN: only the IoU term can go non-finite at step 1.
-  variables, meta = ckpt.load_variables(str(src / "model"))
+  variables, meta = checkpoints.load_variables(str(src / "model"))
   variables["params"]["bb_regressor"] = jax.tree.map(lambda x: np.full_like(x, np.nan),
                                                      variables["params"]["bb_regressor"])
-  bad = ckpt.save_variables(str(tmp_path / "bad_init"), variables, meta)
+  bad = checkpoints.save_variables(str(tmp_path / "bad_init"), variables, meta)
   workdir = tmp_path / "nan_run"
   config = tiny_config(data_root, **{"optim.total_steps": 3, "init_checkpoint": bad})
   with pytest.raises(FloatingPointError, match=r"non-finite loss term 'iou' = nan at step 1"):
@@ -178,7 +179,7 @@ def test_non_finite_loss_stops_naming_term_and_step(data_root, two_step_run, tmp
 
 def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run, tmp_path):
   src, _, state = two_step_run
-  variables, meta = ckpt.load_variables(str(src / "model"))
+  variables, meta = checkpoints.load_variables(str(src / "model"))
   fresh = jax.tree.map(np.zeros_like, variables)
   merged, report = loop.load_init_checkpoint(fresh, str(src / "model"))
   _assert_trees_equal(merged["params"], variables["params"])
@@ -186,13 +187,14 @@ def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run,
   # A checkpoint without the category modules and with one wrong shape.
   partial = {"params": {k: v for k, v in variables["params"].items() if k not in ("upper_classifier",)},
              "batch_stats": variables["batch_stats"]}
-  merged, report = loop.load_init_checkpoint(fresh, ckpt.save_variables(str(tmp_path / "partial"), partial, meta))
+  merged, report = loop.load_init_checkpoint(
+      fresh, checkpoints.save_variables(str(tmp_path / "partial"), partial, meta))
   assert report["missing"] and all(k.startswith("params/upper_classifier/") for k in report["missing"])
   _assert_trees_equal(merged["params"]["upper_classifier"], fresh["params"]["upper_classifier"])
   partial["params"]["bb_regressor"] = dict(partial["params"]["bb_regressor"])
   partial["params"]["bb_regressor"]["iou_predictor"] = {"kernel": np.zeros((3, 3), np.float32),
                                                         "bias": np.zeros((1,), np.float32)}
-  path = ckpt.save_variables(str(tmp_path / "wrong"), partial, meta)
+  path = checkpoints.save_variables(str(tmp_path / "wrong"), partial, meta)
   with pytest.raises(ValueError, match=r"(?s)shape mismatch.*params/bb_regressor/iou_predictor/kernel"):
     loop.load_init_checkpoint(fresh, path)
   with pytest.raises(FileNotFoundError):
@@ -252,7 +254,7 @@ def test_time_limit_checkpoints_and_exports_at_the_step_it_runs_out(data_root, t
   state = loop.train_and_evaluate(config, str(workdir))
   assert int(jax.device_get(state.step)) == 1
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
-  net, variables, meta = ckpt.load_for_tracking(str(workdir / "model"))
+  net, variables, meta = checkpoints.load_for_tracking(str(workdir / "model"))
   assert meta["step"] == 1
   _assert_trees_equal(_np(variables["params"]), _np(state.params))
   with pytest.raises(ValueError, match="time_limit_minutes"):
