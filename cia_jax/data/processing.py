@@ -34,9 +34,8 @@ import cv2
 import numpy as np
 
 from cia_jax.ops.boxes import iou_xywh
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cia_jax.ops.dtypes import to_float32_ftz
+from cia_jax.ops.image import IMAGENET_MEAN, IMAGENET_STD, gaussian_label
 CROP_TYPES = ("replicate", "inside", "inside_major")
 PROPOSAL_MODES = ("mse", "kl")
 
@@ -154,16 +153,6 @@ PROCESSING_PRESETS: dict[str, ProcessingConfig] = {
         proposals_per_frame=128, feature_sz=22),
 }
 PROCESSING_PRESETS["superdimp"] = PROCESSING_PRESETS["cia50"]
-
-
-def _f32(x: Any) -> np.ndarray:
-  """float64 -> float32 with subnormal results set to 0.
-
-  tf.data worker threads run with flush-to-zero on, the main thread does not, so without this a value that
-  lands in float32's subnormal range would differ between eager calls and `Dataset.map`.
-  """
-  x = np.asarray(x, np.float64)
-  return np.where(np.abs(x) < np.finfo(np.float32).tiny, 0.0, x).astype(np.float32)
 
 
 def _box(box_xywh: Any, name: str = "box_xywh") -> np.ndarray:
@@ -372,41 +361,6 @@ def normalize(image: np.ndarray, brightness: float = 1.0, mean: SequenceT[float]
 # Labels and IoU-Net proposals.
 
 
-def gaussian_label(box_xywh: Any, sigma_factor: float, feat_sz: int, image_sz: int, kernel_sz: int = 4,
-                   end_pad: bool = True) -> np.ndarray:
-  """Gaussian classification label on the score grid (spec 2.5), NumPy float64 math, float32 output.
-
-  Grid coordinate k = -(f - 1)/2 + i, i = 0..f - 1 (+1 extra with `end_pad` and an even kernel); centre
-  c = f * (box_centre - image_sz / 2) / image_sz + ((kernel_sz + 1) mod 2) / 2 with box_centre = x + w/2;
-  sigma = sigma_factor * f cells;
-  label = exp(-(k_row - c_y)^2 / 2 sigma^2) * exp(-(k_col - c_x)^2 / 2 sigma^2).
-  The peak sits at grid index box_centre / (image_sz / f) (= centre / 16 px for 288 px and f = 18).
-
-  Args:
-    box_xywh: `[..., 4]` boxes in crop pixels.
-    sigma_factor: output_sigma_factor / search_area_factor.
-    feat_sz: f, feature size in cells (square).
-    image_sz: crop side in pixels.
-    kernel_sz: classifier filter size.
-    end_pad: add one grid element at the end for even kernels.
-
-  Returns:
-    `[..., L, L]` float32 labels, L = f + 1 for an even kernel with end_pad, else f.
-  """
-  box = np.asarray(box_xywh, np.float64)
-  if box.ndim < 1 or box.shape[-1] != 4:
-    raise ValueError(f"gaussian_label: box_xywh must be [..., 4], got shape {box.shape}")
-  f = float(feat_sz)
-  shift = ((int(kernel_sz) + 1) % 2) / 2.0
-  n = int(feat_sz) + int(end_pad and int(kernel_sz) % 2 == 0)
-  k = -(f - 1.0) / 2.0 + np.arange(n, dtype=np.float64)
-  sigma = sigma_factor * f
-  centre = f * (box[..., :2] + 0.5 * box[..., 2:] - image_sz / 2.0) / image_sz + shift  # [..., (x, y)]
-  gx = np.exp(-0.5 * ((k - centre[..., 0:1]) / sigma) ** 2)
-  gy = np.exp(-0.5 * ((k - centre[..., 1:2]) / sigma) ** 2)
-  return _f32(gy[..., :, None] * gx[..., None, :])
-
-
 def mse_proposals(box_xywh: Any, rng: np.random.Generator, num_proposals: int = 8, min_iou: float = 0.1,
                   sigma_factors: SequenceT[float] = (0.01, 0.05, 0.1, 0.2, 0.3),
                   max_tries: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -576,22 +530,22 @@ def process_sample(train_images: SequenceT[np.ndarray], train_boxes_xywh: Any,
   out = {
       "train_images": train_x,
       "test_images": test_x,
-      "train_box_xywh": _f32(train_b),
-      "test_box_xywh": _f32(test_b),
+      "train_box_xywh": to_float32_ftz(train_b),
+      "test_box_xywh": to_float32_ftz(test_b),
       "test_label": gaussian_label(test_b, cfg.label_sigma_factor, cfg.feature_sz, s, cfg.label_kernel_sz,
                                    cfg.label_end_pad),
   }
   if cfg.proposal_mode == "mse":
     props = [mse_proposals(b, rng, cfg.proposals_per_frame, cfg.proposal_min_iou, cfg.proposal_sigma_factors,
                            cfg.proposal_max_tries) for b in test_b]
-    out["test_proposals_xywh"] = _f32(np.stack([p for p, _ in props]))
-    out["proposal_iou"] = _f32(np.stack([2.0 * iou - 1.0 for _, iou in props]))
+    out["test_proposals_xywh"] = to_float32_ftz(np.stack([p for p, _ in props]))
+    out["proposal_iou"] = to_float32_ftz(np.stack([2.0 * iou - 1.0 for _, iou in props]))
   else:
     props = [kl_proposals(b, rng, cfg.proposals_per_frame, cfg.kl_proposal_sigma, cfg.kl_gt_sigma)
              for b in test_b]
-    out["test_proposals_xywh"] = _f32(np.stack([p for p, _, _ in props]))
-    out["proposal_density"] = _f32(np.stack([q for _, q, _ in props]))
-    out["gt_density"] = _f32(np.stack([g for _, _, g in props]))
+    out["test_proposals_xywh"] = to_float32_ftz(np.stack([p for p, _, _ in props]))
+    out["proposal_density"] = to_float32_ftz(np.stack([q for _, q, _ in props]))
+    out["gt_density"] = to_float32_ftz(np.stack([g for _, _, g in props]))
   return out
 
 
