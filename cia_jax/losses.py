@@ -1,7 +1,8 @@
 """Training losses of CIA and DiMP as pure functions (spec 2.5, 3.4, 4.3, 4.5, 4.8).
 
 * `infonce_v`: the instance-level contrastive loss InfoNCE-V, in the reference code's form (one
-  log-ratio over the global batch) or the paper's Eq. 3, with keys gathered over a data axis.
+  log-ratio over the global batch, positives in the denominator), the paper's Eq. 3 (one log-ratio,
+  negatives-only denominator) or our per-pair variant, with keys gathered over a data axis.
 * `discriminative_hinge_loss`: DiMP's LBHinge over every filter iterate, weighted 100 / 100 / 400.
 * `iou_mse_loss` (CIA18, DiMP18) and `kl_regression_loss` (CIA50, SuperDiMP): the IoU-Net losses.
 * `category_cross_entropy`: the 70-way category loss, ignoring unlabelled samples (label -1).
@@ -17,7 +18,8 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-INFONCE_FORMS = ("reference", "paper")
+# "reference": the released code's loss; "paper": Eq. 3 literally; "per_pair": our per-positive-pair variant.
+INFONCE_FORMS = ("reference", "paper", "per_pair")
 # Reference loss weights of the DiMP classifier iterates: final filter, initial filter, and the total
 # weight split evenly over the intermediate iterates (`test_clf`, `test_init_clf`, `test_iter_clf`).
 HINGE_WEIGHTS = (100.0, 100.0, 400.0)
@@ -42,28 +44,85 @@ def _varying_over(x: jax.Array, axis_name) -> bool:
   return all(n in varying for n in names)
 
 
+def _check_infonce_inputs(q, k, seq_ids, temperature, form) -> None:
+  if form not in INFONCE_FORMS:
+    raise ValueError(f"infonce_v: form must be one of {INFONCE_FORMS}, got {form!r}")
+  if not _is_tracer(temperature) and not float(temperature) > 0.0:
+    raise ValueError(f"infonce_v: temperature must be > 0, got {temperature}")
+  if q.ndim != 2 or k.shape != q.shape:
+    raise ValueError(f"infonce_v: q and k must both be [M, D], got q {q.shape} and k {k.shape}")
+  if seq_ids.shape != q.shape[:1] or not jnp.issubdtype(seq_ids.dtype, jnp.integer):
+    raise ValueError(
+        f"infonce_v: seq_ids must be integer [M={q.shape[0]}], got {seq_ids.dtype}{seq_ids.shape}")
+
+
+def _log_ratio(s: jax.Array, num_mask: jax.Array, den_mask: jax.Array, total, global_max):
+  """(value, surrogate) of log(sum_den exp(S)) - log(sum_num exp(S)) over the global batch.
+
+  Each sum is taken with its own global max shift (exact, overflow-free for any T); the sums are psummed by
+  `total`. An empty denominator (no entry of `den_mask` anywhere) gives 0 with zero gradient. `surrogate` has
+  the value's gradient w.r.t. the local scores (see `infonce_v`).
+  """
+
+  def shifted_sum(mask):
+    low = jnp.finfo(s.dtype).min
+    m = global_max(jnp.max(jnp.where(mask, s, low)))
+    m = jnp.where(m > low, m, 0.0)  # no entry on any device: no shift
+    # exp of -inf (not of a masked-out score) keeps the masked entries' gradient 0 rather than 0 * inf.
+    return jnp.sum(jnp.exp(jnp.where(mask, s - m, -jnp.inf))), m
+
+  num_local, m_num = shifted_sum(num_mask)
+  den_local, m_den = shifted_sum(den_mask)
+  num, den = total(num_local), total(den_local)
+  ok = den > 0
+  den = jnp.where(ok, den, 1.0)
+  value = jnp.where(ok, (jnp.log(den) + m_den) - (jnp.log(num) + m_num), 0.0)
+  surrogate = jnp.where(ok, den_local / jax.lax.stop_gradient(den) - num_local / jax.lax.stop_gradient(num), 0.0)
+  return value, surrogate
+
+
+def _per_pair_mean(s: jax.Array, pos: jax.Array, total):
+  """(value, surrogate) of the mean over positive pairs (i, p) of -log(e^S_ip / (e^S_ip + sum_neg(i) e^S_in))."""
+  neg = ~pos
+  has_neg = jnp.any(neg, axis=1, keepdims=True)
+  low = jnp.finfo(s.dtype).min
+  m_neg = jax.lax.stop_gradient(jnp.max(jnp.where(neg, s, low), axis=1, keepdims=True))
+  m_neg = jnp.where(has_neg, m_neg, 0.0)
+  neg_sum = jnp.sum(jnp.where(neg, jnp.exp(s - m_neg), 0.0), axis=1, keepdims=True)
+  lse_neg = jnp.where(has_neg, jnp.log(jnp.where(has_neg, neg_sum, 1.0)) + m_neg, -jnp.inf)  # [m, 1]
+  terms = jnp.logaddexp(s, lse_neg) - s  # l_ip for every (i, p); used where pos.
+  sum_local = jnp.sum(jnp.where(pos, terms, 0.0))
+  count = jax.lax.stop_gradient(total(jnp.sum(pos).astype(s.dtype)))
+  return total(sum_local) / count, sum_local / count
+
+
 def infonce_v(q: jax.Array, k: jax.Array, seq_ids: jax.Array, temperature: float = 0.07,
               form: str = "reference", axis_name=None) -> jax.Array:
   """InfoNCE-V over the global batch (spec 4.3, Decisions 3).
 
-  With S = (q / T) k^T over the global batch (q, k: `[M, D]`, row i of k is the key of row i of q)
-  and the positive mask P_il = [seq_ids_i == seq_ids_l] (same sequence; includes l = i and the
-  template/search mixes, 36 positives per sequence of 6 frames):
+  With S = (q / T) k^T over the global batch (q, k: `[M, D]`, row i of k is the key of row i of q), the
+  positive pairs P = {(i, l): seq_ids_i == seq_ids_l} (same sequence; includes l = i and the template/search
+  mixes, 36 pairs per sequence of 6 frames; two slots with the same id are positives of each other) and the
+  negative pairs N = {(i, l): seq_ids_i != seq_ids_l}:
 
-  * `form="reference"` (the released code): one log-ratio over the whole batch, positives also in
-    the denominator, no per-query averaging:
-        L = -log( sum_il P_il exp(S_il) / sum_il exp(S_il) ).
-  * `form="paper"` (Eq. 3, our reading): for every positive pair (i, p), a binary InfoNCE term whose
-    denominator holds that positive and all negatives of query i (pairs with a different sequence):
-        l_ip = -log( exp(S_ip) / (exp(S_ip) + sum_{n: id_n != id_i} exp(S_in)) ),
-    and L = mean of l_ip over all positive pairs (i, p) of the global batch (the pair p = i
-    included). With no negatives at all, L = 0.
+  * `form="reference"` (the released code): one log-ratio over the whole batch, positives also in the
+    denominator, no per-query averaging:
+        L = -log( sum_{(i,l) in P} exp(S_il) / sum_{all (i,l)} exp(S_il) ).
+  * `form="paper"` (Eq. 3 of the paper, literally): one log-ratio over the whole batch whose denominator holds
+    the negative pairs only:
+        L = -log( sum_{(i,l) in P} exp(S_il) / sum_{(i,l) in N} exp(S_il) ).
+    It can be negative (when the positives outweigh the negatives). With no negative pair in the global
+    batch (one sequence) Eq. 3 is undefined; we return L = 0 with zero gradient (nothing to contrast).
+  * `form="per_pair"` (our variant, not in the paper or the code): for every positive pair (i, p) a binary
+    InfoNCE term whose denominator holds that positive and all negatives of query i,
+        l_ip = -log( exp(S_ip) / (exp(S_ip) + sum_{n: (i,n) in N} exp(S_in)) ),
+    and L = mean of l_ip over all (i, p) in P (the pair p = i included). With no negatives at all, L = 0.
 
-  Both forms are computed with max-shifted exponentials (exact, overflow-free for any T).
+  All forms are computed with max-shifted exponentials (exact, overflow-free for any T).
 
   Data parallel: with `axis_name` set, call inside `jax.shard_map` / `jax.pmap`. q, k, seq_ids are
   the device's shard; k and seq_ids are all-gathered over the axis so every local query sees every
-  key, and the numerator / denominator sums (paper form: the term sum and pair count) are psummed,
+  key, and the numerator / denominator sums (per_pair form: the term sum and pair count) are psummed,
   so the returned scalar is the loss of the global batch, identical on every device. Gradients:
   the gradient w.r.t. the local q (and, through the gather, the local k) is the slice of the
   single-device gradient of the global loss. Under `jax.shard_map` with `check_vma=True` (the
@@ -77,22 +136,13 @@ def infonce_v(q: jax.Array, k: jax.Array, seq_ids: jax.Array, temperature: float
     k: `[M, D]` L2-normalised key embeddings (the caller stop-gradients the EMA keys).
     seq_ids: `[M]` integer sequence id per row; equal ids are positive pairs.
     temperature: T > 0 (0.07).
-    form: "reference" or "paper".
+    form: "reference", "paper" or "per_pair".
     axis_name: the data axis name (or tuple of names), or None on a single device.
 
   Returns:
     Scalar loss of the global batch.
   """
-  if form not in INFONCE_FORMS:
-    raise ValueError(f"infonce_v: form must be one of {INFONCE_FORMS}, got {form!r}")
-  if not _is_tracer(temperature) and not float(temperature) > 0.0:
-    raise ValueError(f"infonce_v: temperature must be > 0, got {temperature}")
-  if q.ndim != 2 or k.shape != q.shape:
-    raise ValueError(f"infonce_v: q and k must both be [M, D], got q {q.shape} and k {k.shape}")
-  if seq_ids.shape != q.shape[:1] or not jnp.issubdtype(seq_ids.dtype, jnp.integer):
-    raise ValueError(
-        f"infonce_v: seq_ids must be integer [M={q.shape[0]}], got {seq_ids.dtype}{seq_ids.shape}")
-
+  _check_infonce_inputs(q, k, seq_ids, temperature, form)
   if axis_name is None:
     k_all, ids_all = k, seq_ids
   else:
@@ -108,28 +158,12 @@ def infonce_v(q: jax.Array, k: jax.Array, seq_ids: jax.Array, temperature: float
     x = jax.lax.stop_gradient(x)
     return x if axis_name is None else jax.lax.pmax(x, axis_name)
 
-  low = jnp.finfo(s.dtype).min
   if form == "reference":
-    # log-sum-exp of the positives and of all entries, each with its own global shift.
-    m_all = global_max(jnp.max(s))
-    m_pos = global_max(jnp.max(jnp.where(pos, s, low)))
-    num_local = jnp.sum(jnp.where(pos, jnp.exp(s - m_pos), 0.0))
-    den_local = jnp.sum(jnp.exp(s - m_all))
-    num, den = total(num_local), total(den_local)
-    value = (jnp.log(den) + m_all) - (jnp.log(num) + m_pos)
-    surrogate = den_local / jax.lax.stop_gradient(den) - num_local / jax.lax.stop_gradient(num)
+    value, surrogate = _log_ratio(s, pos, jnp.ones_like(pos), total, global_max)
+  elif form == "paper":
+    value, surrogate = _log_ratio(s, pos, ~pos, total, global_max)
   else:
-    neg = ~pos
-    has_neg = jnp.any(neg, axis=1, keepdims=True)
-    m_neg = jax.lax.stop_gradient(jnp.max(jnp.where(neg, s, low), axis=1, keepdims=True))
-    m_neg = jnp.where(has_neg, m_neg, 0.0)
-    neg_sum = jnp.sum(jnp.where(neg, jnp.exp(s - m_neg), 0.0), axis=1, keepdims=True)
-    lse_neg = jnp.where(has_neg, jnp.log(jnp.where(has_neg, neg_sum, 1.0)) + m_neg, -jnp.inf)  # [m, 1]
-    terms = jnp.logaddexp(s, lse_neg) - s  # l_ip for every (i, p); used where pos.
-    sum_local = jnp.sum(jnp.where(pos, terms, 0.0))
-    count = jax.lax.stop_gradient(total(jnp.sum(pos).astype(s.dtype)))
-    value = total(sum_local) / count
-    surrogate = sum_local / count
+    value, surrogate = _per_pair_mean(s, pos, total)
 
   if axis_name is None or _varying_over(q, axis_name):
     return value

@@ -44,7 +44,7 @@ def np_infonce_reference_grads(q, k, ids, t):
   return c @ k / t, c.T @ q / t
 
 
-def np_infonce_paper(q, k, ids, t):
+def np_infonce_per_pair(q, k, ids, t):
   s = q @ k.T / t
   terms = []
   for i in range(len(ids)):
@@ -57,7 +57,7 @@ def np_infonce_paper(q, k, ids, t):
 IDS = np.repeat(np.arange(3), 6)  # 3 sequences x 6 frames, sequence-major.
 
 
-@pytest.mark.parametrize("form,ref", [("reference", np_infonce_reference), ("paper", np_infonce_paper)])
+@pytest.mark.parametrize("form,ref", [("reference", np_infonce_reference), ("per_pair", np_infonce_per_pair)])
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
 def test_infonce_matches_numpy(form, ref, temperature):
   q, k = _pair()
@@ -91,7 +91,7 @@ def test_infonce_reference_gradient_matches_numpy():
 def test_infonce_extreme_temperature_and_no_negatives_are_finite():
   q, k = _pair(seed=4, noise=2.0)
   # T = 0.005: |S| up to 200, exp overflows float32 without the max shift.
-  for form, ref in (("reference", np_infonce_reference), ("paper", np_infonce_paper)):
+  for form, ref in (("reference", np_infonce_reference), ("per_pair", np_infonce_per_pair)):
     with np.errstate(over="ignore"):
       expected = ref(q.astype(np.longdouble), k.astype(np.longdouble), IDS, 0.005)
     loss = losses.infonce_v(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(IDS), 0.005,
@@ -135,7 +135,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     ids = jnp.asarray(np.repeat(np.arange(M // 6), 6), jnp.int32)  # sequences straddle devices
     mesh = Mesh(np.array(jax.devices()), ("data",))
     out = {"n_dev": n_dev}
-    for form in ("reference", "paper"):
+    for form in ("reference", "per_pair"):
       single = jax.value_and_grad(lambda q, k: infonce_v(q, k, ids, form=form), argnums=(0, 1))
       ref_l, ref_g = jax.jit(single)(q, k)
       def loss_local(q, k, i):
@@ -176,6 +176,162 @@ def test_infonce_eight_devices_matches_single_device():
     assert r["loss_value"] > 0.1, name
     assert r["grad_scale"] > 1e-2, name  # gradients are not trivially zero
     assert r["loss"] < 1e-5 * max(1.0, r["loss_value"]), (name, r)
+    assert r["grad_q"] < 1e-5 and r["grad_k"] < 1e-5, (name, r)
+
+
+# ------------------------------------------------------------------------------------------------
+# InfoNCE-V as the paper's Eq. 3 (form="paper"): one log-ratio, negatives-only denominator.
+
+
+def np_infonce_eq3(q, k, ids, t):
+  """Eq. 3 transcribed literally in float64: -log( sum_{same seq} e^{q.k/T} / sum_{different seq} e^{q.k/T} )."""
+  num = den = 0.0
+  for i in range(len(ids)):
+    for l in range(len(ids)):
+      e = np.exp(np.dot(q[i], k[l]) / t)
+      if ids[i] == ids[l]:
+        num += e
+      else:
+        den += e
+  return -np.log(num / den)
+
+
+def np_infonce_eq3_grads(q, k, ids, t):
+  """dL/dq, dL/dk of L = log(sum_neg exp S) - log(sum_pos exp S), S = q k^T / t."""
+  s = q @ k.T / t
+  pos = ids[:, None] == ids[None, :]
+  e = np.exp(s)
+  c = e * ~pos / (e * ~pos).sum() - e * pos / (e * pos).sum()  # dL/dS
+  return c @ k / t, c.T @ q / t
+
+
+# Sequence ids of the Eq. 3 checks: sequence-major; slots 0 and 2 holding the same sequence (their 12 rows are
+# all positives of each other); ids in no particular order.
+EQ3_IDS = {
+    "sequence_major": IDS,
+    "two_slots_share_a_sequence": np.repeat([7, 3, 7], 6),
+    "unordered": np.random.default_rng(11).permutation(np.repeat(np.arange(3), 6)),
+}
+
+
+@pytest.mark.parametrize("ids_name", sorted(EQ3_IDS))
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_infonce_paper_is_eq3(ids_name, temperature):
+  ids = EQ3_IDS[ids_name]
+  q, k = _pair(seed=6)
+  loss, (gq, gk) = jax.value_and_grad(
+      lambda a, b: losses.infonce_v(a, b, jnp.asarray(ids), temperature, form="paper"), argnums=(0, 1))(
+          jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32))
+  np.testing.assert_allclose(float(loss), np_infonce_eq3(q, k, ids, temperature), rtol=RTOL, atol=1e-5)
+  rq, rk = np_infonce_eq3_grads(q, k, ids, temperature)
+  np.testing.assert_allclose(gq, rq, atol=1e-5 * np.abs(rq).max())
+  np.testing.assert_allclose(gk, rk, atol=1e-5 * np.abs(rk).max())
+
+
+def test_infonce_paper_differs_from_the_other_forms_and_can_be_negative():
+  q, k = _pair(seed=7, noise=0.05)  # keys close to their queries: the positives dominate
+  ids = jnp.asarray(IDS)
+  paper = float(losses.infonce_v(jnp.asarray(q), jnp.asarray(k), ids, form="paper"))
+  np.testing.assert_allclose(paper, np_infonce_eq3(q, k, IDS, 0.07), rtol=RTOL)
+  assert paper < 0  # -log(P / N) < 0 when P > N; the reference form -log(P / (P + N)) is always > 0
+  reference = float(losses.infonce_v(jnp.asarray(q), jnp.asarray(k), ids, form="reference"))
+  # The two log-ratios share the numerator: L_ref - L_paper = log((P + N) / N).
+  s = q @ k.T / 0.07
+  pos = IDS[:, None] == IDS[None, :]
+  np.testing.assert_allclose(reference - paper, np.log(np.exp(s).sum() / np.exp(s)[~pos].sum()), rtol=1e-4)
+  assert abs(float(losses.infonce_v(jnp.asarray(q), jnp.asarray(k), ids, form="per_pair")) - paper) > 1e-2
+
+
+def test_infonce_paper_extreme_temperature_and_no_negatives():
+  q, k = _pair(seed=4, noise=2.0)
+  with np.errstate(over="ignore"):
+    expected = np_infonce_eq3(q.astype(np.longdouble), k.astype(np.longdouble), IDS, 0.005)
+  loss = losses.infonce_v(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(IDS), 0.005,
+                          form="paper")
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-4)
+  # One sequence: Eq. 3 has an empty denominator; the loss is 0 with zero (finite) gradients.
+  loss, g = jax.value_and_grad(lambda a: losses.infonce_v(a, jnp.asarray(k), jnp.zeros(len(IDS), jnp.int32),
+                                                          form="paper"))(jnp.asarray(q))
+  assert float(loss) == 0.0 and np.all(np.asarray(g) == 0)
+
+
+_EQ3_MULTI_DEVICE_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
+    from cia_jax.losses import infonce_v
+
+    n_dev = len(jax.devices())
+    rng = np.random.default_rng(1)
+    m_local, d = 3, 5
+    M = n_dev * m_local
+    q64 = rng.normal(size=(M, d)); q64 /= np.linalg.norm(q64, axis=1, keepdims=True)
+    k64 = q64 + 0.3 * rng.normal(size=(M, d)); k64 /= np.linalg.norm(k64, axis=1, keepdims=True)
+    q, k = jnp.asarray(q64, jnp.float32), jnp.asarray(k64, jnp.float32)
+    batches = {
+        "straddling": np.repeat(np.arange(M // 6), 6),  # sequences straddle devices
+        # slots 0 and 2 hold the same sequence (on different devices), slot 1 another.
+        "shared_sequence": np.repeat([5, 9, 5, 1], 6),
+    }
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+
+    def loss_local(q, k, i):
+      return infonce_v(q, k, i, form="paper", axis_name="data")
+
+    def inner(q, k, i):
+      l, g = jax.value_and_grad(loss_local, argnums=(0, 1))(q, k, i)
+      return l[None], g[0], g[1]
+
+    runs = {
+        "outer": jax.jit(jax.value_and_grad(jax.shard_map(loss_local, mesh=mesh, in_specs=(P("data"),) * 3,
+                                                           out_specs=P()), argnums=(0, 1))),
+        "inner_check_vma_True": jax.jit(jax.shard_map(inner, mesh=mesh, in_specs=(P("data"),) * 3,
+                                                      out_specs=P("data"), check_vma=True)),
+        "inner_check_vma_False": jax.jit(jax.shard_map(inner, mesh=mesh, in_specs=(P("data"),) * 3,
+                                                       out_specs=P("data"), check_vma=False)),
+    }
+    pmapped = jax.pmap(jax.value_and_grad(loss_local, argnums=(0, 1)), axis_name="data")
+    out = {"n_dev": n_dev}
+    for name, ids64 in batches.items():
+      ids = jnp.asarray(ids64, jnp.int32)
+      s = q64 @ k64.T / 0.07
+      pos = ids64[:, None] == ids64[None, :]
+      e = np.exp(s)
+      eq3 = -np.log(e[pos].sum() / e[~pos].sum())  # Eq. 3 in float64
+      c = e * ~pos / e[~pos].sum() - e * pos / e[pos].sum()
+      ref_gq, ref_gk = c @ k64 / 0.07, c.T @ q64 / 0.07
+      res = {"single": jax.jit(jax.value_and_grad(lambda q, k: infonce_v(q, k, ids, form="paper"),
+                                                  argnums=(0, 1)))(q, k)}
+      res["outer"] = runs["outer"](q, k, ids)
+      for run in ("inner_check_vma_True", "inner_check_vma_False"):
+        l, gq, gk = runs[run](q, k, ids)
+        res[run] = (l, (gq, gk))
+      l, (gq, gk) = pmapped(q.reshape(n_dev, m_local, d), k.reshape(n_dev, m_local, d),
+                            ids.reshape(n_dev, m_local))
+      res["pmap"] = (l, (gq.reshape(M, d), gk.reshape(M, d)))
+      for run, (l, (gq, gk)) in res.items():
+        out[f"{name}/{run}"] = {
+            "loss": float(np.max(np.abs(np.asarray(l, np.float64) - eq3))), "eq3": float(eq3),
+            "grad_q": float(np.max(np.abs(np.asarray(gq, np.float64) - ref_gq))),
+            "grad_k": float(np.max(np.abs(np.asarray(gk, np.float64) - ref_gk))),
+            "grad_scale": float(min(np.abs(ref_gq).max(), np.abs(ref_gk).max()))}
+    print(json.dumps(out))
+    """)
+
+
+def test_infonce_paper_eight_devices_matches_float64_eq3():
+  """Eq. 3 on 8 simulated devices (4 ways to shard) equals the float64 transcription, value and gradients,
+  also when two batch slots on different devices hold the same sequence."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _EQ3_MULTI_DEVICE_SCRIPT], env=env, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out.pop("n_dev") == 8
+  assert len(out) == 10  # 2 batches x (single device, outer grad, inner grad checked / unchecked, pmap)
+  for name, r in out.items():
+    assert r["grad_scale"] > 1e-2, name  # gradients are not trivially zero
+    assert r["loss"] < 1e-5 * max(1.0, abs(r["eq3"])), (name, r)
     assert r["grad_q"] < 1e-5 and r["grad_k"] < 1e-5, (name, r)
 
 

@@ -19,14 +19,15 @@ Parameter tree (top level): `backbone` (ResNet, reference `feature_extractor.enc
 `category_encoder` (reference `upper_classifier.proj_post` + `transformer_encoder`), `classifier`,
 `bb_regressor`. Only the modules a configuration uses exist in the tree.
 
-Stage methods (for the tracker, with `model.apply(variables, ..., method=...)`): `backbone_features`,
-`classification_input`, `classification_input_stages`, `classification_features`, `contrastive_embedding`, `key_embedding`,
-`category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`, `iou_features`,
-`predict_iou`. `__call__` is the training forward.
+Stage methods (for the tracker, with `net.apply(variables, ..., method=...)`): `backbone_features`,
+`classification_input`, `classification_input_stages`, `classification_features`, `contrastive_embedding`,
+`key_embedding`, `category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`,
+`iou_features`, `predict_iou`. `__call__` is the training forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -261,8 +262,6 @@ def build_model(model_config) -> CIANet:
   Lists become tuples (the module must stay hashable: it is a static argument of jitted functions);
   unknown keys raise a ValueError that names them.
   """
-  import dataclasses  # pylint: disable=g-import-not-at-top
-
   known = {f.name for f in dataclasses.fields(CIANet)} - {"parent", "name"}
   cfg = dict(model_config)
   unknown = sorted(set(cfg) - known)

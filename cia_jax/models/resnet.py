@@ -23,8 +23,8 @@ i.e. `flax_path = torch_key.replace('.', '/')` with the leaf renamed weight->ker
 (2, 3, 1, 0)) or weight->scale (BN), running_mean->mean, running_var->var.
 
 Lazy parameters: Flax compact modules create parameters only for the code that runs, and `ResNet.__call__`
-stops after the deepest requested layer. `model.init(key, x)` with the default `output_layers=('layer3',)`
-therefore has no `layer4`. Initialise with every layer you will ever request — `init_variables(model, key)`
+stops after the deepest requested layer. `net.init(key, x)` with the default `output_layers=('layer3',)`
+therefore has no `layer4`. Initialise with every layer you will ever request — `init_variables(net, key)`
 does that — before applying with deeper outputs.
 """
 
@@ -278,8 +278,8 @@ def resnet50(**kwargs) -> ResNet:
   return ResNet(block="bottleneck", stage_sizes=(3, 4, 6, 3), **kwargs)
 
 
-def init_variables(model: ResNet, key: jax.Array, image_size: int = 64) -> dict:
-  """Initialises every layer of `model` (params + batch_stats) from a `[1, S, S, 3]` dummy input.
+def init_variables(net: ResNet, key: jax.Array, image_size: int = 64) -> dict:
+  """Initialises every layer of `net` (params + batch_stats) from a `[1, S, S, 3]` dummy input.
 
   Jitted (one compilation); under `jax.eval_shape` it gives the abstract tree. image_size must be >= 1 (the
   variable shapes do not depend on it; 64 keeps layer4 at 2x2).
@@ -287,7 +287,7 @@ def init_variables(model: ResNet, key: jax.Array, image_size: int = 64) -> dict:
   if image_size < 1:
     raise ValueError(f"init_variables: image_size must be >= 1, got {image_size}")
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return jax.jit(lambda k, x: model.init(k, x, output_layers=LAYER_NAMES))(key, x)
+  return jax.jit(lambda k, x: net.init(k, x, output_layers=LAYER_NAMES))(key, x)
 
 
 def frozen_mask(params: dict, frozen_layers: Sequence[str]) -> dict:

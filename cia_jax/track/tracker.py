@@ -34,15 +34,13 @@ import numpy as np
 from cia_jax.models.cia import CIANet
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
+from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD
 from cia_jax.track import augment
 from cia_jax.track.memory import SampleMemory, init_memory, update_memory
 from cia_jax.track.params import TrackerSettings
 
 FLAG_NORMAL, FLAG_UNCERTAIN, FLAG_HARD_NEGATIVE, FLAG_NOT_FOUND = 0, 1, 2, 3
 FLAG_NAMES = ("normal", "uncertain", "hard_negative", "not_found")
-
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 @flax.struct.dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cia_jax.ops import boxes as box_ops
-from cia_jax.ops.labels import gaussian_label
+from cia_jax.ops.image import gaussian_label
 
 
 def random_batch(seed: int, batch_size: int, image_size: int, feature_stride: int = 16,

@@ -222,7 +222,7 @@ def test_gaussian_label_reference_and_peak(feat, img, sigma_factor):
 
 def test_gaussian_label_agrees_with_jax_version():
   import jax.numpy as jnp
-  from cia_jax.ops import labels
+  from cia_jax.ops import image as labels
   rng = np.random.default_rng(1)
   boxes = np.concatenate([rng.uniform(0, 250, (5, 2)), rng.uniform(5, 90, (5, 2))], axis=1)
   for feat, img, sf in [(18, 288, 0.05), (22, 352, 0.25 / 6)]:

@@ -129,3 +129,29 @@ def test_cli_synth(tmp_path, capsys):
                    "--width", "64", "--height", "48", "--seed", "1"]) == 0
   assert "wrote 2 otb sequences" in capsys.readouterr().out
   assert sorted(os.listdir(out)) == ["Synth001", "Synth002"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "kitti"], "format must be one of"),
+    (["--num-sequences", "0"], "num_sequences must be >= 1"),
+    (["--width", "16"], "image_size"),
+    (["--format", "got10k", "--split", "dev"], "got10k split"),
+    (["--out-is-a-file"], "cannot write to --out"),
+])
+def test_cli_synth_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
+  out = tmp_path / "out"
+  if argv == ["--out-is-a-file"]:
+    out.write_text("not a folder")
+    argv = []
+  assert cli.main(["synth", "--out", str(out), "--num-frames", "2", *argv]) == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  assert err.startswith("cia-jax synth: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_cli_synth_unparsable_number_is_an_argparse_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["synth", "--out", str(tmp_path), "--num-frames", "many"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and "invalid int value: 'many'" in err

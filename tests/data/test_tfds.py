@@ -315,9 +315,39 @@ def test_cia_jax_tfds_build_command(roots, tmp_path, capsys):
   # ... and --overwrite rebuilds with the new bytes: identical again.
   assert cli.main(["tfds-build", "--dataset", "lasot", "--manual_dir", lasot, "--data_dir", out,
                    "--overwrite", "--verify", "-1"]) == 0
-  with pytest.raises(ValueError, match="num_shards"):
-    cli.main(["tfds-build", "--dataset", "coco", "--manual_dir", roots["coco"], "--data_dir", out,
-              "--num_shards", "0"])
+  # A bad flag value is one error line with exit code 2 (cia_jax.cli's contract), not an exception.
+  assert cli.main(["tfds-build", "--dataset", "coco", "--manual_dir", roots["coco"], "--data_dir", out,
+                   "--num_shards", "0"]) == 2
+  assert "cia-jax tfds-build: error: --num_shards must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown_dataset", "unknown TFDS benchmark 'kitti'"),
+    ("missing_manual_dir", "manual dir not found"),
+    ("empty_manual_dir", "no coco split found in manual dir"),
+    ("data_dir_is_a_file", "Not a directory"),
+    ("zero_shards", "--num_shards must be >= 1"),
+])
+def test_cia_jax_tfds_build_bad_arguments_give_one_line(roots, tmp_path, capsys, case, message):
+  from cia_jax import cli  # pylint: disable=g-import-not-at-top
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "file").write_text("not a folder")
+  dataset, manual_dir, data_dir, extra = "coco", roots["coco"], str(tmp_path / "out"), []
+  if case == "unknown_dataset":
+    dataset = "kitti"
+  elif case == "missing_manual_dir":
+    manual_dir = str(tmp_path / "nowhere")
+  elif case == "empty_manual_dir":
+    manual_dir = str(tmp_path / "empty")
+  elif case == "data_dir_is_a_file":
+    data_dir = str(tmp_path / "file")
+  else:
+    extra = ["--num_shards", "0"]
+  assert cli.main(["tfds-build", "--dataset", dataset, "--manual_dir", manual_dir, "--data_dir", data_dir,
+                   *extra]) == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  assert err.startswith("cia-jax tfds-build: error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_got10k_manual_dir_may_be_one_split_folder(roots, tmp_path):

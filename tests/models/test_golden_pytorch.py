@@ -25,7 +25,8 @@ from cia_jax.models.dimp.features import ClassificationFeatures
 from cia_jax.models.dimp.initializer import FilterInitializerLinear
 from cia_jax.models.dimp.optimizer import DiMPSteepestDescentGN
 from cia_jax.models.iou_net import AtomIoUNet
-from cia_jax.ops.labels import distance_map, gaussian_label
+from cia_jax.ops.image import gaussian_label
+from cia_jax.ops.labels import distance_map
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "data" / "golden"
 RTOL = 1e-5

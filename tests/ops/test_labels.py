@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cia_jax.ops.labels import distance_map, gaussian_label
+from cia_jax.ops.image import gaussian_label
+from cia_jax.ops.labels import distance_map
 
 
 def np_distance_map(center_yx, hw, num_bins, disp):

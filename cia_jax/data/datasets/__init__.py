@@ -7,34 +7,35 @@ Entry points:
 
 from __future__ import annotations
 
-import importlib
 import os
+import types
 
+from cia_jax.data.datasets import coco, dtb70, folder, got10k, lasot, nfs, otb, tnl2k, trackingnet, uav, vot
 from cia_jax.data.datasets.base import Sequence
 
 # name -> module implementing `load_dataset(root, split=None, **kw)` (and `load_sequence(path)` for videos).
-READERS = {
-    "got10k": "cia_jax.data.datasets.got10k",
-    "lasot": "cia_jax.data.datasets.lasot",
-    "trackingnet": "cia_jax.data.datasets.trackingnet",
-    "coco": "cia_jax.data.datasets.coco",
-    "otb": "cia_jax.data.datasets.otb",
-    "uav": "cia_jax.data.datasets.uav",
-    "nfs": "cia_jax.data.datasets.nfs",
-    "vot": "cia_jax.data.datasets.vot",
-    "tnl2k": "cia_jax.data.datasets.tnl2k",
-    "dtb70": "cia_jax.data.datasets.dtb70",
-    "folder": "cia_jax.data.datasets.folder",
+READERS: dict[str, types.ModuleType] = {
+    "got10k": got10k,
+    "lasot": lasot,
+    "trackingnet": trackingnet,
+    "coco": coco,
+    "otb": otb,
+    "uav": uav,
+    "nfs": nfs,
+    "vot": vot,
+    "tnl2k": tnl2k,
+    "dtb70": dtb70,
+    "folder": folder,
 }
 FORMATS = tuple(READERS)
 
 __all__ = ["FORMATS", "Sequence", "guess_format", "load_dataset", "load_sequence"]
 
 
-def _reader(name: str):
+def _reader(name: str) -> types.ModuleType:
   if name not in READERS:
     raise ValueError(f"unknown dataset format {name!r}; expected one of {', '.join(FORMATS)}")
-  return importlib.import_module(READERS[name])
+  return READERS[name]
 
 
 def guess_format(path: str) -> str:

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from cia_jax.data.datasets.base import Sequence
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 _SPLIT = re.compile(r"[,\t ;]+")
 
@@ -217,9 +219,8 @@ def check_count(anno_path: str, n_boxes: int, frame_paths: list[str], folder: st
 
 def make_sequence(name: str, frame_paths: list[str], boxes_xywh: np.ndarray, dataset: str,
                   category: str | None = None, flags_visible: np.ndarray | None = None,
-                  attributes: dict | None = None):
+                  attributes: dict | None = None) -> Sequence:
   """Builds a `Sequence` whose `visible` = valid box (finite, w > 0, h > 0) and `flags_visible`."""
-  from cia_jax.data.datasets.base import Sequence  # pylint: disable=g-import-not-at-top
   visible = valid_boxes(boxes_xywh)
   if flags_visible is not None:
     visible &= np.asarray(flags_visible, bool)

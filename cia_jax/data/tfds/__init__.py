@@ -6,9 +6,10 @@
 * `reader.py`: `load_tfds_dataset(...)`, the `load_sequences(..., source="folders"|"tfds")` switch and
   host sharding; frames are fetched by `cia_jax.data.pipeline.load_image` from `tfds:` frame URIs.
 * `python -m cia_jax.data.tfds build <builder> --imports cia_jax.data.tfds.builders --manual_dir ...
-  --data_dir ...`: TFDS's `tfds build` command (see `__main__.py`).
+  --data_dir ...`: TFDS's `tfds build` command (see `__main__.py`); `cia-jax tfds-build` (`cia_jax/cli/
+  tfds_build.py`) builds both configs of a benchmark and can verify them against the folders.
 
-Only `reader` is imported here; `builders` imports tensorflow_datasets when used.
+Importing this package imports tensorflow_datasets (~0.3 s, not TensorFlow itself) and registers the builders.
 """
 
 from cia_jax.data.tfds.reader import (  # noqa: F401

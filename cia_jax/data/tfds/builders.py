@@ -191,12 +191,18 @@ class TrackingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True,
                                  description=f"{self.FORMAT} for cia_jax ({self.builder_config.name})")
 
+  @classmethod
+  def present_splits(cls, manual_dir: str) -> list[str]:
+    """`splits_in(manual_dir)`, or ValueError naming the expected layout when there is none."""
+    splits = cls.splits_in(manual_dir)
+    if not splits:
+      raise ValueError(f"{cls.name}: no {cls.FORMAT} split found in manual dir {manual_dir} "
+                       f"(expected {cls.LAYOUT})")
+    return splits
+
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
-    splits = self.splits_in(manual_dir)
-    if not splits:
-      raise ValueError(f"{self.name}: no {self.FORMAT} split found in manual dir {manual_dir} "
-                       f"(expected {self.LAYOUT})")
+    splits = self.present_splits(manual_dir)
     return {split: self._generate_examples(manual_dir, split) for split in splits}
 
   def _generate_examples(self, manual_dir: str, split: str):
@@ -306,11 +312,13 @@ def build(name: str, manual_dir: str, data_dir: str, num_shards: int | None = No
     raise ValueError(f"unknown TFDS benchmark {name!r}; expected one of {', '.join(BUILDERS)}")
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"{name} manual dir not found: {manual_dir}")
+  builder_cls = BUILDERS[name]
+  builder_cls.present_splits(manual_dir)  # checked before TFDS, which stops on an assertion for an empty dir
   mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   out = {}
   for config in configs:
-    builder = BUILDERS[name](config=config, data_dir=data_dir if "://" in data_dir else os.path.abspath(data_dir))
+    builder = builder_cls(config=config, data_dir=data_dir if "://" in data_dir else os.path.abspath(data_dir))
     if not overwrite and epath.Path(builder.data_dir, "dataset_info.json").exists():
       _LOG.warning("%s/%s already prepared in %s: kept as it is (overwrite=True rebuilds it)", builder.name,
                    config, builder.data_dir)

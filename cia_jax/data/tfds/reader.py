@@ -28,10 +28,15 @@ from __future__ import annotations
 import os
 import threading
 
+from etils import epath
+import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
+from cia_jax.data.datasets import load_dataset
 from cia_jax.data.datasets import parsing as ann
 from cia_jax.data.datasets.base import Sequence
+from cia_jax.data.tfds.builders import FRAMES, SEQUENCES, decode_attributes
 
 SCHEME = "tfds:"
 SOURCES = ("folders", "tfds")
@@ -69,7 +74,6 @@ def _open(path: str, split: str):
   with _CACHE_LOCK:
     source = _SOURCE_CACHE.get(key)
     if source is None:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       builder = tfds.builder_from_directory(path)
       if split not in builder.info.splits:
         raise ValueError(f"TFDS data {path} has no split {split!r}; it has {', '.join(builder.info.splits)}")
@@ -186,16 +190,13 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
                      f"{', '.join(_OPTIONS[name])}")
   if name == "got10k" and split in ("vottrain", "votval") and kw.get("split_file") is None:
     raise ValueError(f"GOT-10k split {split!r} needs split_file= (a list of train-sequence ids)")
-  meta_dir = builder_dir(data_dir, name, "sequences")
-  frames_dir = builder_dir(data_dir, name, "frames")
-  from etils import epath  # pylint: disable=g-import-not-at-top
+  meta_dir = builder_dir(data_dir, name, SEQUENCES)
+  frames_dir = builder_dir(data_dir, name, FRAMES)
   for d in (meta_dir, frames_dir):
     if not epath.Path(d, "dataset_info.json").exists():  # local or gs:// alike
       raise FileNotFoundError(
           f"TFDS {name} not prepared: {d} missing; build it with `cia-jax tfds-build --dataset {name} "
           f"--manual_dir <{name} root> --data_dir {data_dir}`")
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from cia_jax.data.tfds.builders import decode_attributes  # pylint: disable=g-import-not-at-top
   _forget(meta_dir, frames_dir)  # read what is on disk now, also after a rebuild in this process
   available = list(tfds.builder_from_directory(meta_dir).info.splits)
   stored_splits = _stored_splits(name, split, available, kw)
@@ -226,7 +227,6 @@ def load_tfds_dataset(name: str, split: str | None = None, *, data_dir: str, sha
   seqs = _apply_options(name, split, seqs, chunks, kw)
   if shard_by_host:
     if process_index is None or process_count is None:
-      import jax  # pylint: disable=g-import-not-at-top
       process_index = jax.process_index() if process_index is None else process_index
       process_count = jax.process_count() if process_count is None else process_count
     start, stop = host_sequence_range(len(seqs), int(process_index), int(process_count))
@@ -280,7 +280,6 @@ def load_sequences(name: str, split: str | None = None, *, source: str = "folder
   if source == "folders":
     if root is None:
       raise ValueError(f"load_sequences({name!r}): source 'folders' needs root= (the extracted benchmark)")
-    from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
     return load_dataset(name, root, split, **kw)
   if source == "tfds":
     if data_dir is None:
@@ -311,7 +310,6 @@ def compare_with_folders(name: str, root: str, data_dir: str, split: str | None 
   Compares names and order, boxes, visibility, category, attributes and the stored bytes of the first
   `frames_per_sequence` frames of each sequence against the files (None = every frame).
   """
-  from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
   raw = load_dataset(name, root, split)
   prepared = load_tfds_dataset(name, split, data_dir=data_dir)
   if [s.name for s in raw] != [s.name for s in prepared]:
@@ -333,3 +331,14 @@ def compare_with_folders(name: str, root: str, data_dir: str, split: str | None 
       if read_frame_bytes(uri) != data:
         out.append(f"{a.name}: frame {path} differs from its record ({uri})")
   return out
+
+
+def compare_splits_with_folders(name: str, root: str, data_dir: str,
+                                frames_per_sequence: int | None = 2) -> dict[str, list[str]]:
+  """`compare_with_folders` for every prepared split of a benchmark: split -> its differences (empty = same).
+
+  The prepared split `full` (LaSOT without split files) is compared as the folder reader's split "all".
+  """
+  splits = tfds.builder_from_directory(builder_dir(data_dir, name, SEQUENCES)).info.splits
+  return {split: compare_with_folders(name, root, data_dir, "all" if split == "full" else split,
+                                      frames_per_sequence) for split in splits}

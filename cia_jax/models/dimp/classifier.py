@@ -3,7 +3,7 @@
 backbone layer3 -> `feature_extractor` (ClassificationFeatures) -> `filter_initializer` (box-pooled filter) ->
 `filter_optimizer` (num_iter steepest-descent steps) -> scores = per-sequence correlation (`classify`).
 
-Stage methods (usable with `model.apply(variables, ..., method=...)`, by function or by name):
+Stage methods (usable with `net.apply(variables, ..., method=...)`, by function or by name):
 `extract_classification_feat`, `init_filter`, `optimize_filter`, `get_filter`, `classify`; `__call__` is the
 training forward. Training applies with `mutable=['batch_stats']` (R18's residual block has BN).
 """

@@ -95,6 +95,22 @@ class DiMPSteepestDescentGN(nn.Module):
     mask = (self.mask_init_factor * np.tanh(2.0 - d)).reshape(shape).astype(np.float32)  # +0: sigmoid mask
     return _const_init(label), _const_init(mask), nn.initializers.ones
 
+  def _score_targets(self, box_xywh: jax.Array, out_hw: tuple[int, int], filter_hw: tuple[int, int],
+                     label_init, mask_init, weight_init) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Label y, target mask m and spatial weight, each `[Nimg, B, Ho, Wo]`, predicted by the three 1x1 convs
+    from the distance-bin map around each target centre (score-grid cells)."""
+    nimg, nseq = box_xywh.shape[:2]
+    offset = jnp.array([filter_hw[0] % 2, filter_hw[1] % 2], default_float()) / 2.0
+    center_yx = (box_xywh[..., 1::-1] + 0.5 * box_xywh[..., :1:-1]) / self.feat_stride - offset
+    dist = distance_map(center_yx, out_hw, self.num_dist_bins, self.bin_displacement)
+    dist = dist.reshape(nimg * nseq, *out_hw, self.num_dist_bins)
+    grid = (nimg, nseq, *out_hw)
+    conv = lambda name, init: Conv2d(1, 1, use_bias=False, kernel_init=init, name=name)  # noqa: E731
+    label = conv("label_map_predictor", label_init)(dist).reshape(grid)
+    mask = _MaskPredictor(mask_init, name="target_mask_predictor")(dist).reshape(grid)
+    spatial_weight = conv("spatial_weight_predictor", weight_init)(dist).reshape(grid)
+    return label, mask, spatial_weight
+
   @nn.compact
   def __call__(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
                sample_weight: jax.Array | None = None,
@@ -137,19 +153,8 @@ class DiMPSteepestDescentGN(nn.Module):
     log_step_length = self.param("log_step_length", nn.initializers.constant(math.log(self.init_step_length)),
                                  (1,), jnp.float32)
     filter_reg = self.param("filter_reg", nn.initializers.constant(self.init_filter_reg), (1,), jnp.float32)
-
-    # Label, mask and spatial weight from the distance-bin map around each target centre (score-grid cells).
-    out_hw = score_size((h, w), (fh, fw))
-    offset = jnp.array([fh % 2, fw % 2], default_float()) / 2.0
-    center_yx = (box_xywh[..., 1::-1] + 0.5 * box_xywh[..., :1:-1]) / self.feat_stride - offset
-    dist = distance_map(center_yx, out_hw, self.num_dist_bins, self.bin_displacement)
-    dist = dist.reshape(nimg * nseq, *out_hw, self.num_dist_bins)
-    grid = (nimg, nseq, *out_hw)
-    conv = lambda name, init: Conv2d(1, 1, use_bias=False, kernel_init=init, name=name)  # noqa: E731
-    label = conv("label_map_predictor", label_init)(dist).reshape(grid)
-    mask = _MaskPredictor(mask_init, name="target_mask_predictor")(dist).reshape(grid)
-    spatial_weight = conv("spatial_weight_predictor", weight_init)(dist).reshape(grid)
-
+    label, mask, spatial_weight = self._score_targets(box_xywh, score_size((h, w), (fh, fw)), (fh, fw),
+                                                      label_init, mask_init, weight_init)
     if sw is None:
       v = math.sqrt(1.0 / nimg) * spatial_weight
     else:
