@@ -109,16 +109,17 @@ def tracker_settings(config, **overrides):
 def _track_opencv(name, seqs, out_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  from cia_jax import results  # pylint: disable=g-import-not-at-top
   from cia_jax.evaluation.baselines import track_opencv  # pylint: disable=g-import-not-at-top
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
   for seq in seqs:
-    if runner.is_finished(out_dir, seq.name, len(seq)):
+    if results.is_finished(out_dir, seq.name, len(seq)):
       continue
     t0 = time.perf_counter()
     boxes = track_opencv(name, runner.prefetch_frames(seq.frame_paths), runner.first_box(seq))
     dt = (time.perf_counter() - t0) / max(len(seq), 1)
-    runner.write_results(out_dir, seq.name, boxes, np.full(len(seq), dt))
+    results.write_results(out_dir, seq.name, boxes, np.full(len(seq), dt))
 
 
 def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, test_sequences: int | None = None,
@@ -198,7 +199,7 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
 
 
 def _load(results_dir, name):
-  from cia_jax.evaluation.results_io import load_results  # pylint: disable=g-import-not-at-top
+  from cia_jax.results import load_results  # pylint: disable=g-import-not-at-top
 
   return load_results(results_dir, name)[0]
 

@@ -58,6 +58,7 @@ def main(argv=None) -> int:
   import jax.numpy as jnp
   import numpy as np
 
+  from cia_jax.data.frames import read_frame
   from cia_jax.models.cia import build_model
   from cia_jax.models.presets import init_variables, model_kwargs
   from cia_jax.track import params, runner
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     step_flops = None
     for seq in seqs:
       n = min(len(seq), args.max_frames)
-      frames = [runner.read_frame(p) for p in seq.frame_paths[:n]]
+      frames = [read_frame(p) for p in seq.frame_paths[:n]]
       box = jnp.asarray(runner.first_box(seq), jnp.float32)
       key = runner.sequence_key(args.seed, seq.name)
       t0 = time.perf_counter()
@@ -113,13 +114,13 @@ def main(argv=None) -> int:
         base = seqs[0]
         group = [dataclasses.replace(base, name=f"{base.name}#{i}") for i in range(args.batch)]
         note = f"{args.batch} copies of {base.name}"
-      fns = runner._tracker_fns(model, settings)  # pylint: disable=protected-access
+      fns = runner.tracker_fns(settings)
       runner.track_batch(model, settings, group, args.seed, max_frames=3, fns=fns)  # compile
       t0 = time.perf_counter()
       res = runner.track_batch(model, settings, group, args.seed, max_frames=args.batch_frames, fns=fns)
       wall = time.perf_counter() - t0
-      steps = sum(len(t) - 1 for _, t in res)
-      brows.append((name, args.batch, note, args.batch_frames, wall, steps / sum(sum(t[1:]) for _, t in res)))
+      steps = sum(len(r.times) - 1 for r in res)
+      brows.append((name, args.batch, note, args.batch_frames, wall, steps / sum(sum(r.times[1:]) for r in res)))
   print()
   print(f"Peak RSS {peak_rss_mb():.0f} MB. fp32 peak for % column: {args.peak_gflops:.0f} GFLOP/s.")
   print()

@@ -402,7 +402,8 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
 def _load_sequence(path: str, max_frames: int | None):
   from cia_jax.data.datasets import load_sequence  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.runner import first_box, read_frame  # pylint: disable=g-import-not-at-top
+  from cia_jax.data.frames import read_frame  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.runner import first_box  # pylint: disable=g-import-not-at-top
 
   seq = load_sequence(path)
   name = os.path.basename(os.path.normpath(path))

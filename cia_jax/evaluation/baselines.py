@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import cv2
 import numpy as np
 
 # name -> the factory attribute names to try, in order (OpenCV 4.5+ main module, then the legacy module).
@@ -20,8 +21,6 @@ _FACTORIES = {
 
 
 def _factory(name: str):
-  import cv2  # pylint: disable=g-import-not-at-top
-
   for attr in _FACTORIES[name]:
     fn = getattr(cv2, attr, None) or getattr(getattr(cv2, "legacy", None), attr, None)
     if fn is not None:
@@ -40,8 +39,6 @@ def track_opencv(name: str, frames: Iterable[np.ndarray], box_xywh) -> np.ndarra
   Returns `[T, 4]` float64 boxes (frame 0 = the init box). When OpenCV loses the target (update returns
   False) the previous box is kept, as benchmark protocols expect a box every frame.
   """
-  import cv2  # pylint: disable=g-import-not-at-top
-
   if name not in _FACTORIES:
     raise ValueError(f"unknown OpenCV tracker {name!r}; known: {sorted(_FACTORIES)}")
   factory = _factory(name)

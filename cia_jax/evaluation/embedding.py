@@ -17,13 +17,22 @@ exaggeration 12 for the first 250 iterations, and per-parameter gains.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import types
 from typing import Mapping, Sequence as SequenceT
 
+import jax
+import jax.numpy as jnp
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cia_jax.data import processing
+from cia_jax.data.frames import read_frame
+from cia_jax.models.cia import CIANet
+from cia_jax.ops.prroi_pool import prroi_pool
+from cia_jax.checkpoints import load_for_tracking
 
 STAGES = ("backbone", "instance", "category")
 
@@ -115,14 +124,6 @@ def target_features(model, sequences: SequenceT, frames_per_sequence: int = 20, 
   Returns:
     ({stage: `[N, C3]` L2-normalised vectors}, sequence index `[N]` per row).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from cia_jax.data import processing  # pylint: disable=g-import-not-at-top
-  from cia_jax.models.cia import CIANet  # pylint: disable=g-import-not-at-top
-  from cia_jax.ops.prroi_pool import prroi_pool  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.runner import read_frame  # pylint: disable=g-import-not-at-top
-
   net, variables = model.net, model.variables
 
   @jax.jit
@@ -167,16 +168,13 @@ def target_features(model, sequences: SequenceT, frames_per_sequence: int = 20, 
 def plot_embeddings(path: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, names: SequenceT[str],
                     seed: int = 0, titles: Mapping[str, str] | None = None) -> dict[str, float]:
   """t-SNE of each stage side by side, coloured by sequence; returns the 2-D 5-NN accuracy per stage."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   titles = titles or {"backbone": "backbone (layer3)", "instance": "instance-aware", "category": "category-aware"}
-  fig, axes = plt.subplots(1, len(feats), figsize=(4.2 * len(feats), 4.2))
-  axes = np.atleast_1d(axes)
+  # matplotlib's object API on an Agg canvas, as in `plots`: no pyplot, no global backend switch.
+  fig = Figure(figsize=(4.2 * len(feats), 4.2))
+  FigureCanvasAgg(fig)
+  axes = np.atleast_1d(fig.subplots(1, len(feats)))
   scores = {}
-  cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+  cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
   for ax, (stage, x) in zip(axes, feats.items()):
     y = tsne(x, seed=seed)
     scores[stage] = knn_accuracy(y, labels)
@@ -190,24 +188,7 @@ def plot_embeddings(path: str, feats: Mapping[str, np.ndarray], labels: np.ndarr
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return scores
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Flags of `cia-jax embed-plot`."""
-  parser.add_argument("--checkpoint", required=True, help="training workdir or converted checkpoint")
-  parser.add_argument("--root", required=True,
-                      help="a folder of sequence folders (any layout `load_sequence` reads), or a dataset root "
-                           "with --dataset")
-  parser.add_argument("--dataset", default="folder", help="dataset name for load_dataset, or folder")
-  parser.add_argument("--split", default=None)
-  parser.add_argument("--sequences", default=None, help="comma-separated names (default: the first 8)")
-  parser.add_argument("--frames", type=int, default=20, help="frames per sequence")
-  parser.add_argument("--search-area-factor", type=float, default=None, help="default: from the checkpoint")
-  parser.add_argument("--crop-size", type=int, default=None, help="default: from the checkpoint")
-  parser.add_argument("--out", required=True, help="output image (.png or .pdf)")
-  parser.add_argument("--seed", type=int, default=0)
 
 
 def _crop_defaults(meta: Mapping) -> tuple[float, int]:
@@ -220,26 +201,16 @@ def _crop_defaults(meta: Mapping) -> tuple[float, int]:
   return 5.0, 288
 
 
-def run(args: argparse.Namespace) -> int:
-  """`cia-jax embed-plot`."""
-  try:
-    from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-    from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
+def embed_plot(checkpoint: str, sequences: SequenceT, out: str, frames_per_sequence: int = 20,
+               search_area_factor: float | None = None, crop_size: int | None = None,
+               seed: int = 0) -> dict[str, float]:
+  """`cia-jax embed-plot`: the t-SNE figure of a checkpoint's features on `sequences`, written to `out`.
 
-    if args.dataset == "folder":
-      seqs = runner.folder_sequences(args.root)
-    else:
-      from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
-
-      seqs = load_dataset(args.dataset, args.root, args.split)
-    seqs = runner.select_sequences(seqs, args.sequences) if args.sequences else list(seqs)[:8]
-    net, variables, meta = load_for_tracking(args.checkpoint)
-    factor, size = _crop_defaults(meta)
-    feats, labels = target_features(types.SimpleNamespace(net=net, variables=variables), seqs, args.frames,
-                                    args.search_area_factor or factor, args.crop_size or size)
-    scores = plot_embeddings(args.out, feats, labels, [s.name for s in seqs], seed=args.seed)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"cia-jax embed-plot: error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}; 5-NN accuracy in 2-D: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in scores.items()))
-  return 0
+  Crop geometry from the checkpoint's training config unless given (`_crop_defaults`); returns the 2-D 5-NN
+  accuracy per stage (`plot_embeddings`).
+  """
+  net, variables, meta = load_for_tracking(checkpoint)
+  factor, size = _crop_defaults(meta)
+  feats, labels = target_features(types.SimpleNamespace(net=net, variables=variables), sequences,
+                                  frames_per_sequence, search_area_factor or factor, crop_size or size)
+  return plot_embeddings(out, feats, labels, [s.name for s in sequences], seed=seed)

@@ -283,18 +283,7 @@ def evaluate_sequence(pred_xywh: Any, gt_xywh: Any, valid: Any = None, protocol:
   gt = _as_boxes(gt_xywh, f"{name}: ground truth")
   pred = prepare_predictions(pred_xywh, gt, proto, name=name)
   num_frames = len(gt)
-  if valid is None:
-    visible = np.ones(num_frames, dtype=bool)
-  else:
-    visible = np.asarray(valid, dtype=bool)
-    if visible.shape != (num_frames,):
-      raise ValueError(f"{name}: valid must be [{num_frames}] bools, got shape {visible.shape}")
-  ok = np.isfinite(gt).all(axis=1) & visible
-  if proto.size_valid:
-    ok &= (gt[:, 2] > 0.0) & (gt[:, 3] > 0.0)
-  if proto.first_frame == "exclude":
-    ok[0] = False
-
+  visible, ok = _evaluated_frames(gt, valid, proto, name)
   if proto.iou == "inclusive":
     iou = iou_inclusive(pred, gt)
   else:
@@ -316,11 +305,35 @@ def evaluate_sequence(pred_xywh: Any, gt_xywh: Any, valid: Any = None, protocol:
   if denominator == 0:
     raise ValueError(f"{name}: no valid frame to evaluate (protocol {proto.name!r})")
 
+  scores = _scores(curve_iou, curve_cerr, curve_nerr, denominator, iou[ok])
+  return {**scores, "num_frames": num_frames, "num_valid": num_valid, "iou": iou, "center_error": cerr,
+          "norm_center_error": nerr, "valid": ok}
+
+
+def _evaluated_frames(gt: np.ndarray, valid: Any, proto: Protocol, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(visible `[T]`, evaluated `[T]`) bools of ground truth `[T, 4]`; see `evaluate_sequence` for the rules."""
+  num_frames = len(gt)
+  if valid is None:
+    visible = np.ones(num_frames, dtype=bool)
+  else:
+    visible = np.asarray(valid, dtype=bool)
+    if visible.shape != (num_frames,):
+      raise ValueError(f"{name}: valid must be [{num_frames}] bools, got shape {visible.shape}")
+  ok = np.isfinite(gt).all(axis=1) & visible
+  if proto.size_valid:
+    ok &= (gt[:, 2] > 0.0) & (gt[:, 3] > 0.0)
+  if proto.first_frame == "exclude":
+    ok[0] = False
+  return visible, ok
+
+
+def _scores(curve_iou: np.ndarray, curve_cerr: np.ndarray, curve_nerr: np.ndarray, denominator: int,
+            valid_iou: np.ndarray) -> dict[str, Any]:
+  """The curves and scalar scores of `evaluate_sequence` from the per-frame values that enter the curves."""
   succ = success_curve(curve_iou, SUCCESS_THRESHOLDS, denominator)
   prec = precision_curve(curve_cerr, PRECISION_THRESHOLDS, denominator)
   nprec = precision_curve(curve_nerr, NORM_PRECISION_THRESHOLDS, denominator)
-  valid_iou = iou[ok]
-  empty = num_valid == 0
+  empty = len(valid_iou) == 0
   return {
       "success_curve": succ,
       "auc": float(succ.mean()),
@@ -334,12 +347,6 @@ def evaluate_sequence(pred_xywh: Any, gt_xywh: Any, valid: Any = None, protocol:
       "ao": math.nan if empty else float(valid_iou.mean()),
       "sr50": math.nan if empty else float((valid_iou > 0.5).mean()),
       "sr75": math.nan if empty else float((valid_iou > 0.75).mean()),
-      "num_frames": num_frames,
-      "num_valid": num_valid,
-      "iou": iou,
-      "center_error": cerr,
-      "norm_center_error": nerr,
-      "valid": ok,
   }
 
 

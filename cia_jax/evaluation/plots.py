@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from cia_jax.evaluation import metrics
 
@@ -28,9 +30,6 @@ _COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#000000", "#9467bd", "#ff7f0e", "#1
 def make_figure(curves: Mapping[str, np.ndarray], thresholds: np.ndarray, scores: Mapping[str, float],
                 kind: str = "success", title: str | None = None):
   """A matplotlib `Figure` (Agg canvas) of several trackers' curves; see `plot_curves` for the arguments."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
   if kind not in _STYLES:
     raise ValueError(f"kind: expected one of {sorted(_STYLES)}, got {kind!r}")
   if not curves:

@@ -4,14 +4,17 @@
         --results CIA18=results/cia18/lasot DiMP18=/downloads/dimp18_000 DiMP18=/downloads/dimp18_001
 
 Each `NAME=DIR` is one tracker's results directory (our layout, pytracking's raw results or the GOT-10k
-toolkit layout, see `results_io`); repeating a NAME adds runs that are averaged (pytracking's merge_results;
+toolkit layout, see `cia_jax.results`); repeating a NAME adds runs that are averaged (pytracking's merge_results;
 GOT-10k pools them). The logic is in `evaluate_trackers` / `write_report` / `run_evaluation`, which take
 `cia_jax.data.datasets.base.Sequence` objects, so they work without the dataset readers.
 
 Sequence fields used: `name`, `boxes`, `visible` (LaSOT / GOT-10k protocols only), for GOT-10k's clipping the
-image size (`attributes["resolution"]` (width, height), the GOT-10k reader's
-`attributes["meta"]["resolution"]` string, or else the first frame's header), and `attributes["attributes"]`:
-the sequence's attribute tags (a list of names, or a mapping name -> truthy) for per-attribute plots.
+image size (`cia_jax.data.frames.sequence_image_size`), and `attributes["attributes"]`: the sequence's
+attribute tags (a list of names, or a mapping name -> truthy) for per-attribute plots.
+
+A sequence that `cia-jax track` could not track is listed with its reason in the results directory's
+`failures.json`; it is reported as missing with that reason (or, with `skip_missing`, skipped and listed
+under the table).
 
 Outputs in OUT: `summary.md`, `summary.csv` (AUC / P / NP / NP-AUC / OP50 / OP75 in percent, or AO / SR0.5 /
 SR0.75 for GOT-10k, trackers best first), `per_sequence.csv`,
@@ -20,12 +23,10 @@ SR0.75 for GOT-10k, trackers best first), `per_sequence.csv`,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
 import os
-import sys
 import warnings
 from collections.abc import Mapping
 from collections.abc import Sequence as SequenceABC
@@ -33,8 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from cia_jax.data import datasets
+from cia_jax.data.frames import sequence_image_size
 from cia_jax.evaluation import metrics
-from cia_jax.evaluation import results_io
+from cia_jax.evaluation import plots as plotting
+from cia_jax.results import load_results, read_failures
 
 # (column header, summary key); values are shown in percent.
 _COLUMNS_OPE = (("AUC", "auc"), ("P", "precision20"), ("NP", "norm_precision20"),
@@ -53,6 +57,7 @@ class EvaluationReport:
     runs: tracker -> per evaluated sequence, the `metrics.evaluate_sequence` dicts of its runs.
     summary: tracker -> `metrics.summarize` output.
     attributes: attribute tag -> indices into `sequences`.
+    failed: skipped sequence -> why, for those a tracker's `failures.json` lists ("TRACKER: reason").
   """
 
   protocol: metrics.Protocol
@@ -61,6 +66,7 @@ class EvaluationReport:
   runs: dict[str, list[list[dict[str, Any]]]]
   summary: dict[str, dict[str, Any]]
   attributes: dict[str, list[int]]
+  failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def score_key(self) -> str:
@@ -96,26 +102,56 @@ def _attribute_tags(seq) -> set[str]:
   return {str(t) for t in tags}
 
 
-def _image_size(seq) -> tuple[float, float] | None:
-  """(width, height): `attributes["resolution"]`, GOT-10k's `attributes["meta"]["resolution"]` ("(W, H)"), or
-  the first frame's header."""
-  attrs = seq.attributes or {}
-  size = attrs.get("resolution", (attrs.get("meta") or {}).get("resolution"))
-  if isinstance(size, str):
-    size = size.strip("()[] ").split(",")
-  if size is not None:
+def _result_dirs(sequences: list, results: Mapping[str, str | SequenceABC[str]]) -> dict[str, list[str]]:
+  """tracker name -> its results directories; ValueError / FileNotFoundError for empty inputs, missing dirs."""
+  if not sequences:
+    raise ValueError("sequences: empty")
+  if not results:
+    raise ValueError("results: no tracker given")
+  dirs = {name: [d] if isinstance(d, str) else list(d) for name, d in results.items()}
+  for name, ds in dirs.items():
+    for d in ds:
+      if not os.path.isdir(d):
+        raise FileNotFoundError(f"results of {name!r}: directory not found: {d}")
+  return dirs
+
+
+def _check_ground_truth(seq) -> None:
+  if len(seq.boxes) > 1 and not np.isfinite(seq.boxes[1:]).all(axis=1).any():
+    raise ValueError(f"sequence {seq.name!r}: no ground truth after frame 0 (withheld test annotations? "
+                     "GOT-10k and TrackingNet test sets are evaluated by their servers)")
+
+
+def _predictions(dirs: Mapping[str, list[str]], seq) -> dict[str, list[np.ndarray]]:
+  """tracker -> the `[N, 4]` boxes of each of its runs on `seq`; FileNotFoundError naming the tracker (and why,
+  when its `failures.json` lists the sequence) if one has none."""
+  preds = {}
+  for name, ds in dirs.items():
     try:
-      return float(size[0]), float(size[1])
-    except (ValueError, IndexError, TypeError) as e:
-      raise ValueError(f"sequence {seq.name!r}: resolution {size!r} is not (width, height)") from e
-  if seq.frame_paths and os.path.isfile(seq.frame_paths[0]):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    try:
-      with Image.open(seq.frame_paths[0]) as im:  # reads the header only
-        return float(im.size[0]), float(im.size[1])
-    except OSError:  # not an image PIL can read: no clipping, with the warning in evaluate_trackers
-      return None
-  return None
+      preds[name] = [p for d in ds for p in load_results(d, seq.name, seq.dataset)]
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"results of {name!r}: {e}") from e
+  return preds
+
+
+def _failure_reasons(dirs: Mapping[str, list[str]], seq_name: str) -> str | None:
+  """`TRACKER: reason; ...` of the trackers whose `failures.json` lists `seq_name`; None if none does."""
+  reasons = []
+  for name, ds in dirs.items():
+    for d in ds:
+      reason = read_failures(d).get(seq_name)
+      if reason is not None:
+        reasons.append(f"{name}: {reason}")
+  return "; ".join(reasons) or None
+
+
+def _attribute_index(kept: list) -> dict[str, list[int]]:
+  """attribute tag -> indices into `kept` of the sequences that carry it, tags sorted."""
+  attributes: dict[str, list[int]] = {}
+  for i, seq in enumerate(kept):
+    for tag in _attribute_tags(seq):
+      attributes.setdefault(tag, []).append(i)
+  return dict(sorted(attributes.items()))
 
 
 def evaluate_trackers(sequences: SequenceABC, results: Mapping[str, str | SequenceABC[str]],
@@ -130,41 +166,32 @@ def evaluate_trackers(sequences: SequenceABC, results: Mapping[str, str | Sequen
       `dataset` field (`protocol_for_dataset`).
     exclude_invalid_frames: passed to `metrics.evaluate_sequence`.
     skip_missing: leave out (for every tracker) sequences some tracker has no result for, instead of raising
-      FileNotFoundError.
+      FileNotFoundError (which names the tracker, and the reason when its `failures.json` lists the sequence).
 
   Returns:
     An `EvaluationReport`.
   """
   sequences = list(sequences)
-  if not sequences:
-    raise ValueError("sequences: empty")
-  if not results:
-    raise ValueError("results: no tracker given")
+  dirs = _result_dirs(sequences, results)
   if protocol is None:
     protocol = protocol_for_dataset(sequences[0].dataset or "otb")
   proto = metrics.get_protocol(protocol)
-  dirs = {name: [d] if isinstance(d, str) else list(d) for name, d in results.items()}
-  for name, ds in dirs.items():
-    for d in ds:
-      if not os.path.isdir(d):
-        raise FileNotFoundError(f"results of {name!r}: directory not found: {d}")
-
   runs = {name: [] for name in dirs}
-  kept, skipped, unsized = [], [], []
+  kept, skipped, unsized, failed = [], [], [], {}
   for seq in sequences:
-    if len(seq.boxes) > 1 and not np.isfinite(seq.boxes[1:]).all(axis=1).any():
-      raise ValueError(f"sequence {seq.name!r}: no ground truth after frame 0 (withheld test annotations? "
-                       "GOT-10k and TrackingNet test sets are evaluated by their servers)")
+    _check_ground_truth(seq)
     try:
-      preds = {name: [p for d in ds for p in results_io.load_results(d, seq.name, seq.dataset)]
-               for name, ds in dirs.items()}
+      preds = _predictions(dirs, seq)
     except FileNotFoundError:
       if not skip_missing:
         raise
       skipped.append(seq.name)
+      reason = _failure_reasons(dirs, seq.name)
+      if reason is not None:
+        failed[seq.name] = reason
       continue
     visible = seq.visible if proto.uses_visible else None
-    image_size = _image_size(seq) if proto.clip_to_image else None
+    image_size = sequence_image_size(seq) if proto.clip_to_image else None
     if proto.clip_to_image and image_size is None:
       unsized.append(seq.name)
     for name, pred_runs in preds.items():
@@ -179,15 +206,10 @@ def evaluate_trackers(sequences: SequenceABC, results: Mapping[str, str | Sequen
     warnings.warn(f"{len(unsized)} sequences without image size (no attributes['resolution'], no readable "
                   f"first frame), e.g. {unsized[0]!r}: their boxes are not clipped to the image",
                   stacklevel=2)
-
-  attributes: dict[str, list[int]] = {}
-  for i, seq in enumerate(kept):
-    for tag in _attribute_tags(seq):
-      attributes.setdefault(tag, []).append(i)
   return EvaluationReport(
       protocol=proto, sequences=[s.name for s in kept], skipped=skipped, runs=runs,
-      summary={name: metrics.summarize(r) for name, r in runs.items()},
-      attributes=dict(sorted(attributes.items())))
+      summary={name: metrics.summarize(r) for name, r in runs.items()}, attributes=_attribute_index(kept),
+      failed=failed)
 
 
 def summary_rows(report: EvaluationReport) -> list[list[str]]:
@@ -206,6 +228,9 @@ def format_markdown(report: EvaluationReport) -> str:
   lines = [f"Protocol `{report.protocol.name}`, {len(report.sequences)} sequences{skipped}.", "",
            "| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|"]
   lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+  if report.failed:
+    lines += ["", "Not evaluated, tracking failed (failures.json):"]
+    lines += [f"- `{name}`: {reason}" for name, reason in report.failed.items()]
   return "\n".join(lines) + "\n"
 
 
@@ -239,7 +264,6 @@ def write_report(report: EvaluationReport, out_dir: str, plots: bool = True,
   write("per_sequence.csv", _csv_text(rows))
 
   if plots:
-    from cia_jax.evaluation import plots as plotting  # pylint: disable=g-import-not-at-top  (matplotlib)
     pooled = report.protocol.frame_pooled
     written += plotting.plot_benchmark(report.summary, out_dir, frame_pooled=pooled, formats=formats)
     for tag, idx in report.attributes.items():
@@ -273,37 +297,21 @@ def parse_results_args(items: SequenceABC[str]) -> dict[str, list[str]]:
   return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Flags of `cia-jax evaluate`."""
-  parser.add_argument("--dataset", required=True, help="dataset name for cia_jax.data.datasets.load_dataset")
-  parser.add_argument("--root", required=True, help="dataset root directory")
-  parser.add_argument("--split", default=None, help="dataset split (e.g. val for GOT-10k)")
-  parser.add_argument("--results", required=True, nargs="+", metavar="NAME=DIR",
-                      help="tracker results directories; repeat a NAME to add runs")
-  parser.add_argument("--out", required=True, help="output directory for tables and plots")
-  parser.add_argument("--protocol", default=None,
-                      help=f"evaluation protocol {sorted(metrics.PROTOCOLS)} (default: from --dataset)")
-  parser.add_argument("--exclude-invalid-frames", action="store_true",
-                      help="leave frames without valid ground truth out of every curve")
-  parser.add_argument("--skip-missing", action="store_true",
-                      help="skip sequences some tracker has no result for (default: error)")
-  parser.add_argument("--no-plots", action="store_true", help="tables only")
-  parser.add_argument("--plot-formats", nargs="+", default=["png", "pdf"], help="plot file formats")
+def evaluate_benchmark(dataset: str, root: str, results: SequenceABC[str], out_dir: str, split: str | None = None,
+                       protocol: str | None = None, *, exclude_invalid_frames: bool = False,
+                       skip_missing: bool = False, plots: bool = True,
+                       formats: SequenceABC[str] = ("png", "pdf")) -> EvaluationReport:
+  """`cia-jax evaluate`: reads a benchmark's ground truth (`load_dataset`) and runs `run_evaluation` into OUT.
 
-
-def run(args: argparse.Namespace) -> int:
-  """`cia-jax evaluate`: loads the dataset, evaluates, writes OUT, prints the Markdown table."""
-  try:
-    results = parse_results_args(args.results)
-    protocol = metrics.get_protocol(args.protocol) if args.protocol else protocol_for_dataset(args.dataset)
-    from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
-    sequences = load_dataset(args.dataset, args.root, args.split)
-    report = run_evaluation(sequences, results, args.out, protocol, skip_missing=args.skip_missing,
-                            exclude_invalid_frames=args.exclude_invalid_frames, plots=not args.no_plots,
-                            formats=args.plot_formats)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"cia-jax evaluate: error: {e}", file=sys.stderr)
-    return 2
-  print(format_markdown(report), end="")
-  print(f"Written to {args.out}")
-  return 0
+  Args:
+    dataset, root, split: the benchmark (`cia_jax.data.datasets.load_dataset`).
+    results: `["NAME=DIR", ...]` (`parse_results_args`).
+    out_dir: output directory of the tables and plots.
+    protocol: protocol name (default: from `dataset`, `protocol_for_dataset`).
+    exclude_invalid_frames, skip_missing, plots, formats: as in `run_evaluation`.
+  """
+  dirs = parse_results_args(results)
+  proto = metrics.get_protocol(protocol) if protocol else protocol_for_dataset(dataset)
+  sequences = datasets.load_dataset(dataset, root, split)
+  return run_evaluation(sequences, dirs, out_dir, proto, exclude_invalid_frames=exclude_invalid_frames,
+                        skip_missing=skip_missing, plots=plots, formats=formats)

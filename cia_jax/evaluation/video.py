@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Iterable, Mapping
 
+import cv2
 import numpy as np
+from PIL import Image
 
 # Box colours (RGB): ground truth green, trackers from a fixed palette.
 GT_COLOR = (40, 220, 40)
@@ -15,8 +17,6 @@ PALETTE = ((230, 40, 40), (40, 120, 255), (255, 170, 0), (200, 60, 220), (0, 200
 def draw_boxes(frame: np.ndarray, boxes: Mapping[str, np.ndarray], colors: Mapping[str, tuple[int, int, int]],
                thickness: int = 2, label: str | None = None) -> np.ndarray:
   """Copy of RGB `frame` `[H, W, 3]` uint8 with each `[x, y, w, h]` box of `boxes` drawn (NaN boxes skipped)."""
-  import cv2  # pylint: disable=g-import-not-at-top
-
   out = np.ascontiguousarray(frame.copy())
   for name, box in boxes.items():
     box = np.asarray(box, np.float64)
@@ -48,9 +48,6 @@ def write_tracking_gif(path: str, frames: Iterable[np.ndarray], gt_xywh: np.ndar
   Returns:
     The path written. A legend (colour per tracker) is drawn on the first frame's top line.
   """
-  import cv2  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top  # ships with matplotlib
-
   colors = {"ground truth": GT_COLOR}
   for i, name in enumerate(predictions):
     colors[name] = PALETTE[i % len(PALETTE)]

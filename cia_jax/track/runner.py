@@ -1,62 +1,64 @@
-"""`cia-jax track`: run a tracker over a benchmark (or folders of sequences) and write result files.
+"""Benchmark runs of the tracker (`cia-jax track`): check every sequence, track the good ones, record failures.
 
     cia-jax track --tracker cia18 --checkpoint runs/cia18 --dataset otb --root /data/OTB100 --results res/cia18
     cia-jax track --tracker dimp18 --random-weights --dataset folder --root ../shared/data/real --results /tmp/r \\
         --set target_not_found_threshold=0 --batch-sequences 4
 
-Result layouts (`--format`):
-  raw          `<results>/<seq>.txt`, one `x,y,w,h` line per frame, and `<seq>_time.txt` (seconds per frame);
-               what `cia-jax evaluate` and pytracking's analysis read.
-  got10k       the GOT-10k toolkit / server layout: `<results>/<seq>/<seq>_001.txt` and `<seq>/<seq>_time.txt`.
-  trackingnet  the TrackingNet server layout: `<results>/<seq>.txt` (comma-separated `x,y,w,h`); zip the folder's
-               .txt files to submit.
-Files are written atomically (temporary name, then rename) once a sequence is complete, so a run that is
-killed never leaves a partial result; a finished sequence (result file with one line per frame) is skipped,
-which makes runs resumable.
+A run has three phases, so that one bad sequence never costs the good ones:
+1. Check (`prepare_run`), cheap and before the network is built: a sequence's frame files exist, it has one
+   box per frame, its first box is finite, has a positive size and is not entirely outside the image (the size
+   from frame 0's header). A sequence folder the reader rejects (`--dataset folder`) fails here, with the
+   reader's error. Finished sequences (`cia_jax.results.is_finished`) are skipped, which makes runs resumable.
+2. Track (`execute_plan`) every sequence that passed. A sequence that fails while tracking (a frame that
+   cannot be decoded, a frame whose size differs from the first frame's) is recorded with its reason, nothing
+   of it is written, and the run goes on; `fail_fast` stops after the first failure instead.
+3. Record: boxes and times in a layout of `cia_jax.results`, the failures in `<results>/failures.json`, a
+   table of failed sequences on the console and exit code 1 when any failed (`track_benchmark`).
 
 Batched offline tracking (`--batch-sequences K`): sequences with the same frame size are tracked K at a time
 in lockstep with `jax.vmap` over the tracker state; a sequence that ends early keeps being fed its last frame
-(its extra outputs are dropped). The random stream of a sequence depends only on `--seed` and the sequence
-name, so K > 1 gives the same boxes as K = 1.
+(its extra outputs are dropped). A sequence that fails inside a batch leaves the lockstep the same way, so
+the compiled program and the other sequences' inputs are those of a clean run, and so are their boxes. The
+random stream of a sequence depends only on `--seed` and the sequence name, so K > 1 gives the same boxes as
+K = 1 (up to float32 reassociation).
 
 Frames are decoded (OpenCV) in a background thread ahead of the tracker.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import functools
 import os
 import queue
 import sys
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator, Sequence as SequenceT
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence as SequenceT
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
-RESULT_FORMATS = ("raw", "got10k", "trackingnet")
-TRACKERS = ("dimp18", "superdimp", "cia18", "cia50")
+from cia_jax import results
+from cia_jax.data import datasets
+from cia_jax.data.datasets.base import Sequence
+from cia_jax.data.frames import image_size, missing_frames, read_frame
+from cia_jax.models.cia import build_model
+from cia_jax.models.presets import init_variables, model_kwargs
+from cia_jax.track import tracker as trk
+from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
+from cia_jax.checkpoints import load_for_tracking
+
+# Errors that come from a sequence's data (a missing or undecodable frame, an annotation that does not fit):
+# they fail that sequence, not the run. Anything else (a bug, an XLA error) still stops the run.
+DATA_ERRORS = (ValueError, OSError)
 
 
 # ------------------------------------------------------------------------------------------------
-# Frames and result files.
-
-def read_frame(path: str) -> np.ndarray:
-  """Decodes one frame to `[H, W, 3]` uint8 RGB; FileNotFoundError / ValueError naming the file otherwise.
-
-  The training pipeline's decoder (`cia_jax.data.pipeline.load_image`: OpenCV, as the reference; also reads
-  TFDS frame URIs), but failing loudly: a benchmark frame that cannot be read must not be skipped silently.
-  """
-  from cia_jax.data.pipeline import load_image  # pylint: disable=g-import-not-at-top
-
-  if not path.startswith("tfds:") and not os.path.isfile(path):
-    raise FileNotFoundError(f"frame not found: {path}")
-  image = load_image(path)
-  if image is None:
-    raise ValueError(f"frame could not be decoded as an image: {path}")
-  return image
-
+# Frames, keys and first boxes.
 
 def prefetch_frames(paths: SequenceT[str], depth: int = 8,
                     reader: Callable[[str], np.ndarray] = read_frame) -> Iterator[np.ndarray]:
@@ -97,54 +99,13 @@ def prefetch_frames(paths: SequenceT[str], depth: int = 8,
         thread.join(timeout=0.05)
 
 
-def result_paths(results_dir: str, seq_name: str, fmt: str = "raw") -> tuple[str, str]:
-  """(box file, time file) of one sequence in layout `fmt` (see the module docstring)."""
-  if fmt not in RESULT_FORMATS:
-    raise ValueError(f"unknown result format {fmt!r}; expected one of {RESULT_FORMATS}")
-  if fmt == "got10k":
-    d = os.path.join(results_dir, seq_name)
-    return os.path.join(d, f"{seq_name}_001.txt"), os.path.join(d, f"{seq_name}_time.txt")
-  return os.path.join(results_dir, f"{seq_name}.txt"), os.path.join(results_dir, f"{seq_name}_time.txt")
-
-
-def is_finished(results_dir: str, seq_name: str, num_frames: int, fmt: str = "raw") -> bool:
-  """True when the sequence's box file exists with exactly `num_frames` non-empty lines."""
-  box_path, _ = result_paths(results_dir, seq_name, fmt)
-  if not os.path.isfile(box_path):
-    return False
-  with open(box_path, encoding="utf-8") as f:
-    return sum(1 for line in f if line.strip()) == num_frames
-
-
-def _atomic_write(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_results(results_dir: str, seq_name: str, boxes_xywh: np.ndarray, times: np.ndarray,
-                  fmt: str = "raw") -> tuple[str, str]:
-  """Writes `[T, 4]` boxes and `[T]` per-frame seconds of one sequence; returns the two paths.
-
-  The time file is written first and the box file last, so a box file (what `is_finished` checks) only exists
-  for complete sequences.
-  """
-  boxes_xywh = np.asarray(boxes_xywh, np.float64)
-  if boxes_xywh.ndim != 2 or boxes_xywh.shape[1] != 4:
-    raise ValueError(f"write_results({seq_name!r}): boxes must be [T, 4], got {boxes_xywh.shape}")
-  box_path, time_path = result_paths(results_dir, seq_name, fmt)
-  _atomic_write(time_path, "".join(f"{t:.6f}\n" for t in np.asarray(times, np.float64)))
-  _atomic_write(box_path, "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in boxes_xywh))
-  return box_path, time_path
-
-
 def sequence_key(seed: int, name: str):
   """The PRNG key of one sequence: a function of the run seed and the sequence name only."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF)
+
+
+def _frame_key(seq_key, frame: int):
+  return jax.random.fold_in(seq_key, frame)
 
 
 def first_box(seq) -> np.ndarray:
@@ -156,32 +117,44 @@ def first_box(seq) -> np.ndarray:
   return box
 
 
+def num_frames(seq, max_frames: int | None) -> int:
+  """Frames of `seq` a run tracks: all, or the first `max_frames`."""
+  return len(seq) if max_frames is None else min(len(seq), int(max_frames))
+
+
+def _size_error(path: str, shape: tuple[int, ...], expected: tuple[int, ...], against: str) -> ValueError:
+  """The error of a frame `[H, W, 3]` whose size is not the `expected` one of `against` (words)."""
+  return ValueError(f"{path}: frame size {shape[1]}x{shape[0]} differs from {against} ({expected[1]}x{expected[0]})")
+
+
 # ------------------------------------------------------------------------------------------------
 # Tracking.
 
-def _tracker_fns(model, settings):
+class Tracked(NamedTuple):
+  """One sequence's outcome in a batch: boxes `[T, 4]` xywh, seconds per frame `[T]`, and the error that
+  stopped it (None when it finished; otherwise boxes and times are incomplete and must not be written)."""
+
+  boxes: np.ndarray
+  times: np.ndarray
+  error: Exception | None = None
+
+
+@functools.lru_cache(maxsize=16)
+def tracker_fns(settings: TrackerSettings) -> dict[str, Callable]:
   """Single-sequence and batched (`vmap`, jitted) `init` / `step`, each called with the model first.
 
   The model is an argument, not a closure constant, so its weights are not baked into the compiled code.
+  Cached per settings, so every run of a process reuses the batched functions' compilations.
   """
-  import jax  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
+  def init(model, image, box, key):
+    return trk.init(model, settings, image, box, key)
 
-  def init(m, image, box, key):
-    return trk.init(m, settings, image, box, key)
-
-  def step(m, state, image, key):
-    return trk.step(m, settings, state, image, key)
+  def step(model, state, image, key):
+    return trk.step(model, settings, state, image, key)
 
   return {"init": init, "step": step, "vinit": jax.jit(jax.vmap(init, in_axes=(None, 0, 0, 0))),
           "vstep": jax.jit(jax.vmap(step, in_axes=(None, 0, 0, 0)))}
-
-
-def _frame_key(seq_key, frame: int):
-  import jax  # pylint: disable=g-import-not-at-top
-
-  return jax.random.fold_in(seq_key, frame)
 
 
 def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None = None,
@@ -190,21 +163,24 @@ def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None =
   """Tracks one sequence from its first ground-truth box -> (boxes `[T, 4]` xywh, seconds per frame `[T]`).
 
   Frame 0's box is the initialisation box (as every benchmark protocol expects); its time is the init time.
+  Raises the reader's error for a frame that cannot be read, and ValueError naming the frame file when a
+  frame's size differs from frame 0's.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-
-  fns = fns or _tracker_fns(model, settings)
-  n = len(seq) if max_frames is None else min(len(seq), int(max_frames))
+  fns = fns or tracker_fns(settings)
+  n = num_frames(seq, max_frames)
   frames = iter(frames) if frames is not None else prefetch_frames(seq.frame_paths[:n])
   key = sequence_key(seed, seq.name)
   box0 = first_box(seq)
   boxes = np.zeros((n, 4))
   times = np.zeros(n)
-  state = None
+  state, shape = None, None
   for i in range(n):
     image = next(frames)
+    if shape is not None and image.shape != shape:
+      raise _size_error(seq.frame_paths[i], image.shape, shape, f"the first frame {seq.frame_paths[0]}")
     t0 = time.perf_counter()
     if i == 0:
+      shape = image.shape
       state = fns["init"](model, image, box0.astype(np.float32), _frame_key(key, 0))
       jax.block_until_ready(state)
       boxes[0] = box0
@@ -217,218 +193,439 @@ def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None =
   return boxes, times
 
 
+def _lockstep_frames(seqs: SequenceT, streams: list, running: list[int], i: int, shape, errors: list) -> dict:
+  """Frame `i` of each running sequence -> {index: image}; a sequence whose frame cannot be read or has another
+  size than `shape` (the batch's frame size, None until frame 0 sets it) gets its error in `errors` instead."""
+  images = {}
+  for k in running:
+    try:
+      image = next(streams[k])
+      expected = shape or next(iter(images.values()), image).shape
+      if image.shape != expected:
+        raise _size_error(seqs[k].frame_paths[i], image.shape, expected,
+                          "the other sequences of its batch" if i == 0 else "the sequence's first frame")
+      images[k] = image
+    except DATA_ERRORS as e:
+      errors[k] = e
+  return images
+
+
 def track_batch(model, settings, seqs: SequenceT, seed: int = 0, max_frames: int | None = None,
-                fns: dict | None = None,
-                on_frame: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                fns: dict | None = None, on_frame: Callable[[int], None] | None = None) -> list[Tracked]:
   """Tracks K sequences of equal frame size in lockstep (`vmap`); same boxes as `track_sequence` on each.
 
-  Returns one (boxes `[T_k, 4]`, seconds per frame `[T_k]`) per sequence; the time of a lockstep frame is
-  split evenly over the sequences still running.
+  Returns one `Tracked` per sequence; the time of a lockstep frame is split evenly over the sequences still
+  running. A sequence whose frame cannot be read (or changes size) stops there with its `error` set, and is
+  fed its last frame from then on, as a sequence that ended: the others' boxes are those of a clean run.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  fns = fns or _tracker_fns(model, settings)
-  lengths = [len(s) if max_frames is None else min(len(s), int(max_frames)) for s in seqs]
+  fns = fns or tracker_fns(settings)
+  lengths = [num_frames(s, max_frames) for s in seqs]
   streams = [prefetch_frames(s.frame_paths[:n]) for s, n in zip(seqs, lengths)]
   keys = [sequence_key(seed, s.name) for s in seqs]
   boxes = [np.zeros((n, 4)) for n in lengths]
   times = [np.zeros(n) for n in lengths]
+  errors: list[Exception | None] = [None] * len(seqs)
+  box0 = np.zeros((len(seqs), 4), np.float32)
+  for k, s in enumerate(seqs):
+    try:
+      box0[k] = first_box(s)
+    except DATA_ERRORS as e:
+      errors[k] = e
+      box0[k] = (0.0, 0.0, 1.0, 1.0)  # any valid box: the lane only keeps the batch's shape, its outputs are unused
   last: list[Any] = [None] * len(seqs)
-  state = None
-  for i in range(max(lengths)):
-    images = []
-    for k, stream in enumerate(streams):
-      if i < lengths[k]:
-        last[k] = next(stream)
-      images.append(last[k])
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-      raise ValueError(f"track_batch: sequences {[s.name for s in seqs]} have different frame sizes {shapes}; "
-                       "batch only sequences of one frame size")
-    images = jnp.asarray(np.stack(images))
-    frame_keys = jnp.stack([_frame_key(k, min(i, n - 1)) for k, n in zip(keys, lengths)])
-    t0 = time.perf_counter()
-    if i == 0:
-      box0 = jnp.asarray(np.stack([first_box(s) for s in seqs]).astype(np.float32))
-      state = fns["vinit"](model, images, box0, frame_keys)
-      jax.block_until_ready(state)
-      out_boxes = np.asarray(box0)
-    else:
-      # A finished sequence is fed its last frame again; its state and outputs are simply not used.
-      state, out = fns["vstep"](model, state, images, frame_keys)
-      out_boxes = np.asarray(out["box_xywh"])
-    dt = time.perf_counter() - t0
-    running = [k for k, n in enumerate(lengths) if i < n]
-    for k in running:
-      boxes[k][i] = out_boxes[k]
-      times[k][i] = dt / len(running)
-    if on_frame is not None:
-      on_frame(len(running))
-  return list(zip(boxes, times))
+  state, shape = None, None
+  try:
+    for i in range(max(lengths, default=0)):
+      running = [k for k, n in enumerate(lengths) if i < n and errors[k] is None]
+      images = _lockstep_frames(seqs, streams, running, i, shape, errors)
+      if not images:
+        break  # every sequence has ended or failed
+      shape = shape or next(iter(images.values())).shape
+      last = [images.get(k, last[k] if last[k] is not None else np.zeros(shape, np.uint8))
+              for k in range(len(seqs))]
+      frame_keys = jnp.stack([_frame_key(key, min(i, max(n - 1, 0))) for key, n in zip(keys, lengths)])
+      t0 = time.perf_counter()
+      if state is None:
+        state = fns["vinit"](model, jnp.asarray(np.stack(last)), jnp.asarray(box0), frame_keys)
+        jax.block_until_ready(state)
+        out_boxes = box0
+      else:
+        # A finished or failed sequence is fed its last frame again; its state and outputs are simply not used.
+        state, out = fns["vstep"](model, state, jnp.asarray(np.stack(last)), frame_keys)
+        out_boxes = np.asarray(out["box_xywh"])
+      dt = time.perf_counter() - t0
+      for k in images:
+        boxes[k][i] = out_boxes[k]
+        times[k][i] = dt / len(images)
+      if on_frame is not None:
+        on_frame(len(images))
+  finally:
+    for stream in streams:
+      stream.close()
+  return [Tracked(b, t, e) for b, t, e in zip(boxes, times, errors)]
 
+
+# ------------------------------------------------------------------------------------------------
+# Checking and planning a run (no network needed).
 
 def frame_size(seq) -> tuple[int, int]:
   """(height, width) of a sequence's first frame, from the image header (no full decode)."""
-  from cia_jax.evaluation.report import _image_size  # pylint: disable=g-import-not-at-top
-
-  size = _image_size(seq)
-  if size is None:
-    h, w = read_frame(seq.frame_paths[0]).shape[:2]
-    return int(h), int(w)
-  return int(size[1]), int(size[0])
+  width, height = image_size(seq.frame_paths[0])
+  return height, width
 
 
-def batch_groups(seqs: SequenceT, k: int) -> list[list]:
-  """Sequences grouped by frame size, in chunks of at most `k` (order kept within a size)."""
+def check_sequence(seq, max_frames: int | None = None) -> tuple[int, int]:
+  """The cheap checks of a sequence before any tracking -> its frame size (height, width).
+
+  Raises FileNotFoundError / ValueError naming the sequence and the file: no frames, missing frame files,
+  fewer or more boxes than frames, a first box that is not finite, has no positive size, or lies entirely
+  outside the first frame.
+  """
+  if not len(seq):
+    raise ValueError(f"sequence {seq.name!r}: no frames")
+  if len(seq.boxes) != len(seq):
+    raise ValueError(f"sequence {seq.name!r}: {len(seq.boxes)} ground-truth boxes but {len(seq)} frames "
+                     f"(first frame {seq.frame_paths[0]})")
+  n = num_frames(seq, max_frames)
+  missing = missing_frames(seq.frame_paths[:n])
+  if missing:
+    raise FileNotFoundError(f"sequence {seq.name!r}: {len(missing)} of {n} frames not found, the first: {missing[0]}")
+  box = first_box(seq)
+  x, y, w, h = box
+  height, width = frame_size(seq)
+  if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+    raise ValueError(f"sequence {seq.name!r}: the first box {box.tolist()} lies entirely outside the "
+                     f"{width}x{height} first frame {seq.frame_paths[0]}")
+  return height, width
+
+
+def batch_groups(seqs: SequenceT, k: int, sizes: Mapping[str, tuple[int, int]] | None = None) -> list[list]:
+  """Sequences grouped by frame size, in chunks of at most `k` (order kept within a size).
+
+  `sizes` (name -> (height, width)) saves reading the frame headers again (`frame_size` otherwise).
+  """
   by_size: dict[tuple[int, int], list] = {}
   for s in seqs:
-    by_size.setdefault(frame_size(s), []).append(s)
+    by_size.setdefault(sizes[s.name] if sizes else frame_size(s), []).append(s)
   return [group[i:i + k] for group in by_size.values() for i in range(0, len(group), k)]
 
 
-def run_benchmark(model, settings, seqs: SequenceT, results_dir: str, fmt: str = "raw", seed: int = 0,
-                  batch_sequences: int = 1, max_frames: int | None = None, progress: bool = True) -> dict:
-  """Tracks every unfinished sequence of `seqs` and writes its results; returns a small summary dict.
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """What a run will do, decided before any tracking (`prepare_run`).
 
-  Keys: `tracked` / `skipped` (sequence names), `frames`, `seconds` (tracking time of the tracked frames,
-  init included), `fps`.
+  Attributes:
+    groups: the sequences to track, in lockstep groups (one sequence each with `batch_sequences=1`).
+    skipped: names of the sequences already finished in the results directory.
+    failed: name -> reason, for sequences that failed the checks (or folders the reader rejected).
+    sizes: name -> frame size (height, width) of each sequence to track.
+    max_frames: frames tracked per sequence (None: all).
   """
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
+  groups: list[list[Sequence]]
+  skipped: list[str]
+  failed: dict[str, str]
+  sizes: dict[str, tuple[int, int]]
+  max_frames: int | None = None
+
+  def total_frames(self) -> int:
+    """Frames the run will track in total."""
+    return sum(num_frames(s, self.max_frames) for group in self.groups for s in group)
+
+
+def prepare_run(seqs: SequenceT, results_dir: str, fmt: str = "raw", max_frames: int | None = None,
+                batch_sequences: int = 1, failed: Mapping[str, str] | None = None) -> RunPlan:
+  """Checks the options and every unfinished sequence (`check_sequence`), and groups the good ones.
+
+  Args:
+    seqs: the benchmark's sequences.
+    results_dir: where results go; created here (ValueError naming it if it is an existing file).
+    fmt: result layout (`cia_jax.results.RESULT_FORMATS`).
+    max_frames: track only the first N frames (None: all); N >= 1.
+    batch_sequences: K >= 1 sequences of one frame size tracked in lockstep.
+    failed: name -> reason of sequences that already failed (e.g. folders the reader rejected).
+
+  Returns:
+    A `RunPlan`. Only ValueError for bad options; a bad sequence is a `failed` entry, printed right away
+    (`NAME: FAILED: reason`), before any network is built.
+  """
+  if max_frames is not None and int(max_frames) < 1:
+    raise ValueError(f"max_frames must be at least 1 (or None for every frame), got {max_frames}")
   if batch_sequences < 1:
-    raise ValueError(f"batch_sequences must be >= 1, got {batch_sequences}")
-  lengths = {s.name: len(s) if max_frames is None else min(len(s), int(max_frames)) for s in seqs}
-  todo = [s for s in seqs if not is_finished(results_dir, s.name, lengths[s.name], fmt)]
-  skipped = [s.name for s in seqs if s not in todo]
-  for s in todo:
-    first_box(s)  # fail before any tracking, naming the sequence
-  fns = _tracker_fns(model, settings)
-  bar = tqdm(total=sum(lengths[s.name] for s in todo), unit="frame", disable=not progress, desc="track")
+    raise ValueError(f"batch_sequences must be at least 1, got {batch_sequences}")
+  if fmt not in results.RESULT_FORMATS:
+    raise ValueError(f"unknown result format {fmt!r}; expected one of {results.RESULT_FORMATS}")
+  results.check_results_dir(results_dir)
+  failed = dict(failed or {})
+  todo, skipped, sizes = [], [], {}
+  for s in seqs:
+    if results.is_finished(results_dir, s.name, num_frames(s, max_frames), fmt):
+      skipped.append(s.name)
+      continue
+    try:
+      sizes[s.name] = check_sequence(s, max_frames)
+    except DATA_ERRORS as e:
+      failed[s.name] = str(e)
+      continue
+    todo.append(s)
+  for name, reason in failed.items():
+    print(_failed_line(name, reason), flush=True)
+  groups = batch_groups(todo, batch_sequences, sizes) if batch_sequences > 1 else [[s] for s in todo]
+  return RunPlan(groups=groups, skipped=skipped, failed=failed, sizes=sizes, max_frames=max_frames)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a plan.
+
+def _failed_line(name: str, reason: str) -> str:
+  return f"{name}: FAILED: {reason}"
+
+
+class _Console:
+  """A run's console output: the frame bar (when `bar`), one line per finished or failed sequence, and a
+  "compiling ..." line around the first frames of each new (batch, frame size), whose jit takes a while."""
+
+  def __init__(self, total_frames: int, bar: bool):
+    self.bar = tqdm(total=total_frames, unit="frame", disable=not bar, desc="track")
+    self._compiled: set = set()
+    self._compiling: list | None = None  # [key, what, start time, frames seen]
+
+  def say(self, text: str) -> None:
+    tqdm.write(text, file=sys.stdout)  # above the bar when there is one
+    sys.stdout.flush()
+
+  def expect_compile(self, key: tuple, what: str) -> None:
+    if key not in self._compiled:
+      self._compiled.add(key)
+      self._compiling = [key, what, time.perf_counter(), 0]
+      self.say(f"compiling the tracker for {what} ...")
+
+  def _compiled_now(self) -> None:
+    if self._compiling is None:
+      return
+    key, what, start, frames = self._compiling
+    if frames:
+      self.say(f"compiled the tracker for {what} in {time.perf_counter() - start:.1f} s")
+    else:  # failed before its first frame: nothing was compiled, the next sequence of this size will be
+      self._compiled.discard(key)
+    self._compiling = None
+
+  def frame(self, count: int) -> None:
+    """After each (lockstep) frame: init is the first, the first step the second; both compile."""
+    self.bar.update(count)
+    if self._compiling is not None:
+      self._compiling[3] += 1
+      if self._compiling[3] == 2:
+        self._compiled_now()
+
+  def finished(self, name: str, frames: int, seconds: float) -> None:
+    self._compiled_now()
+    self.say(f"{name}: {frames} frames, {frames / max(seconds, 1e-9):.1f} fps")
+
+  def failed(self, name: str, reason: str) -> None:
+    self._compiled_now()
+    self.say(_failed_line(name, reason))
+
+  def close(self) -> None:
+    self.bar.close()
+
+
+def _track_group(model, settings, group: list, seed: int, max_frames: int | None, fns: dict,
+                 on_frame: Callable[[int], None]) -> list[Tracked]:
+  """`track_sequence` on a group of one (the unbatched jit), `track_batch` otherwise; errors as `Tracked`."""
+  if len(group) > 1:
+    return track_batch(model, settings, group, seed, max_frames, fns=fns, on_frame=on_frame)
+  try:
+    boxes, times = track_sequence(model, settings, group[0], seed, max_frames, fns=fns, on_frame=on_frame)
+  except DATA_ERRORS as e:
+    return [Tracked(np.zeros((0, 4)), np.zeros(0), e)]
+  return [Tracked(boxes, times)]
+
+
+def execute_plan(model, settings, plan: RunPlan, results_dir: str, fmt: str = "raw", seed: int = 0,
+                 progress: bool = True, fail_fast: bool = False) -> dict:
+  """Tracks the plan's groups, writes each finished sequence's results and the run's `failures.json`.
+
+  Args:
+    model: the `TrackingModel`; None only when there is nothing to track.
+    settings: `TrackerSettings`.
+    plan: from `prepare_run` (with the same `results_dir` and `fmt`).
+    results_dir, fmt: where and in which layout results go (`cia_jax.results`).
+    seed: run seed (`sequence_key`).
+    progress: show a frame bar (the per-sequence lines are printed either way).
+    fail_fast: stop after the first failure (a group in lockstep still finishes together); by default every
+      sequence is tried.
+
+  Returns:
+    Summary dict: `tracked` / `skipped` (sequence names), `failed` (name -> reason, this run's), `frames`,
+    `seconds` (tracking time of the tracked frames, init and compilation included), `fps`.
+  """
+  console = _Console(plan.total_frames(), progress)
+  failed, tracked = dict(plan.failed), []
   seconds, frames = 0.0, 0
+  try:
+    for group in plan.groups:
+      if fail_fast and failed:
+        break
+      height, width = plan.sizes[group[0].name]
+      batch = f"{len(group)} sequences of " if len(group) > 1 else ""
+      console.expect_compile((len(group), height, width), f"{batch}{width}x{height} frames")
+      for seq, run in zip(group, _track_group(model, settings, group, seed, plan.max_frames,
+                                              tracker_fns(settings), console.frame)):
+        if run.error is not None:
+          failed[seq.name] = str(run.error)
+          console.failed(seq.name, failed[seq.name])
+          continue
+        results.write_results(results_dir, seq.name, run.boxes, run.times, fmt)
+        tracked.append(seq.name)
+        seconds += float(np.sum(run.times))
+        frames += len(run.times)
+        console.finished(seq.name, len(run.times), float(np.sum(run.times)))
+  finally:
+    console.close()
+    # Also on an interruption: what this run settled is recorded, the rest stays as it was.
+    results.update_failures(results_dir, plan.skipped + tracked, failed)
+  return {"tracked": tracked, "skipped": list(plan.skipped), "failed": failed, "frames": frames,
+          "seconds": seconds, "fps": frames / seconds if seconds else float("nan")}
 
-  def done(seq, boxes, times):
-    nonlocal seconds, frames
-    write_results(results_dir, seq.name, boxes, times, fmt)
-    seconds += float(np.sum(times))
-    frames += len(times)
-    bar.set_postfix(seq=seq.name, fps=f"{frames / max(seconds, 1e-9):.1f}")
 
-  groups = batch_groups(todo, batch_sequences) if batch_sequences > 1 else [[s] for s in todo]
-  for group in groups:
-    if len(group) == 1:
-      boxes, times = track_sequence(model, settings, group[0], seed, max_frames, fns=fns, on_frame=bar.update)
-      done(group[0], boxes, times)
-    else:
-      for s, (boxes, times) in zip(group, track_batch(model, settings, group, seed, max_frames, fns=fns,
-                                                      on_frame=bar.update)):
-        done(s, boxes, times)
-  bar.close()
-  return {"tracked": [s.name for s in todo], "skipped": skipped, "frames": frames, "seconds": seconds,
-          "fps": frames / seconds if seconds else float("nan")}
+def run_benchmark(model, settings, seqs: SequenceT, results_dir: str, fmt: str = "raw", seed: int = 0,
+                  batch_sequences: int = 1, max_frames: int | None = None, progress: bool = True,
+                  fail_fast: bool = False) -> dict:
+  """`prepare_run` + `execute_plan`: tracks every unfinished sequence of `seqs`; returns the summary dict."""
+  plan = prepare_run(seqs, results_dir, fmt, max_frames, batch_sequences)
+  return execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast)
 
 
 # ------------------------------------------------------------------------------------------------
 # Models and sequences for the CLI.
 
-def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, seed: int = 0):
-  """A `TrackingModel` from a checkpoint (training workdir or converted), or random weights when asked."""
+def _check_weights(checkpoint: str | None, random_weights: bool) -> None:
   if not checkpoint and not random_weights:
     raise ValueError("no --checkpoint given: refusing to track with random weights "
                      "(pass --random-weights for tests and benchmarks)")
-  import jax  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
-  from cia_jax.models.presets import init_variables, model_kwargs  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 
+def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, seed: int = 0) -> trk.TrackingModel:
+  """A `TrackingModel` from a checkpoint (training workdir or converted), or random weights when asked."""
+  _check_weights(checkpoint, random_weights)
   if checkpoint:
-    from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
-
     net, variables, _ = load_for_tracking(checkpoint)
-    return TrackingModel(net=net, variables=variables)
+    return trk.TrackingModel(net=net, variables=variables)
   net = build_model(model_kwargs(tracker_name))
-  return TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed)))
+  return trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed)))
 
 
-def select_sequences(seqs: SequenceT, names: str | None) -> list:
-  """The sequences named in the comma-separated `names` (all when None); ValueError listing unknown names."""
+def _split_names(names: str | None) -> list[str]:
+  return [n.strip() for n in (names or "").split(",") if n.strip()]
+
+
+def select_sequences(seqs: SequenceT, names: str | None, broken: Mapping[str, str] | None = None) -> list:
+  """The sequences named in the comma-separated `names` (all when None); ValueError listing unknown names.
+
+  Names in `broken` (sequences that could not be read, name -> reason) are known, not unknown; they are not
+  returned (the caller reports them).
+  """
   if not names:
     return list(seqs)
-  wanted = [n.strip() for n in names.split(",") if n.strip()]
+  wanted = _split_names(names)
   by_name = {s.name: s for s in seqs}
-  unknown = [n for n in wanted if n not in by_name]
+  known = set(by_name) | set(broken or {})
+  unknown = [n for n in wanted if n not in known]
   if unknown:
-    raise ValueError(f"unknown sequence(s) {unknown}; available: {sorted(by_name)[:20]}"
-                     f"{' ...' if len(by_name) > 20 else ''}")
-  return [by_name[n] for n in wanted]
+    raise ValueError(f"unknown sequence(s) {unknown}; available: {sorted(known)[:20]}"
+                     f"{' ...' if len(known) > 20 else ''}")
+  return [by_name[n] for n in wanted if n in by_name]
+
+
+def scan_folders(root: str) -> tuple[list, dict[str, str]]:
+  """Every subfolder of `root` (hidden ones aside) read with `load_sequence` and named after the subfolder.
+
+  Returns:
+    (the sequences read, {folder name: the reader's error} for folders it rejected). ValueError when `root`
+    has no subfolder at all.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"sequence folder root not found: {root}")
+  seqs, broken = [], {}
+  for name in sorted(os.listdir(root)):
+    path = os.path.join(root, name)
+    if name.startswith(".") or not os.path.isdir(path):
+      continue
+    try:
+      seqs.append(dataclasses.replace(datasets.load_sequence(path), name=name))
+    except DATA_ERRORS as e:
+      broken[name] = str(e)
+  if not seqs and not broken:
+    raise ValueError(f"no sequence folder found under {root}")
+  return seqs, broken
+
+
+def format_failures(failed: Mapping[str, str]) -> str:
+  """A two-column text table (sequence, reason) of failed sequences."""
+  width = max([len("sequence")] + [len(n) for n in failed])
+  lines = [f"  {'sequence'.ljust(width)}  reason"]
+  lines += [f"  {name.ljust(width)}  {reason}" for name, reason in failed.items()]
+  return "\n".join(lines)
 
 
 def folder_sequences(root: str) -> list:
-  """Every subfolder of `root` that `load_sequence` recognises, named after the subfolder."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-
-  from cia_jax.data.datasets import load_sequence  # pylint: disable=g-import-not-at-top
-
-  out = []
-  for name in sorted(os.listdir(root)):
-    path = os.path.join(root, name)
-    if not os.path.isdir(path):
-      continue
-    try:
-      seq = load_sequence(path)
-    except (ValueError, FileNotFoundError):
-      continue
-    if len(seq):
-      out.append(dataclasses.replace(seq, name=name))
-  if not out:
-    raise ValueError(f"--dataset folder: no sequence folder found under {root}")
-  return out
+  """Every subfolder of `root` as a sequence (`scan_folders`); ValueError naming each folder that cannot be read."""
+  seqs, broken = scan_folders(root)
+  if broken:
+    raise ValueError(f"{len(broken)} sequence folder(s) under {root} cannot be read:\n{format_failures(broken)}")
+  return seqs
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Flags of `cia-jax track`."""
-  parser.add_argument("--tracker", required=True, choices=TRACKERS, help="tracker parameter preset")
-  parser.add_argument("--checkpoint", default=None,
-                      help="training workdir or converted checkpoint (cia-jax convert) holding the network")
-  parser.add_argument("--random-weights", action="store_true",
-                      help="track with a randomly initialised network (tests and benchmarks only)")
-  parser.add_argument("--dataset", required=True,
-                      help="otb, lasot, got10k, trackingnet, uav, nfs, vot, tnl2k, dtb70 or folder")
-  parser.add_argument("--root", required=True, help="dataset root (for folder: a folder of sequence folders)")
-  parser.add_argument("--split", default=None, help="dataset split (e.g. val / test for GOT-10k)")
-  parser.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all)")
-  parser.add_argument("--results", required=True, help="output directory for the result files")
-  parser.add_argument("--format", default="raw", choices=RESULT_FORMATS, help="result file layout")
-  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a tracker setting (repeatable), e.g. --set target_not_found_threshold=0")
-  parser.add_argument("--batch-sequences", type=int, default=1, metavar="K",
-                      help="track K sequences of equal frame size in lockstep (vmap)")
-  parser.add_argument("--max-frames", type=int, default=None, help="track only the first N frames")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation / IoU-Net randomness")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+def load_benchmark(dataset: str, root: str, split: str | None = None, names: str | None = None,
+                   strict: bool = False) -> tuple[list, dict[str, str]]:
+  """The sequences of a benchmark (`load_dataset`) or of a folder of sequence folders (`dataset="folder"`).
+
+  Args:
+    dataset: a `cia_jax.data.datasets.FORMATS` name; "folder" reads every subfolder of `root` on its own.
+    root, split: the benchmark's root and split.
+    names: comma-separated sequence names to keep (None: all).
+    strict: raise ValueError naming every folder the reader rejected, instead of returning them.
+
+  Returns:
+    (the selected sequences, {name: the reader's error} of the selected folders that could not be read).
+  """
+  if dataset == "folder":
+    seqs, broken = scan_folders(root)
+  else:
+    seqs, broken = datasets.load_dataset(dataset, root, split), {}
+  selected = select_sequences(seqs, names, broken)
+  wanted = set(_split_names(names)) or set(broken)
+  broken = {n: r for n, r in broken.items() if n in wanted}
+  if strict and broken:
+    raise ValueError(f"{len(broken)} sequence(s) under {root} cannot be read:\n{format_failures(broken)}")
+  return selected, broken
 
 
-def run(args: argparse.Namespace) -> int:
-  """`cia-jax track`."""
-  try:
-    from cia_jax.track.params import apply_overrides, get_settings  # pylint: disable=g-import-not-at-top
+def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, checkpoint: str | None = None,
+                    random_weights: bool = False, split: str | None = None, sequences: str | None = None,
+                    fmt: str = "raw", overrides: SequenceT[str] = (), batch_sequences: int = 1,
+                    max_frames: int | None = None, seed: int = 0, progress: bool = True,
+                    fail_fast: bool = False) -> int:
+  """`cia-jax track`: checks, tracks and records a benchmark (see the module docstring); returns the exit code.
 
-    settings = apply_overrides(get_settings(args.tracker), args.set)
-    if args.dataset == "folder":
-      seqs = folder_sequences(args.root)
-    else:
-      from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
-
-      seqs = load_dataset(args.dataset, args.root, args.split)
-    seqs = select_sequences(seqs, args.sequences)
-    model = load_model(args.tracker, args.checkpoint, args.random_weights, args.seed)
-    summary = run_benchmark(model, settings, seqs, args.results, fmt=args.format, seed=args.seed,
-                            batch_sequences=args.batch_sequences, max_frames=args.max_frames,
-                            progress=not args.no_progress)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"cia-jax track: error: {e}", file=sys.stderr)
-    return 2
-  print(f"tracked {len(summary['tracked'])} sequence(s), skipped {len(summary['skipped'])} finished; "
-        f"{summary['frames']} frames at {summary['fps']:.1f} fps -> {args.results}")
+  ValueError / FileNotFoundError for bad options, before any work. Otherwise 0 when every selected sequence
+  is finished, 1 when some failed (listed in a table and in `<results_dir>/failures.json`).
+  """
+  settings = apply_overrides(get_settings(tracker), overrides)
+  _check_weights(checkpoint, random_weights)
+  seqs, broken = load_benchmark(dataset, root, split, sequences)
+  plan = prepare_run(seqs, results_dir, fmt, max_frames, batch_sequences, broken)
+  # The network is built (30-50 s for a checkpoint) only when the checks leave something to track.
+  model = None
+  if plan.groups and not (fail_fast and plan.failed):
+    model = load_model(tracker, checkpoint, random_weights, seed)
+  summary = execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast)
+  speed = f"; {summary['frames']} frames at {summary['fps']:.1f} fps" if summary["frames"] else ""
+  print(f"tracked {len(summary['tracked'])} sequence(s), skipped {len(summary['skipped'])} finished, "
+        f"{len(summary['failed'])} failed{speed} -> {results_dir}", flush=True)
+  if summary["failed"]:
+    print(f"{len(summary['failed'])} sequence(s) failed (listed in {results.failures_path(results_dir)}; "
+          f"a rerun retries them):\n{format_failures(summary['failed'])}", file=sys.stderr, flush=True)
+    return 1
   return 0

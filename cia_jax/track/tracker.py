@@ -62,7 +62,6 @@ class TrackerState:
     target_scale: scalar, full-image pixels per patch pixel of the search patch (S * scale = crop side).
     base_target_sz_yx: `[2]` target size at scale 1 (target_sz / initial target_scale).
     image_sz_yx: `[2]` float image size (H, W).
-    min_scale_factor, max_scale_factor: scalars (kept for completeness; unused on the IoU-Net path).
     filter: `[4, 4, D]` target-classifier filter.
     memory: `SampleMemory` of the training samples.
     iou_mod3, iou_mod4: `[iou_dim]` IoU-Net modulation vectors of the first frame.
@@ -75,8 +74,6 @@ class TrackerState:
   target_scale: jax.Array
   base_target_sz_yx: jax.Array
   image_sz_yx: jax.Array
-  min_scale_factor: jax.Array
-  max_scale_factor: jax.Array
   filter: jax.Array
   memory: SampleMemory
   iou_mod3: jax.Array
@@ -102,7 +99,7 @@ def normalize_image(patches: jax.Array) -> jax.Array:
 
 def extract_features(model: TrackingModel, patches: jax.Array):
   """Patches `[N, S, S, 3]` (0..255) -> (layer2 `[N, S/8, S/8, C2]`, layer3 `[N, S/16, S/16, C3]`,
-  classification features `[N, S/16, S/16, D]` (the model's CIA / DiMP path, eval mode))."""
+  classification features `[N, S/16, S/16, D]` (the network's CIA / DiMP path, eval mode))."""
   feats = _apply(model, "backbone_features", normalize_image(patches), False, ("layer2", "layer3"))
   clf = _apply(model, "classification_features", feats["layer3"], False, True)
   return feats["layer2"], feats["layer3"], clf
@@ -124,7 +121,8 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
 # --------------------------------------------------------------------------------------------------
 # Initialisation (spec 5.4).
 
-def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+  """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
   image = jnp.asarray(image, default_float())
   box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
@@ -166,10 +164,8 @@ def _init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key)
   mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], boxes[:1])
   return TrackerState(
       pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, base_target_sz_yx=base_sz,
-      image_sz_yx=image_sz, min_scale_factor=jnp.max(10.0 / base_sz),
-      max_scale_factor=jnp.min(image_sz / base_sz), filter=filt[0], memory=memory,
-      iou_mod3=mod3[0], iou_mod4=mod4[0], frame_num=jnp.asarray(1, jnp.int32), pos_iounet=pos,
-      has_pos_iounet=jnp.asarray(False))
+      image_sz_yx=image_sz, filter=filt[0], memory=memory, iou_mod3=mod3[0], iou_mod4=mod4[0],
+      frame_num=jnp.asarray(1, jnp.int32), pos_iounet=pos, has_pos_iounet=jnp.asarray(False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +318,8 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_
   return jax.lax.switch(num_iter_index, [branch(n) for n in iter_counts], filt)
 
 
-def _step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
+def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
+  """Un-jitted `step`; see `step`."""
   image = jnp.asarray(image, default_float())
   s = settings.image_sample_size
   frame_num = state.frame_num + 1
@@ -387,16 +384,6 @@ def _step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, 
   return new_state, out
 
 
-def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
-  """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
-  return _init(model, settings, image, box_xywh, key)
-
-
-def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
-  """Un-jitted `step`; see `step`."""
-  return _step(model, settings, state, image, key)
-
-
 @functools.partial(jax.jit, static_argnames=("settings",))
 def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
   """Initialises the tracker on the first frame (spec 5.4).
@@ -411,7 +398,7 @@ def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) 
   Returns:
     `TrackerState` (frame_num = 1).
   """
-  return _init(model, settings, image, box_xywh, key)
+  return init_impl(model, settings, image, box_xywh, key)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -429,7 +416,7 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
     `flag` int32 (FLAG_NORMAL / _UNCERTAIN / _HARD_NEGATIVE / _NOT_FOUND, names in FLAG_NAMES), and
     `score_map` `[f + 1, f + 1]` when `settings.return_score_map`).
   """
-  return _step(model, settings, state, image, key)
+  return step_impl(model, settings, state, image, key)
 
 
 class Tracker:

@@ -89,7 +89,7 @@ def test_target_features_have_the_three_stages(tmp_path):
 
 def test_opencv_mil_follows_a_moving_block(tmp_path):
   from cia_jax.ops.boxes import iou_xywh
-  from cia_jax.track.runner import read_frame
+  from cia_jax.data.frames import read_frame
 
   assert "MIL" in baselines.available_trackers()
   seq = _write_frames(tmp_path, n=8)

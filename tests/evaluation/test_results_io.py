@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from cia_jax.evaluation import results_io
+from cia_jax import results
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "real")
 
@@ -19,35 +19,35 @@ REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data
 def test_load_boxes_separators(tmp_path, text):
   path = tmp_path / "seq.txt"
   path.write_bytes(text.encode())
-  np.testing.assert_array_equal(results_io.load_boxes(str(path)), [[1, 2, 3, 4], [5.5, 6, 7, 8]])
+  np.testing.assert_array_equal(results.load_boxes(str(path)), [[1, 2, 3, 4], [5.5, 6, 7, 8]])
 
 
 def test_load_boxes_single_line_nan_and_empty(tmp_path):
   (tmp_path / "a.txt").write_text("1,2,3,4")
-  assert results_io.load_boxes(str(tmp_path / "a.txt")).shape == (1, 4)
+  assert results.load_boxes(str(tmp_path / "a.txt")).shape == (1, 4)
   (tmp_path / "b.txt").write_text("1,2,3,4\nnan,nan,nan,nan\n")
-  assert np.isnan(results_io.load_boxes(str(tmp_path / "b.txt"))[1]).all()
+  assert np.isnan(results.load_boxes(str(tmp_path / "b.txt"))[1]).all()
   (tmp_path / "c.txt").write_text("\n")
-  assert results_io.load_boxes(str(tmp_path / "c.txt")).shape == (0, 4)
+  assert results.load_boxes(str(tmp_path / "c.txt")).shape == (0, 4)
 
 
 def test_load_boxes_errors(tmp_path):
   path = tmp_path / "bad.txt"
   path.write_text("1,2,3,4\n1,2,3\n")
   with pytest.raises(ValueError, match=r"bad.txt, line 2: expected 4 numbers"):
-    results_io.load_boxes(str(path))
+    results.load_boxes(str(path))
   path.write_text("1,2,3,4\n\n1,2,x,4\n")
   with pytest.raises(ValueError, match=r"line 3"):
-    results_io.load_boxes(str(path))
+    results.load_boxes(str(path))
   with pytest.raises(FileNotFoundError, match="nope.txt"):
-    results_io.load_boxes(str(tmp_path / "nope.txt"))
+    results.load_boxes(str(tmp_path / "nope.txt"))
 
 
 def test_real_ground_truth_file_reads_as_results():
   path = os.path.join(REAL, "OTB_Crossing", "groundtruth_rect.txt")  # tab-separated, 120 frames
   if not os.path.isfile(path):
     pytest.skip(f"shared real data not present: {path}")
-  boxes = results_io.load_boxes(path)
+  boxes = results.load_boxes(path)
   assert boxes.shape == (120, 4) and (boxes[:, 2:] > 0).all()
 
 
@@ -56,17 +56,17 @@ def test_layouts(tmp_path):
   ours.mkdir()
   (ours / "car.txt").write_text("1,2,3,4\n")
   (ours / "car_time.txt").write_text("0.01\n")
-  assert results_io.result_files(str(ours), "car") == [str(ours / "car.txt")]
+  assert results.result_files(str(ours), "car") == [str(ours / "car.txt")]
   got = tmp_path / "got" / "GOT-10k_Val_000001"
   got.mkdir(parents=True)
   for name in ("GOT-10k_Val_000001_002.txt", "GOT-10k_Val_000001_001.txt", "GOT-10k_Val_000001_time.txt"):
     (got / name).write_text("1,2,3,4\n")
-  runs = results_io.result_files(str(tmp_path / "got"), "GOT-10k_Val_000001")
+  runs = results.result_files(str(tmp_path / "got"), "GOT-10k_Val_000001")
   assert [os.path.basename(p) for p in runs] == ["GOT-10k_Val_000001_001.txt", "GOT-10k_Val_000001_002.txt"]
-  assert len(results_io.load_results(str(tmp_path / "got"), "GOT-10k_Val_000001")) == 2
+  assert len(results.load_results(str(tmp_path / "got"), "GOT-10k_Val_000001")) == 2
   with pytest.raises(FileNotFoundError, match="no results for sequence 'bike'"):
-    results_io.result_files(str(ours), "bike")
+    results.result_files(str(ours), "bike")
   (ours / "uav_bike1.txt").write_text("1,2,3,4\n")  # pytracking's UAV123 naming
-  assert results_io.result_files(str(ours), "bike1", "uav") == [str(ours / "uav_bike1.txt")]
+  assert results.result_files(str(ours), "bike1", "uav") == [str(ours / "uav_bike1.txt")]
   with pytest.raises(FileNotFoundError):
-    results_io.result_files(str(ours), "bike1")
+    results.result_files(str(ours), "bike1")

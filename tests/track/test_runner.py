@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from cia_jax import results
+from cia_jax.data import frames
 from cia_jax.data.datasets.base import Sequence
-from cia_jax.evaluation import results_io
 from cia_jax.track import runner
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "real")
@@ -17,26 +18,26 @@ def _seq(name, n=3, box=(1, 2, 3, 4)):
                   boxes=np.tile(np.asarray(box, float), (n, 1)), visible=np.ones(n, bool))
 
 
-@pytest.mark.parametrize("fmt", runner.RESULT_FORMATS)
+@pytest.mark.parametrize("fmt", results.RESULT_FORMATS)
 def test_results_round_trip_through_the_evaluation_reader(tmp_path, fmt):
   boxes = np.random.default_rng(0).uniform(0, 100, size=(7, 4)).round(3)
-  box_path, time_path = runner.write_results(str(tmp_path), "seqA", boxes, np.arange(7) * 0.01, fmt)
+  box_path, time_path = results.write_results(str(tmp_path), "seqA", boxes, np.arange(7) * 0.01, fmt)
   assert os.path.isfile(time_path)
-  (back,) = results_io.load_results(str(tmp_path), "seqA")
+  (back,) = results.load_results(str(tmp_path), "seqA")
   np.testing.assert_allclose(back, boxes, atol=1e-4)
   if fmt == "got10k":
     assert box_path.endswith(os.path.join("seqA", "seqA_001.txt"))
-  assert runner.is_finished(str(tmp_path), "seqA", 7, fmt)
-  assert not runner.is_finished(str(tmp_path), "seqA", 8, fmt)  # wrong length = not finished
-  assert not runner.is_finished(str(tmp_path), "other", 7, fmt)
+  assert results.is_finished(str(tmp_path), "seqA", 7, fmt)
+  assert not results.is_finished(str(tmp_path), "seqA", 8, fmt)  # wrong length = not finished
+  assert not results.is_finished(str(tmp_path), "other", 7, fmt)
   assert not any(n.endswith(".tmp") or ".tmp" in n for n in os.listdir(os.path.dirname(box_path)))
 
 
 def test_write_results_rejects_bad_shapes(tmp_path):
   with pytest.raises(ValueError, match="seqA.*\\[T, 4\\]"):
-    runner.write_results(str(tmp_path), "seqA", np.zeros((3, 5)), np.zeros(3))
+    results.write_results(str(tmp_path), "seqA", np.zeros((3, 5)), np.zeros(3))
   with pytest.raises(ValueError, match="unknown result format"):
-    runner.result_paths(str(tmp_path), "seqA", "vot")
+    results.result_paths(str(tmp_path), "seqA", "vot")
 
 
 def test_prefetch_keeps_order_and_reraises_at_the_failing_frame():
@@ -60,11 +61,11 @@ def test_prefetch_keeps_order_and_reraises_at_the_failing_frame():
 
 def test_read_frame_errors_name_the_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="missing.jpg"):
-    runner.read_frame(str(tmp_path / "missing.jpg"))
+    frames.read_frame(str(tmp_path / "missing.jpg"))
   bad = tmp_path / "junk.jpg"
   bad.write_bytes(b"not an image")
   with pytest.raises(ValueError, match="junk.jpg"):
-    runner.read_frame(str(bad))
+    frames.read_frame(str(bad))
 
 
 def test_select_sequences_and_first_box():
@@ -138,8 +139,8 @@ def test_batched_tracking_equals_sequential_and_runs_resume(tiny_setup, tmp_path
   s3 = runner.run_benchmark(model, settings, seqs, three, seed=5, batch_sequences=3, progress=False)
   assert s1["frames"] == s3["frames"] == 5 + 3 + 5
   for s in seqs:
-    (a,) = results_io.load_results(one, s.name)
-    (b,) = results_io.load_results(three, s.name)
+    (a,) = results.load_results(one, s.name)
+    (b,) = results.load_results(three, s.name)
     assert a.shape == (len(s), 4)
     np.testing.assert_array_equal(a[0], s.boxes[0])
     np.testing.assert_allclose(b, a, atol=2e-3, err_msg=s.name)  # float32 reassociation only
@@ -147,8 +148,8 @@ def test_batched_tracking_equals_sequential_and_runs_resume(tiny_setup, tmp_path
   # Another seed changes the random augmentation, hence (slightly) the boxes.
   other = str(tmp_path / "seed6")
   runner.run_benchmark(model, settings, seqs[:1], other, seed=6, progress=False)
-  assert not np.allclose(results_io.load_results(other, seqs[0].name)[0],
-                         results_io.load_results(one, seqs[0].name)[0])
+  assert not np.allclose(results.load_results(other, seqs[0].name)[0],
+                         results.load_results(one, seqs[0].name)[0])
   # Resume: everything is finished, nothing is tracked again.
   again = runner.run_benchmark(model, settings, seqs, one, seed=5, progress=False)
   assert again["tracked"] == [] and sorted(again["skipped"]) == sorted(s.name for s in seqs)
@@ -160,7 +161,7 @@ def test_got10k_layout_is_read_back_by_the_evaluation(tiny_setup, tmp_path):
   root, model, settings = tiny_setup
   seqs = runner.folder_sequences(root)[:1]
   runner.run_benchmark(model, settings, seqs, str(tmp_path), fmt="got10k", max_frames=3, progress=False)
-  (boxes,) = results_io.load_results(str(tmp_path), seqs[0].name)
+  (boxes,) = results.load_results(str(tmp_path), seqs[0].name)
   assert boxes.shape == (3, 4)
   res = metrics.evaluate_sequence(boxes, seqs[0].boxes[:3], protocol="otb")
   assert 0.0 <= res["auc"] <= 1.0
