@@ -115,7 +115,7 @@ def run_settings(name: str) -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   c.name = name
-  c.seed = 0  # model initialisation and the step's dropout stream
+  c.seed = 0  # network initialisation and the step's dropout stream
   c.init_checkpoint = placeholder(str)  # a variables checkpoint (`save_variables`) to start from
   c.data = ml_collections.ConfigDict()
   c.data.seed = 0
