@@ -22,14 +22,15 @@ import ml_collections
 from cia_jax import config_lib
 from cia_jax.data.processing import PROCESSING_PRESETS
 from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
 from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   c = config_lib.run_settings("cia18")
-  # Network: CIA18, every CIA module on (Decisions 1-2).
-  c.model = ml_collections.ConfigDict(model_kwargs("cia18"))
+  # Network: every field of the CIA18 CIANet (every CIA module on, Decisions 1-2).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("cia18")), exclude=("parent", "name"))
 
   # Losses: hinge + IoU MSE + category CE x0.1 + InfoNCE-V (reference form, Decisions 3) with the EMA key
   # encoder (Decisions 4).

@@ -22,14 +22,15 @@ import ml_collections
 from cia_jax import config_lib
 from cia_jax.data.processing import PROCESSING_PRESETS
 from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
 from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   c = config_lib.run_settings("cia50")
-  # Network: CIA50, every CIA module on, conv1..layer2 frozen.
-  c.model = ml_collections.ConfigDict(model_kwargs("cia50"))
+  # Network: every field of the CIA50 CIANet (every CIA module on, conv1..layer2 frozen).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("cia50")), exclude=("parent", "name"))
 
   # Losses: as CIA18 but the IoU-Net is trained with the KL loss (SuperDiMP's), weighted 0.01.
   c.loss = ml_collections.ConfigDict(dict(

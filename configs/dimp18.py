@@ -16,14 +16,15 @@ import ml_collections
 from cia_jax import config_lib
 from cia_jax.data.processing import PROCESSING_PRESETS
 from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
 from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   c = config_lib.run_settings("dimp18")
-  # Network: DiMP18 (no CIA module; train and test crops as two BN batches).
-  c.model = ml_collections.ConfigDict(model_kwargs("dimp18"))
+  # Network: every field of the DiMP18 CIANet (no CIA module; train and test crops as two BN batches).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("dimp18")), exclude=("parent", "name"))
 
   # Losses: hinge + IoU MSE (the category and contrastive weights only matter for the CIA variants).
   c.loss = ml_collections.ConfigDict(dict(

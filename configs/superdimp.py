@@ -16,14 +16,15 @@ import ml_collections
 from cia_jax import config_lib
 from cia_jax.data.processing import PROCESSING_PRESETS
 from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
 from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   c = config_lib.run_settings("superdimp")
-  # Network: SuperDiMP (no CIA module, conv1..layer2 frozen).
-  c.model = ml_collections.ConfigDict(model_kwargs("superdimp"))
+  # Network: every field of the SuperDiMP CIANet (no CIA module, conv1..layer2 frozen).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("superdimp")), exclude=("parent", "name"))
 
   # Losses: hinge + IoU KL weighted 0.01 (the category and contrastive weights only matter for CIA variants).
   c.loss = ml_collections.ConfigDict(dict(

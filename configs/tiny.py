@@ -13,6 +13,7 @@ import ml_collections
 from cia_jax import config_lib
 from cia_jax.data.processing import PROCESSING_PRESETS
 from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
 from cia_jax.models.presets import model_kwargs
 
 
@@ -23,9 +24,9 @@ def get_config(arg=None):
   c.data.num_parallel_calls = 2
   c.checkpoint.every_steps = 100
   c.log_every_steps = 10
-  # Network: CIA18 with every module on, at width 8 (a few hundred thousand parameters).
-  c.model = ml_collections.ConfigDict(model_kwargs("cia18", backbone_width=8, clf_dim=16, iou_dim=16,
-                                                   encoder_ffn=32))
+  # Network: every field of a CIA18 CIANet (all modules on) at width 8.
+  net = CIANet(**model_kwargs("cia18", backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))
+  c.model = config_lib.dataclass_fields(net, exclude=("parent", "name"))
 
   # Losses: CIA18's.
   c.loss = ml_collections.ConfigDict(dict(

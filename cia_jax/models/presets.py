@@ -7,21 +7,16 @@
 | cia18 | ResNet-18 | - | as dimp18 | 256 | all on (Decisions 1-2) |
 | cia50 | ResNet-50 | conv1, layer1, layer2 | as superdimp | 512 | all on |
 
-Every entry lists every `CIANet` field, so a training config (`configs/*.py`) copies one into `config.model` and
-any field can be overridden from the command line. `init_gauss_sigma` = output_sigma_factor / search_area_factor
-* feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for the 288 px / factor 5 trainings, 0.25 / 6 * 22 for the
-352 px / factor 6 ones.
+An entry holds the `CIANet` fields that differ from the module's defaults (the defaults are CIA18); a training
+config (`configs/*.py`) copies every field of the preset's `CIANet` into `config.model`. `init_gauss_sigma` =
+output_sigma_factor / search_area_factor * feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for the 288 px / factor 5
+trainings, 0.25 / 6 * 22 for the 352 px / factor 6 ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_CIA18: dict[str, Any] = dict(
-    backbone_arch="resnet18", backbone_width=64, frozen_layers=(), clf_arch="r18", clf_dim=256, num_iter=5,
-    init_gauss_sigma=0.9, iou_dim=256, category_classification=True, category_encoder=True, contrastive=True,
-    instance_encoder=True, num_known_categories=70, encoder_layers=3, encoder_heads=4, encoder_ffn=2048,
-    encoder_dropout=0.1, joint_backbone_batch=True)
 _R50 = dict(backbone_arch="resnet50", frozen_layers=("conv1", "layer1", "layer2"), clf_arch="r50", clf_dim=512,
             init_gauss_sigma=0.25 / 6 * 22)
 # DiMP: no CIA module; train and test crops go through the backbone as two BN batches.
@@ -29,10 +24,10 @@ _DIMP = dict(category_classification=False, category_encoder=False, contrastive=
              joint_backbone_batch=False)
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "cia18": dict(_CIA18),
-    "cia50": {**_CIA18, **_R50},
-    "dimp18": {**_CIA18, **_DIMP},
-    "superdimp": {**_CIA18, **_R50, **_DIMP},
+    "cia18": {},
+    "cia50": dict(_R50),
+    "dimp18": dict(_DIMP),
+    "superdimp": {**_R50, **_DIMP},
 }
 
 
