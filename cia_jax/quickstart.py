@@ -9,7 +9,7 @@ Steps (everything lands in the workdir):
      applies.
   2. `train/`: `configs/tiny.py` (full CIA: instance- and category-aware modules, InfoNCE-V with the EMA
      encoder) with `QUICKSTART_SETTINGS` (128 px crops), trained for at most `--minutes` (compilation
-     included), checkpointed, exported to `train/model`.
+     included; the progress bar counts those minutes), checkpointed, exported to `train/model`.
   3. Tracking of the test sequences (and of every sequence under `--real`) by the trained tiny CIA, by the same
      network with random weights, and by OpenCV's classical trackers (MIL; KCF / CSRT when opencv-contrib is
      installed), into `results/<set>/<tracker>/`.
@@ -22,11 +22,23 @@ The tracker parameters are the CIA18 ones with the patch size and search area of
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
+
+import jax
+import numpy as np
+
+from cia_jax import config_lib, results
+from cia_jax.checkpoints import load_for_tracking
+from cia_jax.data.datasets import load_dataset
+from cia_jax.data.synthetic import generate
+from cia_jax.evaluation import baselines, embedding, report, video
+from cia_jax.models.presets import init_variables
+from cia_jax.track import runner
+from cia_jax.track.params import get_settings
+from cia_jax.track.tracker import TrackingModel
+from cia_jax.train.trainer import train_and_evaluate
 
 # Synthetic data sizes: small frames keep decoding and tracking cheap on 2 cores.
 TRAIN_SETS = {"got10k": dict(num_sequences=24, num_frames=40, seed=0),
@@ -38,8 +50,6 @@ IMAGE_SIZE = (160, 120)
 def make_data(workdir: str, test_sequences: int | None = None, test_frames: int | None = None,
               train_scale: float = 1.0) -> dict[str, str]:
   """Writes the synthetic train / test sets (skipped when already there); returns their roots."""
-  from cia_jax.data.synthetic import generate  # pylint: disable=g-import-not-at-top
-
   roots = {}
   for name, kw in TRAIN_SETS.items():
     root = os.path.join(workdir, "data", "train", name)
@@ -69,8 +79,8 @@ def make_data(workdir: str, test_sequences: int | None = None, test_frames: int 
 # follows the feature size (0.25 / 5 * 8 cells, spec 2.4). Training runs until the time limit.
 QUICKSTART_SETTINGS = ("data.processing.output_sz=128", "data.processing.feature_sz=8",
                        "model.init_gauss_sigma=0.4")
-# Step budget (an upper bound; the time limit normally ends training first): ~10 steps/s, the tiny model's rate
-# on 2 idle cores; it only sizes the progress bar and its ETA.
+# Step cap (an upper bound; the time limit normally ends training first): ~10 steps/s, the tiny network's rate on 2
+# idle cores. The progress bar counts the seconds of the time limit, not these steps.
 STEPS_PER_MINUTE = 600
 
 
@@ -79,13 +89,11 @@ def train_config(roots: dict[str, str], minutes: float, overrides=()):
 
   `QUICKSTART_SETTINGS` are applied first, then `overrides` (`KEY=VALUE` strings).
   """
-  from cia_jax.train.config_utils import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
-
   here = os.path.dirname(os.path.abspath(__file__))
   cfg_path = os.path.join(os.path.dirname(here), "configs", "tiny.py")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"configs/tiny.py not found next to the package ({cfg_path}); run from a checkout")
-  config = load_config(cfg_path)
+  config = config_lib.load_config(cfg_path)
   with config.unlocked():
     config.data.synthetic.enabled = False
     config.data.train.got10k.root = roots["got10k"]  # the GOT-10k root (train/ and val/ inside)
@@ -94,49 +102,80 @@ def train_config(roots: dict[str, str], minutes: float, overrides=()):
     config.val.datasets.got10k.root = roots["got10k"]
     config.time_limit_minutes = float(minutes)
   budget = f"optim.total_steps={max(100, int(minutes * STEPS_PER_MINUTE))}"
-  return apply_overrides(config, list(QUICKSTART_SETTINGS) + [budget] + list(overrides))
+  return config_lib.apply_overrides(config, list(QUICKSTART_SETTINGS) + [budget] + list(overrides))
 
 
 def tracker_settings(config, **overrides):
   """CIA18 tracker parameters at the tiny network's scale: patch = training crop size, search area = factor."""
-  from cia_jax.track.params import get_settings  # pylint: disable=g-import-not-at-top
-
   proc = config.data.processing
   return get_settings("cia18", image_sample_size=int(proc.output_sz),
                       search_area_scale=float(proc.search_area_factor), **overrides)
 
 
 def _track_opencv(name, seqs, out_dir):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from cia_jax import results  # pylint: disable=g-import-not-at-top
-  from cia_jax.evaluation.baselines import track_opencv  # pylint: disable=g-import-not-at-top
-  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-
   for seq in seqs:
     if results.is_finished(out_dir, seq.name, len(seq)):
       continue
     t0 = time.perf_counter()
-    boxes = track_opencv(name, runner.prefetch_frames(seq.frame_paths), runner.first_box(seq))
+    boxes = baselines.track_opencv(name, runner.prefetch_frames(seq.frame_paths), runner.first_box(seq))
     dt = (time.perf_counter() - t0) / max(len(seq), 1)
     results.write_results(out_dir, seq.name, boxes, np.full(len(seq), dt))
+
+
+def track_and_evaluate(workdir: str, sets: dict, nets: dict[str, tuple[str, TrackingModel]], settings,
+                       seed: int = 0, progress: bool = True) -> dict:
+  """Tracks every set with the networks and OpenCV's trackers, writes `report_<set>/` -> {set: summary}.
+
+  Args:
+    workdir: the quickstart folder (results go to `results/<set>/<tracker>/`).
+    sets: set name -> sequences ('synthetic' is evaluated with the LaSOT protocol, the others with OTB's).
+    nets: tracker name in the tables -> (result folder name, `TrackingModel`).
+    settings: the `TrackerSettings`.
+    seed: tracking seed.
+    progress: show the tracker's progress bars.
+  """
+  cv_trackers = baselines.available_trackers()
+  summaries = {}
+  for set_name, seqs in sets.items():
+    res_root = os.path.join(workdir, "results", set_name)
+    result_dirs = {name: os.path.join(res_root, folder) for name, (folder, _) in nets.items()}
+    for name, (_, tracking_model) in nets.items():
+      runner.run_benchmark(tracking_model, settings, seqs, result_dirs[name], seed=seed, progress=progress)
+    for name in cv_trackers:
+      result_dirs[f"OpenCV {name}"] = os.path.join(res_root, f"opencv_{name.lower()}")
+      _track_opencv(name, seqs, result_dirs[f"OpenCV {name}"])
+    protocol = "lasot" if set_name == "synthetic" else "otb"
+    rep = report.run_evaluation(seqs, result_dirs, os.path.join(workdir, f"report_{set_name}"), protocol,
+                                formats=("png", "pdf"))
+    summaries[set_name] = {name: {k: float(v) for k, v in rep.summary[name].items()
+                                  if isinstance(v, (int, float))} for name in rep.ranking()}
+    print(f"\n{set_name} sequences ({protocol} protocol):\n" + report.format_markdown(rep), flush=True)
+  return summaries
+
+
+def gif_and_tsne(workdir: str, seqs, trained: TrackingModel, config, seed: int = 0, gif_frames: int = 60) -> dict:
+  """`tracking.gif` (the longest synthetic test sequence, ground truth and trackers) and `tsne.png` (Fig. 5)."""
+  seq = max(seqs, key=len)
+  res_root = os.path.join(workdir, "results", "synthetic")
+  preds = {"CIA-tiny": results.load_results(os.path.join(res_root, "cia_tiny"), seq.name)[0]}
+  for cv_name in baselines.available_trackers()[:1]:
+    cv_dir = os.path.join(res_root, f"opencv_{cv_name.lower()}")
+    preds[f"OpenCV {cv_name}"] = results.load_results(cv_dir, seq.name)[0]
+  n = min(len(seq), gif_frames)
+  outputs = {"gif": video.write_tracking_gif(os.path.join(workdir, "tracking.gif"),
+                                             runner.prefetch_frames(seq.frame_paths[:n]), seq.boxes[:n],
+                                             {k: v[:n] for k, v in preds.items()})}
+  proc = config.data.processing
+  feats, labels = embedding.target_features(trained, seqs, 20, float(proc.search_area_factor), int(proc.output_sz))
+  outputs["tsne"] = os.path.join(workdir, "tsne.png")
+  outputs["tsne_knn"] = embedding.plot_embeddings(outputs["tsne"], feats, labels, [s.name for s in seqs], seed=seed)
+  return outputs
 
 
 def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, test_sequences: int | None = None,
                    test_frames: int | None = None, train_scale: float = 1.0, overrides=(), seed: int = 0,
                    progress: bool = True, gif_frames: int = 60) -> dict:
   """Runs every step of the module docstring; returns {set: EvaluationReport summary dict} and output paths."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from cia_jax.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
-  from cia_jax.evaluation import baselines, embedding, report, video  # pylint: disable=g-import-not-at-top
-  from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
-  from cia_jax.models.presets import init_variables  # pylint: disable=g-import-not-at-top
-  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
-  from cia_jax.checkpoints import load_for_tracking  # pylint: disable=g-import-not-at-top
-  from cia_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   t_start = time.perf_counter()
@@ -147,48 +186,19 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
   print(f"[2/4] training the tiny CIA for at most {minutes:g} min -> {workdir}/train", flush=True)
   train_dir = os.path.join(workdir, "train")
   train_and_evaluate(config, train_dir)
-  net, variables, meta = load_for_tracking(train_dir)
+  net, variables, _ = load_for_tracking(train_dir)
   trained = TrackingModel(net=net, variables=variables)
-  untrained = TrackingModel(net=net, variables=init_variables(build_model(config.model), jax.random.key(seed + 1)))
-  settings = tracker_settings(config)
+  untrained = TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed + 1)))
 
   sets = {"synthetic": load_dataset("lasot", roots["test"], "all")}
   if real:
     sets["real"] = runner.folder_sequences(real)
   print(f"[3/4] tracking {', '.join(f'{len(v)} {k}' for k, v in sets.items())} sequences", flush=True)
-  cv_trackers = baselines.available_trackers()
-  summaries, outputs = {}, {}
-  for set_name, seqs in sets.items():
-    res_root = os.path.join(workdir, "results", set_name)
-    results = {"CIA-tiny (trained)": os.path.join(res_root, "cia_tiny"),
-               "CIA-tiny (random weights)": os.path.join(res_root, "cia_tiny_random")}
-    for model, name in ((trained, "CIA-tiny (trained)"), (untrained, "CIA-tiny (random weights)")):
-      runner.run_benchmark(model, settings, seqs, results[name], seed=seed, progress=progress)
-    for name in cv_trackers:
-      results[f"OpenCV {name}"] = os.path.join(res_root, f"opencv_{name.lower()}")
-      _track_opencv(name, seqs, results[f"OpenCV {name}"])
-    protocol = "lasot" if set_name == "synthetic" else "otb"
-    rep = report.run_evaluation(seqs, results, os.path.join(workdir, f"report_{set_name}"), protocol,
-                                formats=("png", "pdf"))
-    summaries[set_name] = {name: {k: float(v) for k, v in rep.summary[name].items()
-                                  if isinstance(v, (int, float))} for name in rep.ranking()}
-    print(f"\n{set_name} sequences ({protocol} protocol):\n" + report.format_markdown(rep), flush=True)
+  nets = {"CIA-tiny (trained)": ("cia_tiny", trained), "CIA-tiny (random weights)": ("cia_tiny_random", untrained)}
+  summaries = track_and_evaluate(workdir, sets, nets, tracker_settings(config), seed, progress)
 
   print("[4/4] GIF and t-SNE", flush=True)
-  seqs = sets["synthetic"]
-  seq = max(seqs, key=len)
-  res_root = os.path.join(workdir, "results", "synthetic")
-  preds = {"CIA-tiny": _load(os.path.join(res_root, "cia_tiny"), seq.name)}
-  for cv_name in cv_trackers[:1]:
-    preds[f"OpenCV {cv_name}"] = _load(os.path.join(res_root, f"opencv_{cv_name.lower()}"), seq.name)
-  n = min(len(seq), gif_frames)
-  outputs["gif"] = video.write_tracking_gif(os.path.join(workdir, "tracking.gif"),
-                                            runner.prefetch_frames(seq.frame_paths[:n]), seq.boxes[:n],
-                                            {k: v[:n] for k, v in preds.items()})
-  proc = config.data.processing
-  feats, labels = embedding.target_features(trained, seqs, 20, float(proc.search_area_factor), int(proc.output_sz))
-  outputs["tsne"] = os.path.join(workdir, "tsne.png")
-  outputs["tsne_knn"] = embedding.plot_embeddings(outputs["tsne"], feats, labels, [s.name for s in seqs], seed=seed)
+  outputs = gif_and_tsne(workdir, sets["synthetic"], trained, config, seed, gif_frames)
   outputs["summaries"] = summaries
   outputs["seconds"] = time.perf_counter() - t_start
   with open(os.path.join(workdir, "quickstart.json"), "w") as f:
@@ -196,36 +206,3 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
   print(f"\ndone in {outputs['seconds'] / 60:.1f} min: {workdir}/report_synthetic/summary.md, "
         f"success_plot.png, {outputs['gif']}, {outputs['tsne']}", flush=True)
   return outputs
-
-
-def _load(results_dir, name):
-  from cia_jax.results import load_results  # pylint: disable=g-import-not-at-top
-
-  return load_results(results_dir, name)[0]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Flags of `cia-jax quickstart`."""
-  parser.add_argument("--workdir", default="quickstart", help="output folder (default: ./quickstart)")
-  parser.add_argument("--minutes", type=float, default=6.0,
-                      help="training time limit in minutes, compilation included (default 6)")
-  parser.add_argument("--real", default=None,
-                      help="also track every sequence folder under this directory (e.g. ../shared/data/real)")
-  parser.add_argument("--test-sequences", type=int, default=None, help="held-out synthetic sequences (6)")
-  parser.add_argument("--test-frames", type=int, default=None, help="frames per test sequence (60)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--no-progress", action="store_true")
-  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override of the training config (configs/tiny.py + the quickstart's settings), "
-                           "repeatable, e.g. --set optim.lr_scale=2")
-
-
-def run(args: argparse.Namespace) -> int:
-  """`cia-jax quickstart`."""
-  try:
-    run_quickstart(args.workdir, args.minutes, args.real, args.test_sequences, args.test_frames,
-                   overrides=args.set, seed=args.seed, progress=not args.no_progress)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"cia-jax quickstart: error: {e}", file=sys.stderr)
-    return 2
-  return 0

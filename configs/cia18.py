@@ -17,10 +17,49 @@ Variants (`configs/cia18.py:<variant>`, comma-separated to combine): the Table 1
 dictionary, no category labels).
 """
 
-from cia_jax.train import config_utils
+import ml_collections
+
+from cia_jax import config_lib
+from cia_jax.data.processing import PROCESSING_PRESETS
+from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
+from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
-  config = config_utils.base_config("cia18")
-  return config_utils.finalize(config_utils.apply_variant(config, arg))
+  c = config_lib.run_settings("cia18")
+  # Network: every field of the CIA18 CIANet (every CIA module on, Decisions 1-2).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("cia18")), exclude=("parent", "name"))
+
+  # Losses: hinge + IoU MSE + category CE x0.1 + InfoNCE-V (reference form, Decisions 3) with the EMA key
+  # encoder (Decisions 4).
+  c.loss = ml_collections.ConfigDict(dict(
+      weights=dict(clf=1.0, iou=1.0, category=0.1, contrastive=1.0), iou_loss="mse", infonce_form="reference",
+      temperature=0.07, momentum=True, ema_decay=0.999, dropout=True))
+
+  # Optimiser and schedule: Adam per parameter group, 50 epochs of 2000 steps, x0.2 every 15 epochs (spec 4.9).
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rates=dict(feature_extractor=2e-4, upper_classifier=2e-4, filter_initializer=5e-5,
+                          filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3),
+      lr_scale=1.0,  # multiplies every group (quick experiments)
+      epochs=50, steps_per_epoch=2000, decay_every_epochs=15,  # decay_every_epochs 0 = constant
+      decay_factor=0.2, total_steps=config_lib.placeholder(int)))  # total_steps None = epochs x steps_per_epoch
+
+  # Data: 64 sequences per step (global) from the reference's training mix; sampler and crops of CIA18.
+  c.data.batch_size = 64
+  mix = dict(SAMPLER_PRESETS["cia18"].dataset_weights)
+  c.data.train = dict(
+      lasot=config_lib.dataset_entry("lasot", "train", mix["lasot_train"]),
+      got10k=config_lib.dataset_entry("got10k", "vottrain", mix["got10k_vottrain"]),
+      trackingnet=config_lib.dataset_entry("trackingnet", "train", mix["trackingnet_train_0_3"], chunks=(0, 1, 2, 3)),
+      coco=config_lib.dataset_entry("coco", "train", mix["coco2017_train"]))
+  c.data.sampler = config_lib.dataclass_fields(SAMPLER_PRESETS["cia18"], exclude=("dataset_weights",))
+  c.data.processing = config_lib.dataclass_fields(PROCESSING_PRESETS["cia18"])
+
+  # Validation: every 5 epochs on 5000 GOT-10k votval samples (root None = the training entry's root).
+  c.val.enabled = True
+  c.val.datasets = dict(got10k=config_lib.dataset_entry("got10k", "votval", 1.0))
+  c.val.every_steps = 5 * 2000
+  c.val.num_batches = 5000 // 64
+  return config_lib.finalize(config_lib.apply_variant(c, arg))

@@ -11,10 +11,48 @@ Launch:
     --config.data.train.coco.root=/data/coco
 """
 
-from cia_jax.train import config_utils
+import ml_collections
+
+from cia_jax import config_lib
+from cia_jax.data.processing import PROCESSING_PRESETS
+from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
+from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
-  config = config_utils.base_config("superdimp")
-  return config_utils.finalize(config_utils.apply_variant(config, arg))
+  c = config_lib.run_settings("superdimp")
+  # Network: every field of the SuperDiMP CIANet (no CIA module, conv1..layer2 frozen).
+  c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("superdimp")), exclude=("parent", "name"))
+
+  # Losses: hinge + IoU KL weighted 0.01 (the category and contrastive weights only matter for CIA variants).
+  c.loss = ml_collections.ConfigDict(dict(
+      weights=dict(clf=1.0, iou=0.01, category=0.1, contrastive=1.0), iou_loss="kl", infonce_form="reference",
+      temperature=0.07, momentum=True, ema_decay=0.999, dropout=True))
+
+  # Optimiser and schedule: the backbone at 2e-5; 50 epochs of 2000 steps, x0.2 every 15 epochs.
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rates=dict(feature_extractor=2e-5, upper_classifier=2e-4, filter_initializer=5e-5,
+                          filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3),
+      lr_scale=1.0,  # multiplies every group (quick experiments)
+      epochs=50, steps_per_epoch=2000, decay_every_epochs=15,  # decay_every_epochs 0 = constant
+      decay_factor=0.2, total_steps=config_lib.placeholder(int)))  # total_steps None = epochs x steps_per_epoch
+
+  # Data: 20 sequences per step (global) from the reference's training mix; sampler and crops of SuperDiMP.
+  c.data.batch_size = 20
+  mix = dict(SAMPLER_PRESETS["superdimp"].dataset_weights)
+  c.data.train = dict(
+      lasot=config_lib.dataset_entry("lasot", "train", mix["lasot_train"]),
+      got10k=config_lib.dataset_entry("got10k", "vottrain", mix["got10k_vottrain"]),
+      trackingnet=config_lib.dataset_entry("trackingnet", "train", mix["trackingnet_train_0_3"], chunks=(0, 1, 2, 3)),
+      coco=config_lib.dataset_entry("coco", "train", mix["coco2017_train"]))
+  c.data.sampler = config_lib.dataclass_fields(SAMPLER_PRESETS["superdimp"], exclude=("dataset_weights",))
+  c.data.processing = config_lib.dataclass_fields(PROCESSING_PRESETS["superdimp"])
+
+  # Validation: every 5 epochs on 5000 GOT-10k votval samples (root None = the training entry's root).
+  c.val.enabled = True
+  c.val.datasets = dict(got10k=config_lib.dataset_entry("got10k", "votval", 1.0))
+  c.val.every_steps = 5 * 2000
+  c.val.num_batches = 5000 // 20
+  return config_lib.finalize(config_lib.apply_variant(c, arg))

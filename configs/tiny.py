@@ -8,31 +8,52 @@ Every dataset root left None is filled with synthetic sequences generated into `
 Variants: as `configs/cia18.py` (`configs/tiny.py:no_momentum` ...).
 """
 
-from cia_jax.train import config_utils
+import ml_collections
+
+from cia_jax import config_lib
+from cia_jax.data.processing import PROCESSING_PRESETS
+from cia_jax.data.sampler import SAMPLER_PRESETS
+from cia_jax.models.cia import CIANet
+from cia_jax.models.presets import model_kwargs
 
 
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
-  config = config_utils.base_config("cia18")
-  config.name = "tiny"
-  config.model.update(dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))
-  config.data.processing.output_sz = 64
-  config.data.processing.feature_sz = 4
-  config.data.batch_size = 4
-  # Two small synthetic training sets (LaSOT's layout carries category labels).
-  config.data.train = {
-      "got10k": config_utils._dataset_entry("got10k", "train", 1.0),  # pylint: disable=protected-access
-      "lasot": config_utils._dataset_entry("lasot", "train", 1.0),  # pylint: disable=protected-access
-  }
-  config.data.synthetic.enabled = True
-  config.data.num_parallel_calls = 2
-  config.val.datasets.got10k.split = "val"
-  config.val.every_steps = 100
-  config.val.num_batches = 2
-  config.optim.steps_per_epoch = 50
-  config.optim.epochs = 4
-  config.optim.decay_every_epochs = 0
-  config.optim.lr_scale = 5.0
-  config.checkpoint.every_steps = 100
-  config.log_every_steps = 10
-  return config_utils.finalize(config_utils.apply_variant(config, arg))
+  c = config_lib.run_settings("tiny")
+  c.data.synthetic.enabled = True
+  c.data.num_parallel_calls = 2
+  c.checkpoint.every_steps = 100
+  c.log_every_steps = 10
+  # Network: every field of a CIA18 CIANet (all modules on) at width 8.
+  net = CIANet(**model_kwargs("cia18", backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))
+  c.model = config_lib.dataclass_fields(net, exclude=("parent", "name"))
+
+  # Losses: CIA18's.
+  c.loss = ml_collections.ConfigDict(dict(
+      weights=dict(clf=1.0, iou=1.0, category=0.1, contrastive=1.0), iou_loss="mse", infonce_form="reference",
+      temperature=0.07, momentum=True, ema_decay=0.999, dropout=True))
+
+  # Optimiser and schedule: CIA18's learning rates x5, constant, 4 epochs of 50 steps.
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rates=dict(feature_extractor=2e-4, upper_classifier=2e-4, filter_initializer=5e-5,
+                          filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3),
+      lr_scale=5.0,  # multiplies every group
+      epochs=4, steps_per_epoch=50, decay_every_epochs=0,  # decay_every_epochs 0 = constant
+      decay_factor=0.2, total_steps=config_lib.placeholder(int)))  # total_steps None = epochs x steps_per_epoch
+
+  # Data: 4 sequences per step from two small synthetic sets (LaSOT's layout carries category labels); CIA18's
+  # sampler; 64 px crops (4 x 4 features).
+  c.data.batch_size = 4
+  c.data.train = dict(got10k=config_lib.dataset_entry("got10k", "train", 1.0),
+                      lasot=config_lib.dataset_entry("lasot", "train", 1.0))
+  c.data.sampler = config_lib.dataclass_fields(SAMPLER_PRESETS["cia18"], exclude=("dataset_weights",))
+  c.data.processing = config_lib.dataclass_fields(PROCESSING_PRESETS["cia18"])
+  c.data.processing.output_sz = 64
+  c.data.processing.feature_sz = 4
+
+  # Validation: every 100 steps on 2 batches of the synthetic GOT-10k val split.
+  c.val.enabled = True
+  c.val.datasets = dict(got10k=config_lib.dataset_entry("got10k", "val", 1.0))
+  c.val.every_steps = 100
+  c.val.num_batches = 2
+  return config_lib.finalize(config_lib.apply_variant(c, arg))

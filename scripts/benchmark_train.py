@@ -46,11 +46,13 @@ def main(argv=None) -> int:
   import jax
   import numpy as np
 
+  from cia_jax import config_lib
   from cia_jax.models.cia import build_model
-  from cia_jax.train import config_utils, loop
+  from cia_jax.models.presets import init_variables
+  from cia_jax.train import init, inputs, trainer
   from cia_jax.train.batch import random_batch
   from cia_jax.train.state import create_train_state
-  from cia_jax.train.step import make_train_step
+  from cia_jax.train.step import make_train_step, uses_key_encoder
 
   load = os.getloadavg()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s), "
@@ -61,21 +63,20 @@ def main(argv=None) -> int:
   print("| case | batch layout | GFLOP/step | compile s | median s/step | GFLOP/s | % peak |")
   print("|---|---|---:|---:|---:|---:|---:|")
   for case in args.cases:
-    config = config_utils.load_config(os.path.join(CONFIGS, f"{case}.py"))
+    config = config_lib.load_config(os.path.join(CONFIGS, f"{case}.py"))
     if case == "cia18":
       config.data.batch_size = args.cia18_batch
-    model = build_model(config.model)
-    proc = loop.processing_config(config)
+    net = build_model(config.model)
+    proc = inputs.processing_config(config)
     s = config.data.sampler
     batch = random_batch(0, int(config.data.batch_size), int(proc.output_sz), num_train=int(s.num_train_frames),
                          num_test=int(s.num_test_frames), num_proposals=int(proc.proposals_per_frame),
                          proposal_mode=proc.proposal_mode, search_area_factor=float(proc.search_area_factor))
-    variables = loop.init_variables(model, config, proc)
-    tx = loop._optimizer(variables["params"], loop.learning_rates(config), config,  # pylint: disable=protected-access
-                         model.frozen_layers)
-    settings = loop.step_settings(config)
-    state = create_train_state(variables, tx, jax.random.key(0), bool(model.contrastive and settings.momentum))
-    step = make_train_step(model, settings)
+    variables = init_variables(net, jax.random.key(0))
+    tx = init.optimizer(config, variables["params"], net.frozen_layers)
+    settings = trainer.step_settings(config)
+    state = create_train_state(variables, tx, jax.random.key(0), uses_key_encoder(net, settings))
+    step = make_train_step(net, settings, tx)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

@@ -18,6 +18,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+from cia_jax import config_lib  # noqa: E402
+from cia_jax.train import trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,16 +35,13 @@ def main(argv=None) -> int:
   parser.add_argument("overrides", nargs="*", help="extra KEY=VALUE config overrides")
   args = parser.parse_args(argv)
 
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from cia_jax.train import config_utils, loop  # pylint: disable=g-import-not-at-top
-
   if os.path.isdir(args.workdir) and not args.keep:
     shutil.rmtree(args.workdir)
-  config = config_utils.load_config(args.config)
-  config_utils.apply_overrides(config, [f"optim.total_steps={args.steps}", "log_every_steps=1",
-                                        f"checkpoint.every_steps={args.steps}"] + list(args.overrides))
+  config = config_lib.load_config(args.config)
+  config_lib.apply_overrides(config, [f"optim.total_steps={args.steps}", "log_every_steps=1",
+                                      f"checkpoint.every_steps={args.steps}"] + list(args.overrides))
   start = time.perf_counter()
-  loop.train_and_evaluate(config, args.workdir)
+  trainer.train_and_evaluate(config, args.workdir)
   wall = time.perf_counter() - start
   rows = [json.loads(line) for line in open(os.path.join(args.workdir, "metrics.jsonl"))]
   train = [r for r in rows if r["split"] == "train"]

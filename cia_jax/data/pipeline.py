@@ -40,10 +40,13 @@ import threading
 from typing import Any, Iterator
 
 import cv2
+import jax
 import numpy as np
+import tensorflow as tf
 
 from cia_jax.data.processing import ProcessingConfig, output_specs, process_sample
 from cia_jax.data.sampler import DiMPSampler, sample_rng
+from cia_jax.data.tfds.reader import read_frame_bytes
 
 _LOG = logging.getLogger(__name__)
 _WARNED: set[str] = set()
@@ -64,7 +67,6 @@ def load_image(path: str) -> np.ndarray | None:
   record's stored file bytes go through the same decoder, so the pixels are identical.
   """
   if path.startswith("tfds:"):
-    from cia_jax.data.tfds.reader import read_frame_bytes  # pylint: disable=g-import-not-at-top
     raw = read_frame_bytes(path)
     if raw is None:
       return None
@@ -158,11 +160,31 @@ def host_sample_indices(step: int, local_batch: int, process_index: int = 0,
 
 def hide_gpus_from_tf() -> None:
   """Keep TensorFlow off accelerators (they belong to JAX)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:  # TF already initialised its devices; nothing to do then
     pass
+
+
+def _load_sample_op(sampler: DiMPSampler, cfg: ProcessingConfig, seed: int, max_attempts: int):
+  """`load_sample` as a TF op: an int64 scalar sample index -> dict of tensors with the `sample_specs` shapes."""
+  specs = sample_specs(sampler, cfg)
+  names = list(specs)
+  dtypes = [tf.as_dtype(np.dtype(d)) for _, d in specs.values()]
+
+  def load(index):
+    out = load_sample(sampler, cfg, seed, int(index), max_attempts)
+    return tuple(out[name] for name in names)
+
+  def load_tf(index):
+    tensors = tf.numpy_function(load, [index], dtypes, stateful=False, name="load_sample")
+    out = {}
+    for name, t in zip(names, tensors):
+      t.set_shape(specs[name][0])
+      out[name] = t
+    return out
+
+  return load_tf
 
 
 def make_dataset(sampler: DiMPSampler, cfg: ProcessingConfig, *, seed: int, seqs_per_device: int,
@@ -195,13 +217,10 @@ def make_dataset(sampler: DiMPSampler, cfg: ProcessingConfig, *, seed: int, seqs
   Returns:
     A dataset of dicts of tensors (see the module docstring for the fields and shapes).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
   hide_gpus_from_tf()
   if opencv_threads is not None:
     cv2.setNumThreads(int(opencv_threads))
   if num_local_devices is None or process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     num_local_devices = jax.local_device_count() if num_local_devices is None else num_local_devices
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -218,20 +237,7 @@ def make_dataset(sampler: DiMPSampler, cfg: ProcessingConfig, *, seed: int, seqs
     raise ValueError(f"make_dataset: sample indices would exceed int32 ({last_index})")
 
   specs = sample_specs(sampler, cfg)
-  names = list(specs)
-  dtypes = [tf.as_dtype(np.dtype(d)) for _, d in specs.values()]
-
-  def load(index):
-    out = load_sample(sampler, cfg, seed, int(index), max_attempts)
-    return tuple(out[name] for name in names)
-
-  def load_tf(index):
-    tensors = tf.numpy_function(load, [index], dtypes, stateful=False, name="load_sample")
-    out = {}
-    for name, t in zip(names, tensors):
-      t.set_shape(specs[name][0])
-      out[name] = t
-    return out
+  load_tf = _load_sample_op(sampler, cfg, seed, max_attempts)
 
   def to_devices(batch):
     return {k: tf.reshape(v, [int(num_local_devices), int(seqs_per_device), *specs[k][0]])

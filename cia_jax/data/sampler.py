@@ -43,8 +43,8 @@ class SamplerConfig:
     num_train_frames: template frames per sample (3).
     num_test_frames: search frames per sample (3).
     min_length: minimum number of frames of a usable video (20).
-    dataset_weights: `(name, weight)` pairs of the reference's training mix, for configs; the sampler itself
-      takes weights aligned with the datasets it is given.
+    dataset_weights: `(name, weight)` pairs of the reference's training mix, which `configs/*.py` give their
+      dataset entries; the sampler itself takes weights aligned with the datasets it is given.
   """
 
   max_gap: int = 30
@@ -63,6 +63,8 @@ class SamplerConfig:
       raise ValueError(f"SamplerConfig: min_length must be >= 1, got {self.min_length}")
 
 
+# The sampler settings and training mix of the four published trainings: the one home of these values
+# (`configs/*.py` and the pipeline benchmarks read them from here).
 _TRAIN_SETS = ("lasot_train", "got10k_vottrain", "trackingnet_train_0_3", "coco2017_train")
 SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "cia18": SamplerConfig(max_gap=30, dataset_weights=tuple(zip(_TRAIN_SETS, (0.25, 1.0, 1.0, 1.0)))),

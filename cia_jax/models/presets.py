@@ -1,4 +1,4 @@
-"""The four published networks as `CIANet` keyword arguments, and random initialisation of any `CIANet`.
+"""The four published networks as `CIANet` keyword arguments (the one network table), and random initialisation.
 
 | preset | backbone | frozen | clf features | D | CIA modules |
 |---|---|---|---|---|---|
@@ -7,23 +7,27 @@
 | cia18 | ResNet-18 | - | as dimp18 | 256 | all on (Decisions 1-2) |
 | cia50 | ResNet-50 | conv1, layer1, layer2 | as superdimp | 512 | all on |
 
-`init_gauss_sigma` = output_sigma_factor / search_area_factor * feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for
-the 288 px / factor 5 trainings, 0.25 / 6 * 22 for the 352 px / factor 6 ones.
+An entry holds the `CIANet` fields that differ from the module's defaults (the defaults are CIA18); a training
+config (`configs/*.py`) copies every field of the preset's `CIANet` into `config.model`. `init_gauss_sigma` =
+output_sigma_factor / search_area_factor * feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for the 288 px / factor 5
+trainings, 0.25 / 6 * 22 for the 352 px / factor 6 ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_OFF = dict(category_classification=False, category_encoder=False, contrastive=False, instance_encoder=False)
 _R50 = dict(backbone_arch="resnet50", frozen_layers=("conv1", "layer1", "layer2"), clf_arch="r50", clf_dim=512,
             init_gauss_sigma=0.25 / 6 * 22)
+# DiMP: no CIA module; train and test crops go through the backbone as two BN batches.
+_DIMP = dict(category_classification=False, category_encoder=False, contrastive=False, instance_encoder=False,
+             joint_backbone_batch=False)
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "dimp18": dict(_OFF, joint_backbone_batch=False),
-    "superdimp": dict(_R50, **_OFF, joint_backbone_batch=False),
-    "cia18": dict(),
+    "cia18": {},
     "cia50": dict(_R50),
+    "dimp18": dict(_DIMP),
+    "superdimp": {**_R50, **_DIMP},
 }
 
 
@@ -38,11 +42,13 @@ def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> di
   """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
 
   Variable shapes do not depend on `image_size` (64 px keeps every map >= 1 cell); jitted, so it costs one
-  compilation. Under `jax.eval_shape` it gives the abstract tree. (JAX is imported here so that the presets
-  table itself stays importable without it.)
+  compilation. Under `jax.eval_shape` it gives the abstract tree. BatchNorm statistics stay at their initial
+  0 / 1. `key` splits into the params and dropout streams.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # JAX is imported here, not at the top, so that the table stays importable without it: `cia-jax convert`
+  # reads the architectures (via `interop.mapping`) while the CLI builds its parser.
+  import jax
+  import jax.numpy as jnp
 
   s = int(image_size)
   imgs = jnp.zeros((3, 1, s, s, 3), jnp.float32)
@@ -50,9 +56,9 @@ def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> di
   props = jnp.broadcast_to(box[:, :, None], (3, 1, num_proposals, 4))
 
   @jax.jit
-  def _init(k):
+  def init(k):
     params_key, dropout_key = jax.random.split(k)
     return net.init({"params": params_key, "dropout": dropout_key}, imgs, imgs, box, box, props, train=False)
 
-  variables = _init(key)
+  variables = init(key)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -9,11 +9,11 @@ which is split into `aug_*` fields.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
-import typing
 from typing import Optional, Sequence
+
+from cia_jax import config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,10 +170,6 @@ def get_settings(name: str, **overrides) -> TrackerSettings:
   return dataclasses.replace(PRESETS[name], **overrides)
 
 
-def _field_types() -> dict[str, object]:
-  return typing.get_type_hints(TrackerSettings)
-
-
 def _check_keys(keys) -> None:
   valid = [f.name for f in dataclasses.fields(TrackerSettings)]
   unknown = [k for k in keys if k not in valid]
@@ -181,57 +177,10 @@ def _check_keys(keys) -> None:
     raise ValueError(f"unknown tracker setting(s) {unknown}; valid: {valid}")
 
 
-def _to_tuple(v):
-  """Lists/tuples -> nested tuples of floats (hashable)."""
-  if isinstance(v, (list, tuple)):
-    return tuple(_to_tuple(x) for x in v)
-  if isinstance(v, bool) or not isinstance(v, (int, float)):
-    raise ValueError(f"expected numbers, got {v!r}")
-  return float(v)
-
-
-def parse_value(key: str, text: str):
-  """Parses the string `text` for field `key` by the field's type (bool, int, float, str, tuple, Optional)."""
-  _check_keys([key])
-  typ = _field_types()[key]
-  optional = typing.get_origin(typ) is typing.Union and type(None) in typing.get_args(typ)
-  if optional:
-    if text.strip().lower() in ("none", "null"):
-      return None
-    typ = next(t for t in typing.get_args(typ) if t is not type(None))
-  t = text.strip()
-  try:
-    if typ is bool:
-      low = t.lower()
-      if low in ("1", "true", "yes", "on"):
-        return True
-      if low in ("0", "false", "no", "off"):
-        return False
-      raise ValueError("expected true/false")
-    if typ is int:
-      return int(t)
-    if typ is float:
-      return float(t)  # Accepts 'inf' and '-inf'.
-    if typ is str:
-      return t.strip("'\"")
-    if typ is tuple:
-      v = ast.literal_eval(t)
-      v = v if isinstance(v, (list, tuple)) else (v,)
-      return _to_tuple(v)
-  except (ValueError, SyntaxError) as e:
-    raise ValueError(f"tracker setting {key}={text!r}: cannot parse as {getattr(typ, '__name__', typ)}: {e}") from None
-  raise ValueError(f"tracker setting {key}: unsupported type {typ}")
-
-
 def apply_overrides(settings: TrackerSettings, overrides: Sequence[str]) -> TrackerSettings:
-  """Applies `["key=value", ...]` strings (CLI style) to `settings`, parsing values by the field's type.
+  """Applies `["key=value", ...]` strings (`cia-jax track --set`) to `settings`, parsing values by the field's
+  type with the shared override parser (`cia_jax.config_lib`).
 
   A malformed item, an unknown key or an invalid value raises a ValueError naming it.
   """
-  kw = {}
-  for item in overrides:
-    if "=" not in item:
-      raise ValueError(f"tracker override {item!r}: expected key=value")
-    key, text = item.split("=", 1)
-    kw[key.strip()] = parse_value(key.strip(), text)
-  return dataclasses.replace(settings, **kw)
+  return config_lib.replace_fields(settings, overrides, what="tracker setting")

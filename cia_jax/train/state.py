@@ -2,8 +2,10 @@
 
 `TrainState` holds everything a step changes: params, BatchNorm statistics, the momentum (EMA) copy
 of the backbone and contrastive projector with its own BN statistics (the key encoder, spec 4.1-4.2),
-the optax state and the base rng. The key encoder is the *same* Flax module applied to
-`momentum_params` -- there is no second model object.
+the optax state and the base rng -- arrays only, so the state is a plain pytree (checkpointed, replicated,
+donated). The optax transformation itself is not state: `make_optimizer` builds it from the config and the
+training step closes over it. The key encoder is the *same* Flax network applied to `momentum_params` --
+there is no second network object.
 """
 
 from __future__ import annotations
@@ -19,15 +21,10 @@ import optax
 # Top-level modules of `CIANet` whose EMA copy forms the key encoder (reference `encoder_k` + its `proj`).
 MOMENTUM_MODULES = ("backbone", "proj")
 
-# Parameter groups of the reference optimiser (spec 4.9) -> learning rate (CIA18 values).
-CIA18_LEARNING_RATES = {
-    "feature_extractor": 2e-4,  # backbone + contrastive projector + modulator
-    "upper_classifier": 2e-4,  # category classifier + category encoder
-    "filter_initializer": 5e-5,
-    "filter_optimizer": 5e-4,
-    "clf_feature_extractor": 5e-5,
-    "bb_regressor": 1e-3,
-}
+# The optimiser group of parameters that get no update (frozen backbone layers). The other groups of the
+# reference optimiser (spec 4.9; learning rates in `configs/*.py`): feature_extractor (backbone, contrastive
+# projector, modulator), upper_classifier (category classifier and encoder), filter_initializer,
+# filter_optimizer, clf_feature_extractor, bb_regressor.
 FROZEN = "frozen"
 
 
@@ -43,7 +40,6 @@ class TrainState:
     momentum_batch_stats: the key encoder's own BN running statistics (not EMA'd, spec 4.2).
     opt_state: optax state.
     rng: base PRNG key; step t uses `fold_in(rng, t)`.
-    tx: the optax transformation (static).
   """
 
   step: jax.Array
@@ -53,7 +49,6 @@ class TrainState:
   momentum_batch_stats: Any
   opt_state: Any
   rng: jax.Array
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
 def param_group(path: Sequence[str], frozen_layers: Sequence[str] = ()) -> str:
@@ -125,7 +120,10 @@ def ema_update(momentum_params: Any, params: Any, decay: float) -> Any:
 
 def create_train_state(variables: Mapping[str, Any], tx: optax.GradientTransformation, rng: jax.Array,
                        use_momentum_encoder: bool) -> TrainState:
-  """Builds the initial state from `model.init` variables; the key encoder starts as a copy (spec 4.1)."""
+  """Builds the initial state from `net.init` variables; the key encoder starts as a copy (spec 4.1).
+
+  `tx` only initialises the optimiser state; the training step closes over the same `tx`.
+  """
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   if use_momentum_encoder:
@@ -136,4 +134,4 @@ def create_train_state(variables: Mapping[str, Any], tx: optax.GradientTransform
     momentum_params, momentum_batch_stats = {}, {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     momentum_params=momentum_params, momentum_batch_stats=momentum_batch_stats,
-                    opt_state=tx.init(params), rng=rng, tx=tx)
+                    opt_state=tx.init(params), rng=rng)

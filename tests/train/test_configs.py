@@ -6,9 +6,14 @@ import os
 import ml_collections
 import pytest
 
+from cia_jax import config_lib
+from cia_jax.cli import main as cli_main
+from cia_jax.cli import split_config_overrides
+from cia_jax.cli import train as train_cli
 from cia_jax.data.processing import PROCESSING_PRESETS
+from cia_jax.models import presets
 from cia_jax.models.cia import build_model
-from cia_jax.train import config_utils, loop
+from cia_jax.train import init, inputs, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = ("cia18", "cia50", "dimp18", "superdimp", "tiny")
@@ -17,7 +22,7 @@ SWITCHES = ("category_classification", "category_encoder", "contrastive", "insta
 
 def _load(name, arg=None):
   spec = os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else "")
-  return config_utils.load_config(spec)
+  return config_lib.load_config(spec)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -28,9 +33,9 @@ def test_configs_load_lock_and_build(name):
     config.optim.epochs_typo = 3  # locked: no new keys
   model = build_model(config.model)
   assert model.backbone_arch == ("resnet50" if name in ("cia50", "superdimp") else "resnet18")
-  proc = loop.processing_config(config)
+  proc = inputs.processing_config(config)
   assert proc.output_sz == {"tiny": 64, "cia50": 352, "superdimp": 352}.get(name, 288)
-  assert loop.total_steps(config) == config.optim.epochs * config.optim.steps_per_epoch
+  assert trainer.total_steps(config) == config.optim.epochs * config.optim.steps_per_epoch
   # The launch command is in the file's docstring.
   with open(os.path.join(ROOT, "configs", f"{name}.py")) as f:
     assert f"cia-jax train --config configs/{name}.py" in f.read()
@@ -60,11 +65,11 @@ def test_paper_settings():
   assert c18.data.train.got10k.split == "vottrain" and tuple(c18.data.train.trackingnet.chunks) == (0, 1, 2, 3)
   assert all(e.root is None for e in c18.data.train.values())
   assert (c18.data.sampler.max_gap, c50.data.sampler.max_gap) == (30, 200)
-  assert loop.processing_config(c50) == PROCESSING_PRESETS["cia50"]
-  assert loop.processing_config(c18) == PROCESSING_PRESETS["cia18"]
+  assert inputs.processing_config(c50) == PROCESSING_PRESETS["cia50"]
+  assert inputs.processing_config(c18) == PROCESSING_PRESETS["cia18"]
   assert c18.val.every_steps == 5 * 2000 and c18.val.num_batches == 5000 // 64
   assert c50.val.every_steps == 20 * 2000 and c18.val.datasets.got10k.split == "votval"
-  settings = loop.step_settings(c50)
+  settings = trainer.step_settings(c50)
   assert settings.iou_loss == "kl" and dict(settings.loss_weights)["iou"] == 0.01
 
 
@@ -116,63 +121,80 @@ def test_variants_combine_and_unknown_variant_fails():
 
 def test_overrides_are_type_checked_and_typos_name_the_key():
   c = _load("cia18")
-  config_utils.apply_overrides(c, ["optim.epochs=3", "--config.data.train.got10k.root=/data/got", "loss.momentum=false",
+  config_lib.apply_overrides(c, ["optim.epochs=3", "--config.data.train.got10k.root=/data/got", "loss.momentum=false",
                                    "model.frozen_layers=('conv1', 'layer1')", "data.processing.max_scale_change=1.5",
                                    "optim.total_steps=7", "optim.lr_scale=2"])
   assert (c.optim.epochs, c.data.train.got10k.root, c.loss.momentum) == (3, "/data/got", False)
   assert c.model.frozen_layers == ("conv1", "layer1") and c.data.processing.max_scale_change == 1.5
-  assert loop.total_steps(c) == 7 and loop.learning_rates(c)["bb_regressor"] == pytest.approx(2e-3)
+  assert trainer.total_steps(c) == 7 and init.learning_rates(c)["bb_regressor"] == pytest.approx(2e-3)
   with pytest.raises(ValueError, match=r"unknown key 'optim\.epoch'.*epochs"):
-    config_utils.apply_overrides(c, ["optim.epoch=3"])
+    config_lib.apply_overrides(c, ["optim.epoch=3"])
   with pytest.raises(ValueError, match=r"unknown key 'modell'"):
-    config_utils.apply_overrides(c, ["modell.clf_dim=3"])
+    config_lib.apply_overrides(c, ["modell.clf_dim=3"])
   with pytest.raises(ValueError, match=r"optim\.epochs='three': expected a int"):
-    config_utils.apply_overrides(c, ["optim.epochs=three"])
+    config_lib.apply_overrides(c, ["optim.epochs=three"])
   with pytest.raises(ValueError, match="expected a bool"):
-    config_utils.apply_overrides(c, ["loss.momentum=maybe"])
+    config_lib.apply_overrides(c, ["loss.momentum=maybe"])
   with pytest.raises(ValueError, match="cannot be None"):
-    config_utils.apply_overrides(c, ["optim.epochs=None"])
+    config_lib.apply_overrides(c, ["optim.epochs=None"])
   with pytest.raises(ValueError, match="group of settings"):
-    config_utils.apply_overrides(c, ["optim=3"])
+    config_lib.apply_overrides(c, ["optim=3"])
   with pytest.raises(ValueError, match="expected KEY=VALUE"):
-    config_utils.apply_overrides(c, ["optim.epochs"])
+    config_lib.apply_overrides(c, ["optim.epochs"])
   with pytest.raises(FileNotFoundError, match="config file not found"):
-    config_utils.load_config("/nonexistent/cfg.py")
+    config_lib.load_config("/nonexistent/cfg.py")
 
 
 def test_cli_collects_overrides():
   parser = argparse.ArgumentParser()
-  loop.add_arguments(parser)
-  args = parser.parse_args(["--config", "configs/tiny.py", "--config.optim.epochs=2", "--workdir", "/tmp/w",
-                            "--config.loss.momentum", "false"])
+  train_cli.add_arguments(parser)
+  rest, overrides = split_config_overrides(["--config", "configs/tiny.py", "--config.optim.epochs=2", "--workdir",
+                                            "/tmp/w", "--config.loss.momentum", "false"])
+  args = parser.parse_args(rest)
+  args.config_overrides = overrides
   assert args.config == "configs/tiny.py" and args.workdir == "/tmp/w"
   assert args.config_overrides == ["optim.epochs=2", "loss.momentum=false"]
   # A typo in an override fails at launch, before any data or JAX work, naming the key.
-  args.config_overrides = ["optim.epochz=2"]
-  assert loop.run(args) == 2
+  assert cli_main(["train", "--config", args.config, "--workdir", args.workdir, "--config.optim.epochz=2"]) == 2
+
+
+def test_a_config_that_is_not_python_or_fails_to_import_is_named(tmp_path, capsys):
+  notes = tmp_path / "notes.txt"
+  notes.write_text("optim.epochs = 2\n")
+  with pytest.raises(ValueError, match=r"config file .*notes\.txt: not a Python file"):
+    config_lib.load_config(str(notes))
+  broken = tmp_path / "broken.py"
+  broken.write_text("import no_such_module\n")
+  with pytest.raises(ValueError, match=r"config file .*broken\.py failed to import: ModuleNotFoundError"):
+    config_lib.load_config(str(broken) + ":cl")
+  # Through the CLI: one line naming the file, exit code 2, before any data or JAX work.
+  assert cli_main(["train", "--config", str(notes), "--workdir", str(tmp_path / "w")]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "notes.txt: not a Python file" in err[0]
+  assert not (tmp_path / "w").exists()
 
 
 def test_missing_dataset_root_and_split_file_fail_naming_the_key(tmp_path):
   c = _load("cia18")
   every_root = ", ".join(rf"config\.data\.train\.{n}\.root" for n in ("coco", "got10k", "lasot", "trackingnet"))
   with pytest.raises(ValueError, match=every_root + " not set"):
-    loop.build_samplers(c, str(tmp_path))
+    inputs.build_samplers(c, str(tmp_path))
   c = _load("cia18")
   for name in ("lasot", "trackingnet", "coco"):
     c.data.train[name].weight = 0.0
   os.makedirs(tmp_path / "got10k")
   c.data.train.got10k.root = str(tmp_path / "got10k")
   with pytest.raises(ValueError, match=r"config\.data\.train\.got10k: GOT-10k split 'vottrain' needs a split file"):
-    loop.build_samplers(c, str(tmp_path))
+    inputs.build_samplers(c, str(tmp_path))
   c.data.train.got10k.split = "train"
   c.data.train.got10k.root = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match=r"config\.data\.train\.got10k"):
-    loop.build_samplers(c, str(tmp_path))
+    inputs.build_samplers(c, str(tmp_path))
 
 
 def test_tiny_config_generates_its_synthetic_data_once(tmp_path):
   config = _load("tiny")
-  train, val = loop.build_samplers(config, str(tmp_path))
+  train, val = inputs.build_samplers(config, str(tmp_path))
   n = config.data.synthetic.num_sequences
   assert train.num_usable() == [n, n] and val is not None and val.num_usable() == [n]
   got10k = tmp_path / "synthetic" / "got10k_got10k"
@@ -180,7 +202,7 @@ def test_tiny_config_generates_its_synthetic_data_once(tmp_path):
   train_names = {s.name for s in train.datasets[0]}
   assert not train_names & {s.name for s in val.datasets[0]}  # GOT-10k_Train_* vs GOT-10k_Val_*
   stamp = os.path.getmtime(got10k / "train" / "list.txt")
-  loop.build_samplers(config, str(tmp_path))  # a resumed run reuses the generated files
+  inputs.build_samplers(config, str(tmp_path))  # a resumed run reuses the generated files
   assert os.path.getmtime(got10k / "train" / "list.txt") == stamp
 
 
@@ -193,7 +215,7 @@ def test_full_size_configs_build_their_network_and_optimiser(name):
 
   config = _load(name)
   model = build_model(config.model)
-  shapes = jax.eval_shape(lambda: loop.init_variables(model, config, loop.processing_config(config)))
+  shapes = jax.eval_shape(lambda: presets.init_variables(model, jax.random.key(int(config.seed))))
   c3 = 1024 if name in ("cia50", "superdimp") else 256
   assert shapes["params"]["classifier"]["filter_initializer"]["filter_conv"]["kernel"].shape[-1] == \
       config.model.clf_dim
@@ -201,8 +223,7 @@ def test_full_size_configs_build_their_network_and_optimiser(name):
   groups = set(jax.tree.leaves(param_labels(shapes["params"], tuple(model.frozen_layers))))
   assert groups - {FROZEN} <= set(config.optim.learning_rates)
   assert (FROZEN in groups) == (name in ("cia50", "superdimp"))
-  tx = loop._optimizer(shapes["params"], loop.learning_rates(config), config,  # pylint: disable=protected-access
-                       model.frozen_layers)
+  tx = init.optimizer(config, shapes["params"], model.frozen_layers)
   opt_shapes = jax.eval_shape(tx.init, shapes["params"])
   assert jax.tree.leaves(opt_shapes)
   if name in ("cia18", "cia50"):

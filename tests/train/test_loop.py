@@ -4,6 +4,7 @@ non-finite losses, init checkpoints and a short convergence check."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,8 +17,9 @@ import pytest
 
 from cia_jax import checkpoints
 from cia_jax.data import synthetic
+from cia_jax import config_lib
 from cia_jax.train import checkpoint as ckpt
-from cia_jax.train import config_utils, loop
+from cia_jax.train import init, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,8 +44,8 @@ def tiny_overrides(data_root, **extra):
 
 
 def tiny_config(data_root, **extra):
-  config = config_utils.load_config(os.path.join(ROOT, "configs", "tiny.py"))
-  return config_utils.apply_overrides(config, tiny_overrides(data_root, **extra))
+  config = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
+  return config_lib.apply_overrides(config, tiny_overrides(data_root, **extra))
 
 
 def _np(tree):
@@ -71,7 +73,7 @@ def _events(workdir):
 def straight_run(data_root, tmp_path_factory):
   """30 uninterrupted steps: the convergence check and the resume reference."""
   workdir = tmp_path_factory.mktemp("straight")
-  state = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 30}), str(workdir))
+  state = trainer.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 30}), str(workdir))
   return workdir, state
 
 
@@ -81,7 +83,7 @@ def two_step_run(data_root, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("two_steps")
   config = tiny_config(data_root, **{"optim.total_steps": 2, "val.enabled": "true", "val.every_steps": 2,
                                      "val.num_batches": 1})
-  state = loop.train_and_evaluate(config, str(workdir))
+  state = trainer.train_and_evaluate(config, str(workdir))
   return workdir, config, state
 
 
@@ -121,8 +123,8 @@ def test_resume_is_exact(data_root, straight_run, tmp_path):
   """15 steps, stop, resume for 15 more == 30 straight steps, bit for bit (every TrainState field)."""
   _, reference = straight_run
   workdir = tmp_path / "resumed"
-  loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 15}), str(workdir))
-  state = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 30}), str(workdir))
+  trainer.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 15}), str(workdir))
+  state = trainer.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 30}), str(workdir))
   assert int(jax.device_get(state.step)) == 30
   for field in ckpt.STATE_FIELDS:
     _assert_trees_equal(_np(ckpt.state_to_tree(state)[field]), _np(ckpt.state_to_tree(reference)[field]))
@@ -173,7 +175,7 @@ def test_non_finite_loss_stops_naming_term_and_step(data_root, two_step_run, tmp
   workdir = tmp_path / "nan_run"
   config = tiny_config(data_root, **{"optim.total_steps": 3, "init_checkpoint": bad})
   with pytest.raises(FloatingPointError, match=r"non-finite loss term 'iou' = nan at step 1"):
-    loop.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   assert not os.listdir(workdir / "checkpoints")  # nothing saved from a broken state
 
 
@@ -181,14 +183,13 @@ def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run,
   src, _, state = two_step_run
   variables, meta = checkpoints.load_variables(str(src / "model"))
   fresh = jax.tree.map(np.zeros_like, variables)
-  merged, report = loop.load_init_checkpoint(fresh, str(src / "model"))
+  merged, report = init.load_init_checkpoint(fresh, str(src / "model"))
   _assert_trees_equal(merged["params"], variables["params"])
   assert not report["missing"] and not report["unexpected"]
   # A checkpoint without the category modules and with one wrong shape.
   partial = {"params": {k: v for k, v in variables["params"].items() if k not in ("upper_classifier",)},
              "batch_stats": variables["batch_stats"]}
-  merged, report = loop.load_init_checkpoint(
-      fresh, checkpoints.save_variables(str(tmp_path / "partial"), partial, meta))
+  merged, report = init.load_init_checkpoint(fresh, checkpoints.save_variables(str(tmp_path / "partial"), partial, meta))
   assert report["missing"] and all(k.startswith("params/upper_classifier/") for k in report["missing"])
   _assert_trees_equal(merged["params"]["upper_classifier"], fresh["params"]["upper_classifier"])
   partial["params"]["bb_regressor"] = dict(partial["params"]["bb_regressor"])
@@ -196,9 +197,9 @@ def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run,
                                                         "bias": np.zeros((1,), np.float32)}
   path = checkpoints.save_variables(str(tmp_path / "wrong"), partial, meta)
   with pytest.raises(ValueError, match=r"(?s)shape mismatch.*params/bb_regressor/iou_predictor/kernel"):
-    loop.load_init_checkpoint(fresh, path)
+    init.load_init_checkpoint(fresh, path)
   with pytest.raises(FileNotFoundError):
-    loop.load_init_checkpoint(fresh, str(tmp_path / "missing"))
+    init.load_init_checkpoint(fresh, str(tmp_path / "missing"))
 
 
 def _env():
@@ -233,9 +234,24 @@ def test_sigterm_saves_the_current_step_and_resume_continues(data_root, tmp_path
   manager.close()
   assert stopped == logged[-1] >= 2 and manager.all_steps() == [stopped]
   assert not (workdir / "model").exists()  # the run did not finish: no export
-  state = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": stopped + 1}), str(workdir))
+  state = trainer.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": stopped + 1}), str(workdir))
   assert int(jax.device_get(state.step)) == stopped + 1
   assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()][-1] == stopped + 1
+
+
+def test_sigterm_before_the_first_step_exits_cleanly_with_a_message(data_root, tmp_path):
+  """SIGTERM while the program still imports JAX / TensorFlow (or sets up): exit 0, one line, nothing saved."""
+  workdir = tmp_path / "early"
+  cmd = [sys.executable, "-m", "cia_jax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+         "--workdir", str(workdir)] + [f"--config.{o}" for o in tiny_overrides(data_root)]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
+  time.sleep(2.5)
+  assert proc.poll() is None, proc.communicate()[0][-3000:]
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=240)
+  assert proc.returncode == 0, out[-3000:]
+  assert "SIGTERM before" in out and "nothing" in out, out[-3000:]
+  assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
 
 
 def test_resuming_with_another_model_fails_naming_the_setting(data_root, two_step_run, tmp_path):
@@ -244,21 +260,25 @@ def test_resuming_with_another_model_fails_naming_the_setting(data_root, two_ste
   shutil.copytree(src, workdir)
   config = tiny_config(data_root, **{"optim.total_steps": 3, "model.clf_dim": 8})
   with pytest.raises(ValueError, match=r"cannot resume from .*model\.clf_dim: checkpoint 16, config 8"):
-    loop.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
 
 
-def test_time_limit_checkpoints_and_exports_at_the_step_it_runs_out(data_root, tmp_path):
+def test_time_limit_checkpoints_and_exports_at_the_step_it_runs_out(data_root, tmp_path, capsys):
   workdir = tmp_path / "timed"
   # 6 ms: already past after the first step (compilation counts), so the run ends at step 1 of 50.
   config = tiny_config(data_root, **{"optim.total_steps": 50, "time_limit_minutes": 1e-4})
-  state = loop.train_and_evaluate(config, str(workdir))
+  state = trainer.train_and_evaluate(config, str(workdir))
+  # The wait for the first step's compilation is announced, and its end reported with the time it took.
+  out = capsys.readouterr().out
+  assert "compiling the train step ...\n" in out
+  assert re.search(r"compiling the train step \.\.\. done in [0-9.]+ s", out), out
   assert int(jax.device_get(state.step)) == 1
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
   net, variables, meta = checkpoints.load_for_tracking(str(workdir / "model"))
   assert meta["step"] == 1
   _assert_trees_equal(_np(variables["params"]), _np(state.params))
   with pytest.raises(ValueError, match="time_limit_minutes"):
-    loop.train_and_evaluate(tiny_config(data_root, **{"time_limit_minutes": -1}), str(tmp_path / "neg"))
+    trainer.train_and_evaluate(tiny_config(data_root, **{"time_limit_minutes": -1}), str(tmp_path / "neg"))
 
 
 def test_training_from_tfds_equals_training_from_folders(data_root, tmp_path):
@@ -268,10 +288,10 @@ def test_training_from_tfds_equals_training_from_folders(data_root, tmp_path):
   tfds_dir = tmp_path / "tfds"
   builders.build("got10k", str(data_root / "got10k"), str(tfds_dir))
   builders.build("lasot", str(data_root / "lasot"), str(tfds_dir))
-  folders = loop.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 3}), str(tmp_path / "f"))
+  folders = trainer.train_and_evaluate(tiny_config(data_root, **{"optim.total_steps": 3}), str(tmp_path / "f"))
   config = tiny_config(data_root, **{"optim.total_steps": 3, "data.source": "tfds",
                                      "data.tfds_data_dir": str(tfds_dir)})
-  from_tfds = loop.train_and_evaluate(config, str(tmp_path / "t"))
+  from_tfds = trainer.train_and_evaluate(config, str(tmp_path / "t"))
   _assert_trees_equal(_np(from_tfds.params), _np(folders.params))
   with pytest.raises(ValueError, match="tfds_data_dir"):
-    loop.train_and_evaluate(tiny_config(data_root, **{"data.source": "tfds"}), str(tmp_path / "x"))
+    trainer.train_and_evaluate(tiny_config(data_root, **{"data.source": "tfds"}), str(tmp_path / "x"))

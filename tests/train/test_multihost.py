@@ -39,26 +39,27 @@ _TRAIN = textwrap.dedent("""
     import json, os, sys
     import numpy as np
     workdir, data, batch, val, variant = sys.argv[1:6]
-    from cia_jax.train import config_utils, loop
+    from cia_jax import config_lib
+    from cia_jax.train import step, trainer
     if len(sys.argv) > 6:
       pid, nproc, port = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
-      assert loop.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+      assert trainer.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
     import jax
     spec = os.path.join(os.environ["PYTHONPATH"], "configs", "tiny.py") + (f":{variant}" if variant != "-" else "")
-    config = config_utils.load_config(spec)
-    config_utils.apply_overrides(config, [
+    config = config_lib.load_config(spec)
+    config_lib.apply_overrides(config, [
         f"data.train.got10k.root={data}/got10k", f"data.train.lasot.root={data}/lasot", "data.train.lasot.split=all",
         f"data.batch_size={batch}", "optim.total_steps=2", "log_every_steps=1", f"val.enabled={val}",
         "val.every_steps=2", "val.num_batches=1", "model.encoder_layers=1", "model.num_iter=1"])
-    state = loop.train_and_evaluate(config, workdir)
+    state = trainer.train_and_evaluate(config, workdir)
     # Every local device holds the same replicated params.
     leaves = jax.tree.leaves(state.params)
     same = all(np.array_equal(np.asarray(s.data), np.asarray(x.addressable_shards[0].data))
                for x in leaves for s in x.addressable_shards)
-    flat = {str(i): loop._host_value(x) for i, x in enumerate(leaves)}
+    flat = {str(i): step.host_value(x) for i, x in enumerate(leaves)}
     np.savez(os.path.join(workdir, f"params_{jax.process_index()}.npz"), **flat)
     print(json.dumps({"devices": jax.device_count(), "local_devices": jax.local_device_count(),
-                      "processes": jax.process_count(), "step": int(loop._host_value(state.step)),
+                      "processes": jax.process_count(), "step": int(step.host_value(state.step)),
                       "replicas_equal": same,
                       "finite": all(bool(np.all(np.isfinite(v))) for v in flat.values())}))
 """)

@@ -12,11 +12,15 @@ import numpy as np
 import optax
 import pytest
 
+from cia_jax import config_lib
 from cia_jax.models.cia import CIANet
 from cia_jax.train.batch import random_batch
-from cia_jax.train.state import CIA18_LEARNING_RATES, FROZEN, create_train_state, make_optimizer, param_labels
+from cia_jax.train.state import FROZEN, create_train_state, make_optimizer, param_labels
 from cia_jax.train.step import StepSettings, make_train_step
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The reference optimiser's learning rate per parameter group (their home: configs/cia18.py).
+CIA18_LEARNING_RATES = dict(config_lib.load_config(os.path.join(ROOT, "configs", "cia18.py")).optim.learning_rates)
 TINY = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
 IMAGE = 64
 
@@ -30,10 +34,14 @@ def _init(model, batch, key=0):
   return model.init({"params": jax.random.key(key), "dropout": jax.random.key(key)}, *_frame_major(batch))
 
 
+def _optimizer(params, lr_scale=1.0, frozen=()):
+  lrs = {k: v * lr_scale for k, v in CIA18_LEARNING_RATES.items()}
+  return make_optimizer(params, lrs, steps_per_epoch=100, frozen_layers=frozen)
+
+
 def _state(model, batch, lr_scale=1.0, momentum=True, frozen=()):
   variables = _init(model, batch)
-  lrs = {k: v * lr_scale for k, v in CIA18_LEARNING_RATES.items()}
-  tx = make_optimizer(variables["params"], lrs, steps_per_epoch=100, frozen_layers=frozen)
+  tx = _optimizer(variables["params"], lr_scale, frozen)
   return create_train_state(variables, tx, jax.random.key(1), use_momentum_encoder=momentum and model.contrastive)
 
 
@@ -44,7 +52,7 @@ def cia_run():
   batch = random_batch(0, 2, IMAGE)
   state0 = _state(model, batch, lr_scale=10.0)
   old = jax.tree.map(np.asarray, (state0.params, state0.momentum_params))
-  step = make_train_step(model, StepSettings())
+  step = make_train_step(model, StepSettings(), _optimizer(state0.params, lr_scale=10.0))
   state, metrics = step(state0, batch)
   first = {k: float(v) for k, v in metrics.items()}
   after_one = jax.tree.map(np.asarray, (state.params, state.momentum_params))
@@ -108,7 +116,7 @@ def test_switches_change_params_and_terms(name):
   if name == "no_known_categories":
     assert "dictionary" in shapes["params"]["category_encoder"]
   state = jax.eval_shape(lambda: _state(model, batch))
-  _, metrics = jax.eval_shape(make_train_step(model, StepSettings()), state, batch)
+  _, metrics = jax.eval_shape(make_train_step(model, StepSettings(), _optimizer(state.params)), state, batch)
   terms = set(metrics) & {"clf", "iou", "category", "contrastive"}
   assert terms == {"clf", "iou"} | extra_terms
 
@@ -131,7 +139,8 @@ def test_frozen_layers_get_no_update_and_groups_are_the_reference_ones():
   assert labels["classifier"]["filter_optimizer"]["log_step_length"] == "filter_optimizer"
   assert labels["classifier"]["feature_extractor"]["1"]["kernel"] == "clf_feature_extractor"
   before = jax.tree.map(np.asarray, state.params)
-  state, _ = make_train_step(model, StepSettings(momentum=False))(state, batch)
+  tx = _optimizer(state.params, frozen=("conv1", "layer1", "layer2"))
+  state, _ = make_train_step(model, StepSettings(momentum=False), tx)(state, batch)
   for layer in ("conv1", "bn1", "layer1", "layer2"):
     jax.tree.map(np.testing.assert_array_equal, before["backbone"][layer], jax.device_get(state.params["backbone"][layer]))
   assert np.any(before["backbone"]["layer3"]["0"]["conv1"]["kernel"]
@@ -172,10 +181,10 @@ _MULTI_DEVICE = textwrap.dedent("""
     # Make the key encoder differ from the query encoder, as after some training.
     state = state.replace(momentum_params=jax.tree.map(lambda x: x * 0.97, state.momentum_params))
     settings = StepSettings(bn_train=False, dropout=False)
-    f1 = jax.jit(lambda s, b: loss_and_grads(s, b, model=model, settings=settings)[:3])
+    f1 = jax.jit(lambda s, b: loss_and_grads(s, b, net=model, settings=settings)[:3])
     total1, terms1, grads1 = f1(state, batch)
     mesh = data_mesh()
-    per_dev = lambda s, b: loss_and_grads(s, b, model=model, settings=settings, axis_name=DATA_AXIS)[:3]
+    per_dev = lambda s, b: loss_and_grads(s, b, net=model, settings=settings, axis_name=DATA_AXIS)[:3]
     f8 = jax.jit(jax.shard_map(per_dev, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P()))
     total8, terms8, grads8 = f8(state, shard_batch(batch, mesh))
     # Error relative to each leaf's scale, floored at 1e-6 of the largest gradient entry: some leaves
