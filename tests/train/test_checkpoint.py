@@ -12,7 +12,7 @@ import pytest
 
 from cia_jax.checkpoints import CheckpointMismatchError, DamagedCheckpointError
 from cia_jax.train import checkpoint as ckpt
-from cia_jax.train import loop
+from cia_jax.train import trainer
 # The session's synthetic data and the tiny config of the training-program tests (tests/train is on sys.path).
 from test_loop import data_root, tiny_config  # noqa: F401  pylint: disable=unused-import
 
@@ -31,7 +31,7 @@ def _host(state) -> dict:
 def straight(data_root, tmp_path_factory):  # noqa: F811
   """6 uninterrupted steps, checkpoints at 2, 4 and 6."""
   workdir = tmp_path_factory.mktemp("straight6")
-  state = loop.train_and_evaluate(_config(data_root), str(workdir))
+  state = trainer.train_and_evaluate(_config(data_root), str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
   return workdir, _host(state)
 
@@ -51,7 +51,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_ends_identical(data_root, 
   shutil.rmtree(workdir / "model")
   _truncate_largest_data_file(workdir / "checkpoints" / "6")
   with caplog.at_level(logging.WARNING, logger="cia_jax.train.checkpoint"):
-    state = loop.train_and_evaluate(_config(data_root), str(workdir))
+    state = trainer.train_and_evaluate(_config(data_root), str(workdir))
   assert int(jax.device_get(state.step)) == STEPS
   assert f"damaged checkpoint {workdir / 'checkpoints' / '6' / 'state'}" in caplog.text
   # Resumed from step 4 (steps 5 and 6 trained again): every TrainState field equals the uninterrupted run's.
@@ -73,7 +73,7 @@ def test_every_step_damaged_is_reported_as_damage_not_as_another_config(data_roo
     with open(workdir / "checkpoints" / step / "state" / "_METADATA", "r+b") as f:
       f.truncate(100)
   with pytest.raises(DamagedCheckpointError) as e:
-    loop.train_and_evaluate(_config(data_root), str(workdir))
+    trainer.train_and_evaluate(_config(data_root), str(workdir))
   for step in ("2", "4", "6"):
     assert str(workdir / "checkpoints" / step / "state" / "_METADATA") in str(e.value)
   assert "does not match" not in str(e.value)
