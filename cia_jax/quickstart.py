@@ -34,7 +34,7 @@ from cia_jax.checkpoints import load_for_tracking
 from cia_jax.data.datasets import load_dataset
 from cia_jax.data.synthetic import generate
 from cia_jax.evaluation import baselines, embedding, report, video
-from cia_jax.models.presets import init_variables
+from cia_jax.models.cia import init_variables
 from cia_jax.track import runner
 from cia_jax.track.params import get_settings
 from cia_jax.track.tracker import TrackingModel

@@ -59,8 +59,8 @@ def main(argv=None) -> int:
   import numpy as np
 
   from cia_jax.data.frames import read_frame
-  from cia_jax.models.cia import build_model
-  from cia_jax.models.presets import init_variables, model_kwargs
+  from cia_jax.models.cia import build_model, init_variables
+  from cia_jax.models.presets import model_kwargs
   from cia_jax.track import params, runner
   from cia_jax.track import tracker as trk
 

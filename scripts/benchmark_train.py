@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
   from cia_jax import config_lib
   from cia_jax.models.cia import build_model
-  from cia_jax.models.presets import init_variables
+  from cia_jax.models.cia import init_variables
   from cia_jax.train import init, inputs, trainer
   from cia_jax.train.batch import random_batch
   from cia_jax.train.state import create_train_state

@@ -268,3 +268,24 @@ def build_model(model_config) -> CIANet:
   if unknown:
     raise ValueError(f"model config: unknown CIANet field(s) {unknown}; known: {sorted(known)}")
   return CIANet(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+
+
+def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
+  """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
+
+  Variable shapes do not depend on `image_size` (64 px keeps every map >= 1 cell); jitted, so it costs one
+  compilation. Under `jax.eval_shape` it gives the abstract tree. BatchNorm statistics stay at their initial
+  0 / 1. `key` splits into the params and dropout streams.
+  """
+  s = int(image_size)
+  imgs = jnp.zeros((3, 1, s, s, 3), jnp.float32)
+  box = jnp.broadcast_to(jnp.asarray([s / 4, s / 4, s / 2, s / 2], jnp.float32), (3, 1, 4))
+  props = jnp.broadcast_to(box[:, :, None], (3, 1, num_proposals, 4))
+
+  @jax.jit
+  def init(k):
+    params_key, dropout_key = jax.random.split(k)
+    return net.init({"params": params_key, "dropout": dropout_key}, imgs, imgs, box, box, props, train=False)
+
+  variables = init(key)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -1,4 +1,4 @@
-"""The four published networks as `CIANet` keyword arguments (the one network table), and random initialisation.
+"""The four published networks as `CIANet` keyword arguments: the one network table (no JAX import).
 
 | preset | backbone | frozen | clf features | D | CIA modules |
 |---|---|---|---|---|---|
@@ -36,29 +36,3 @@ def model_kwargs(name: str, **overrides) -> dict[str, Any]:
   if name not in MODEL_PRESETS:
     raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(MODEL_PRESETS)}")
   return {**MODEL_PRESETS[name], **overrides}
-
-
-def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
-  """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
-
-  Variable shapes do not depend on `image_size` (64 px keeps every map >= 1 cell); jitted, so it costs one
-  compilation. Under `jax.eval_shape` it gives the abstract tree. BatchNorm statistics stay at their initial
-  0 / 1. `key` splits into the params and dropout streams.
-  """
-  # JAX is imported here, not at the top, so that the table stays importable without it: `cia-jax convert`
-  # reads the architectures (via `interop.mapping`) while the CLI builds its parser.
-  import jax
-  import jax.numpy as jnp
-
-  s = int(image_size)
-  imgs = jnp.zeros((3, 1, s, s, 3), jnp.float32)
-  box = jnp.broadcast_to(jnp.asarray([s / 4, s / 4, s / 2, s / 2], jnp.float32), (3, 1, 4))
-  props = jnp.broadcast_to(box[:, :, None], (3, 1, num_proposals, 4))
-
-  @jax.jit
-  def init(k):
-    params_key, dropout_key = jax.random.split(k)
-    return net.init({"params": params_key, "dropout": dropout_key}, imgs, imgs, box, box, props, train=False)
-
-  variables = init(key)
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -46,8 +46,8 @@ from cia_jax import results
 from cia_jax.data import datasets
 from cia_jax.data.datasets.base import Sequence
 from cia_jax.data.frames import image_size, missing_frames, read_frame
-from cia_jax.models.cia import build_model
-from cia_jax.models.presets import init_variables, model_kwargs
+from cia_jax.models.cia import build_model, init_variables
+from cia_jax.models.presets import model_kwargs
 from cia_jax.track import tracker as trk
 from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
 from cia_jax.checkpoints import load_for_tracking

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cia_jax.models.cia import CIANet
-from cia_jax.models.presets import init_variables
+from cia_jax.models.cia import CIANet, init_variables
 from cia_jax.checkpoints import load_variables
 from cia_jax.train.state import TrainState, create_train_state, make_optimizer, param_labels
 

@@ -67,7 +67,7 @@ def _write_frames(tmp_path, n=6, size=(96, 128)):
 
 def test_target_features_have_the_three_stages(tmp_path):
   from cia_jax.models.cia import CIANet
-  from cia_jax.models.presets import init_variables
+  from cia_jax.models.cia import init_variables
 
   seq = _write_frames(tmp_path)
   net = CIANet(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)

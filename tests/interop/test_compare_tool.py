@@ -209,7 +209,8 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
 
 def test_our_stages_shapes_and_consistency():
   from cia_jax.models.cia import CIANet
-  from cia_jax.models.presets import init_variables, model_kwargs
+  from cia_jax.models.cia import init_variables
+  from cia_jax.models.presets import model_kwargs
   from cia_jax.track.params import get_settings
   from cia_jax.track.tracker import TrackingModel
 

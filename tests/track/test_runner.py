@@ -115,7 +115,7 @@ def tiny_setup(tmp_path_factory):
 
   from cia_jax.data.synthetic import generate
   from cia_jax.models.cia import CIANet
-  from cia_jax.models.presets import init_variables
+  from cia_jax.models.cia import init_variables
   from cia_jax.track import params
   from cia_jax.track.tracker import TrackingModel
 

@@ -45,7 +45,7 @@ def clean(tmp_path_factory):
 
   from cia_jax.data.synthetic import generate
   from cia_jax.models.cia import CIANet
-  from cia_jax.models.presets import init_variables
+  from cia_jax.models.cia import init_variables
   from cia_jax.track.tracker import TrackingModel
 
   base = tmp_path_factory.mktemp("clean")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cia_jax.models.cia import CIANet
-from cia_jax.models.presets import init_variables
+from cia_jax.models.cia import init_variables
 from cia_jax.ops.boxes import iou_xywh
 from cia_jax.track import augment, params, tracker
 
