@@ -56,7 +56,6 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
   from cia_jax.data.frames import read_frame
   from cia_jax.models.cia import build_model, init_variables

@@ -169,7 +169,7 @@ def make_cia_fixture(root: pathlib.Path, out: pathlib.Path) -> None:
   moco, modulator_mod, upper_mod, golden = _install_cia_shims(root)
   torch.manual_seed(0)
   gen = torch.Generator().manual_seed(1)
-  c3, c4, n, img = 16, 32, 2, 96
+  c3, c4, n = 16, 32, 2
   proj = moco.Projector(in_channels=c3, kernel_size=3)
   modulator = modulator_mod.Modulator_v2(in_channels=c3, alpha=-1, alpha_mode="learned")
   cuda = torch.Tensor.cuda

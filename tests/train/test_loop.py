@@ -189,7 +189,8 @@ def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run,
   # A checkpoint without the category modules and with one wrong shape.
   partial = {"params": {k: v for k, v in variables["params"].items() if k not in ("upper_classifier",)},
              "batch_stats": variables["batch_stats"]}
-  merged, report = init.load_init_checkpoint(fresh, checkpoints.save_variables(str(tmp_path / "partial"), partial, meta))
+  merged, report = init.load_init_checkpoint(
+      fresh, checkpoints.save_variables(str(tmp_path / "partial"), partial, meta))
   assert report["missing"] and all(k.startswith("params/upper_classifier/") for k in report["missing"])
   _assert_trees_equal(merged["params"]["upper_classifier"], fresh["params"]["upper_classifier"])
   partial["params"]["bb_regressor"] = dict(partial["params"]["bb_regressor"])

@@ -9,7 +9,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from cia_jax import config_lib
@@ -142,7 +141,8 @@ def test_frozen_layers_get_no_update_and_groups_are_the_reference_ones():
   tx = _optimizer(state.params, frozen=("conv1", "layer1", "layer2"))
   state, _ = make_train_step(model, StepSettings(momentum=False), tx)(state, batch)
   for layer in ("conv1", "bn1", "layer1", "layer2"):
-    jax.tree.map(np.testing.assert_array_equal, before["backbone"][layer], jax.device_get(state.params["backbone"][layer]))
+    jax.tree.map(np.testing.assert_array_equal, before["backbone"][layer],
+                 jax.device_get(state.params["backbone"][layer]))
   assert np.any(before["backbone"]["layer3"]["0"]["conv1"]["kernel"]
                 != np.asarray(state.params["backbone"]["layer3"]["0"]["conv1"]["kernel"]))
 
