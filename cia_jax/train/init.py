@@ -1,6 +1,6 @@
 """The initial training state of a config: random variables, an optional init checkpoint, the optimiser.
 
-`initial_state(config, net)` initialises the network (`models.presets.init_variables`, seed `config.seed`;
+`initial_state(config, net)` initialises the network (`models.cia.init_variables`, seed `config.seed`;
 BatchNorm statistics at their initial 0 / 1), copies the params of `config.init_checkpoint` (a variables
 checkpoint) where the names match, and builds the reference optimiser and the `TrainState` (host arrays; the
 trainer replicates them over the mesh).

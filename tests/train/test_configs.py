@@ -11,8 +11,7 @@ from cia_jax.cli import main as cli_main
 from cia_jax.cli import split_config_overrides
 from cia_jax.cli import train as train_cli
 from cia_jax.data.processing import PROCESSING_PRESETS
-from cia_jax.models import presets
-from cia_jax.models.cia import build_model
+from cia_jax.models.cia import build_model, init_variables
 from cia_jax.train import init, inputs, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -215,7 +214,7 @@ def test_full_size_configs_build_their_network_and_optimiser(name):
 
   config = _load(name)
   model = build_model(config.model)
-  shapes = jax.eval_shape(lambda: presets.init_variables(model, jax.random.key(int(config.seed))))
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(int(config.seed))))
   c3 = 1024 if name in ("cia50", "superdimp") else 256
   assert shapes["params"]["classifier"]["filter_initializer"]["filter_conv"]["kernel"].shape[-1] == \
       config.model.clf_dim
