@@ -1,8 +1,10 @@
 """Tracking speed from the `_time.txt` files next to the results (the FPS column of `cia-jax evaluate`).
 
 Frames per second = timed frames / their summed seconds, pooled over all sequences and runs of a tracker, with
-frame 0 (initialisation: the first filter optimisation and, in a fresh process, the XLA compilation) left out of
-both; non-finite or negative times are left out too. Pooling frames and seconds weighs every frame equally (the
+frame 0 (initialisation: the first filter optimisation, and the compilation of `init`) left out of both;
+non-finite or negative times are left out too. The compilation of `step` lands in frame 1 of the first sequence
+of each frame size of a `cia-jax track` process and is counted: negligible over a full benchmark, visible on a
+few short sequences. Pooling frames and seconds weighs every frame equally (the
 GOT-10k toolkit instead averages per-frame speeds, which long frames barely move). A tracker without time files
 has no speed ("n/a"); one with time files for only some sequences gets the speed of those, and the table says how
 many were timed.
