@@ -13,6 +13,10 @@ Layouts read (`load_results`): the above, pytracking's raw results (comma-, tab-
 NFS names prefixed, `uav_bike1.txt`), and the GOT-10k toolkit's repetitions `DIR/<seq>/<seq>_001.txt`,
 `_002.txt`, ... (one file per run).
 
+Time files (`load_times`, found by `time_file`): `DIR/<seq>_time.txt` (also `DIR/<dataset>_<seq>_time.txt`) or
+`DIR/<seq>/<seq>_time.txt`, one line per frame, seconds; the GOT-10k toolkit appends one comma-separated column
+per repetition.
+
 `DIR/failures.json` lists the sequences a `track` run could not track and why (`{"failed": {seq: reason}}`);
 `evaluate` reports them as missing with that reason, and a rerun retries them and updates the file (removing
 it once nothing is left failed).
@@ -203,3 +207,32 @@ def result_files(results_dir: str, seq_name: str, dataset: str | None = None) ->
 def load_results(results_dir: str, seq_name: str, dataset: str | None = None) -> list[np.ndarray]:
   """The `[N, 4]` predicted boxes of every run of one sequence found in `results_dir` (see `result_files`)."""
   return [load_boxes(p) for p in result_files(results_dir, seq_name, dataset)]
+
+
+def time_file(results_dir: str, seq_name: str, dataset: str | None = None) -> str | None:
+  """The time file of one sequence in any layout of `result_files` (see the module docstring); None if none."""
+  candidates = [os.path.join(results_dir, f"{seq_name}_time.txt")]
+  if dataset:
+    candidates.append(os.path.join(results_dir, f"{dataset}_{seq_name}_time.txt"))
+  candidates.append(os.path.join(results_dir, seq_name, f"{seq_name}_time.txt"))
+  return next((p for p in candidates if os.path.isfile(p)), None)
+
+
+def load_times(path: str) -> np.ndarray:
+  """Reads a time file into `[T, R]` float64 seconds (T frames, R runs: one column, or one per GOT-10k repetition).
+
+  Separators may be commas, tabs or spaces. ValueError naming the file and line for a row that is not R numbers.
+  """
+  with open(path, encoding="utf-8") as f:
+    lines = [line.strip() for line in f]
+  rows = []
+  for number, line in enumerate(lines, start=1):
+    if not line:
+      continue
+    try:
+      rows.append([float(v) for v in _SEPARATORS.split(line)])
+    except ValueError:
+      raise ValueError(f"{path}, line {number}: expected seconds, got {line!r}") from None
+    if len(rows[-1]) != len(rows[0]):
+      raise ValueError(f"{path}, line {number}: {len(rows[-1])} values, the first line {len(rows[0])}")
+  return np.asarray(rows, np.float64).reshape(len(rows), len(rows[0]) if rows else 1)

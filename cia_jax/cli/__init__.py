@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("track", "Run a tracker over a benchmark and write result files."),
     "embed-plot": ("embed_plot", "t-SNE of target features at three network stages (Fig. 5)."),
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
+    "pack": ("pack", "Check tracker results and zip them for the GOT-10k / TrackingNet server."),
 }
 
 CONFIG_PREFIX = "--config."

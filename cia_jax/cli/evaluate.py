@@ -23,6 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="skip sequences some tracker has no result for (default: error)")
   parser.add_argument("--no-plots", action="store_true", help="tables only")
   parser.add_argument("--plot-formats", nargs="+", default=["png", "pdf"], help="plot file formats")
+  parser.add_argument("--by-attribute", action="store_true",
+                      help="AUC / precision per attribute (attributes.md, .csv, attributes_plot.*) from the "
+                           "dataset's attribute files (LaSOT, UAV123, VOT tags)")
+  parser.add_argument("--attributes", default=None, metavar="FILE",
+                      help="JSON table sequence -> [attribute, ...] replacing the dataset's (implies --by-attribute)")
+  parser.add_argument("--compare", nargs=2, action="append", default=None, metavar=("A", "B"),
+                      help="paired bootstrap test of tracker A against B (repeatable; default: every tracker "
+                           "against the first --results NAME)")
+  parser.add_argument("--bootstrap-samples", type=int, default=10000, metavar="N",
+                      help="resampled sequence sets of the confidence intervals and tests")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,9 +41,13 @@ def run(args: argparse.Namespace) -> int:
   from cia_jax.evaluation import report  # pylint: disable=g-import-not-at-top  (matplotlib)
 
   rep = report.evaluate_benchmark(args.dataset, args.root, args.results, args.out, args.split, args.protocol,
+                                  attributes_file=args.attributes,
                                   exclude_invalid_frames=args.exclude_invalid_frames,
                                   skip_missing=args.skip_missing, plots=not args.no_plots,
-                                  formats=args.plot_formats)
+                                  formats=args.plot_formats, by_attribute=args.by_attribute,
+                                  compare=args.compare, bootstrap_samples=args.bootstrap_samples, seed=args.seed)
   print(report.format_markdown(rep), end="")
+  if args.by_attribute or args.attributes:
+    print("\n" + report.format_attributes_markdown(rep), end="")
   print(f"Written to {args.out}")
   return 0

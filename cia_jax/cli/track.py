@@ -2,6 +2,8 @@
 
 The work is `cia_jax.track.runner.track_benchmark` (checks before the network is built, failed sequences
 recorded in `<results>/failures.json`, exit code 1 when any failed); result layouts in `cia_jax.results`.
+With `--video SOURCE --init-box x,y,w,h` (a video file, an image folder without ground truth or a camera
+index) instead of `--dataset` / `--root`: `cia_jax.track.video.track_video`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training workdir or converted checkpoint (cia-jax convert) holding the network")
   parser.add_argument("--random-weights", action="store_true",
                       help="track with a randomly initialised network (tests and benchmarks only)")
-  parser.add_argument("--dataset", required=True,
+  parser.add_argument("--dataset", default=None,
                       help="otb, lasot, got10k, trackingnet, uav, nfs, vot, tnl2k, dtb70 or folder")
-  parser.add_argument("--root", required=True, help="dataset root (for folder: a folder of sequence folders)")
+  parser.add_argument("--root", default=None, help="dataset root (for folder: a folder of sequence folders)")
+  parser.add_argument("--video", default=None, metavar="SOURCE",
+                      help="instead of --dataset: a video file, an image folder (no ground truth) or a camera index")
+  parser.add_argument("--init-box", default=None, metavar="X,Y,W,H",
+                      help="with --video: the target in the first frame, pixels")
+  parser.add_argument("--out", default=None, metavar="OVERLAY.mp4",
+                      help="with --video: also write an overlay video (box, score, flag)")
   parser.add_argument("--split", default=None, help="dataset split (e.g. val / test for GOT-10k)")
   parser.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all)")
   parser.add_argument("--results", required=True, help="output directory for the result files")
@@ -54,8 +62,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop at the first failed sequence")
 
 
+def _run_video(args: argparse.Namespace) -> int:
+  """`cia-jax track --video`: tracks one video / folder / camera, prints where the results went."""
+  from cia_jax.track import runner, video  # pylint: disable=g-import-not-at-top  (jax)
+  from cia_jax.track.params import apply_overrides, get_settings  # pylint: disable=g-import-not-at-top
+
+  if args.dataset or args.root or args.sequences or args.batch_sequences != 1:
+    raise ValueError("--video tracks one source: --dataset, --root, --sequences and --batch-sequences do not apply")
+  if not args.init_box:
+    raise ValueError("--video needs --init-box x,y,w,h (the target in the first frame)")
+  if args.format != "raw":
+    raise ValueError("--video writes the raw layout (<results>/<name>.txt); --format does not apply")
+  box = video.parse_box(args.init_box)
+  settings = apply_overrides(get_settings(args.tracker), args.set)
+  model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed)
+  result = video.track_video(model, settings, args.video, box, args.results, out=args.out, seed=args.seed,
+                             max_frames=args.max_frames)
+  stopped = " (stopped by Ctrl-C)" if result.interrupted else ""
+  print(f"{len(result.boxes)} frames tracked{stopped}: {result.box_path}"
+        + (f", overlay {result.overlay}" if result.overlay else ""))
+  return 0
+
+
 def run(args: argparse.Namespace) -> int:
   """`cia-jax track`: 0 when every sequence is finished, 1 when some failed (table printed), 2 bad options."""
+  if args.video is not None:
+    return _run_video(args)
+  if args.out or args.init_box:
+    raise ValueError("--init-box and --out go with --video")
+  if not args.dataset or not args.root:
+    raise ValueError("give --dataset and --root (a benchmark), or --video (one video, folder or camera)")
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top  (jax)
 
   return runner.track_benchmark(

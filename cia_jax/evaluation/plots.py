@@ -105,3 +105,47 @@ def plot_benchmark(summaries: Mapping[str, Mapping[str, np.ndarray | float]], ou
           + draw("precision", "precision_curve", metrics.PRECISION_THRESHOLDS, "precision20")
           + draw("norm_precision", "norm_precision_curve", metrics.NORM_PRECISION_THRESHOLDS,
                  "norm_precision20"))
+
+
+def plot_attribute_bars(scores: Mapping[str, Mapping[str, float]], path_stem: str, score_label: str = "AUC",
+                        formats: Sequence[str] = ("png", "pdf")) -> list[str]:
+  """Grouped horizontal bars of a score per attribute and tracker (`cia-jax evaluate --by-attribute`).
+
+  Args:
+    scores: row (attribute) -> tracker -> score in [0, 1] (drawn in percent); rows top to bottom in the given
+      order, trackers coloured best first by their mean over the rows (as in the curve plots).
+    path_stem: output path without extension; parent folders are created.
+    score_label: the score's name for the axis.
+    formats: file formats understood by matplotlib.
+
+  Returns:
+    The written paths.
+  """
+  if not scores:
+    raise ValueError("scores: no attribute to plot")
+  rows = list(scores)
+  trackers = sorted({t for r in rows for t in scores[r]},
+                    key=lambda t: -np.nanmean([scores[r].get(t, np.nan) for r in rows]))
+  height = 0.8 / len(trackers)
+  fig = Figure(figsize=(7.0, 1.0 + 0.25 * len(rows) * max(2, len(trackers))))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  y = np.arange(len(rows))
+  for k, tracker in enumerate(trackers):
+    values = [100.0 * scores[r].get(tracker, np.nan) for r in rows]
+    ax.barh(y - 0.4 + (k + 0.5) * height, values, height=height, color=_COLORS[k % len(_COLORS)], label=tracker)
+  ax.set_yticks(y, rows)
+  ax.invert_yaxis()
+  ax.set(xlabel=f"{score_label} [%]", xlim=(0.0, 100.0), title=f"{score_label} per attribute")
+  ax.grid(True, axis="x", linestyle="-.")
+  # Outside the axes: bars reach any length, a legend inside would hide some.
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fancybox=False, edgecolor="black", fontsize="small")
+  fig.tight_layout()
+  parent = os.path.dirname(path_stem)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  paths = []
+  for fmt in formats:
+    paths.append(f"{path_stem}.{fmt}")
+    fig.savefig(paths[-1], dpi=150, format=fmt)
+  return paths

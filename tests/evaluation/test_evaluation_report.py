@@ -59,7 +59,7 @@ def trackers(tmp_path):
 def test_report_orders_and_matches_metrics(tmp_path, trackers):
   seqs, results = trackers
   out = str(tmp_path / "out")
-  rep = report_lib.run_evaluation(seqs, results, out, formats=("png",))
+  rep = report_lib.run_evaluation(seqs, results, out, formats=("png",), by_attribute=True)
   assert rep.protocol.name == "otb" and rep.sequences == ["seq0", "seq1", "seq2"]
   assert rep.ranking() == ["Perfect", "Offset", "Lost"]
 
@@ -86,7 +86,7 @@ def test_report_orders_and_matches_metrics(tmp_path, trackers):
 
   with open(os.path.join(out, "summary.csv")) as f:
     rows = list(csv.reader(f))
-  assert rows[0] == ["Tracker", "AUC", "P", "NP", "NP-AUC", "OP50", "OP75"]
+  assert rows[0] == ["Tracker", "AUC", "P", "NP", "NP-AUC", "OP50", "OP75", "AUC CI low", "AUC CI high", "FPS"]
   assert [r[0] for r in rows[1:]] == ["Perfect", "Offset", "Lost"]
   assert float(rows[2][1]) == pytest.approx(100 * expected["Offset"]["auc"], abs=0.006)
   assert float(rows[2][2]) == pytest.approx(100 * expected["Offset"]["precision20"], abs=0.006)
@@ -162,7 +162,7 @@ def test_cli(tmp_path, trackers, monkeypatch, capsys):
   assert calls == [("otb", "/data/otb", None)]
   printed = capsys.readouterr().out
   assert printed.index("| Perfect |") < printed.index("| Offset |") < printed.index("| Lost |")
-  assert sorted(os.listdir(out)) == ["per_sequence.csv", "summary.csv", "summary.md"]
+  assert sorted(os.listdir(out)) == ["comparisons.csv", "per_sequence.csv", "summary.csv", "summary.md"]
   assert cli.main(argv[:-4] + ["nonsense"]) == 2
   assert "expected NAME=DIR, got 'nonsense'" in capsys.readouterr().err
   assert cli.main(argv + ["--protocol", "vot"]) == 0  # an alias of the generic protocol
@@ -238,7 +238,7 @@ def test_got10k_through_reader_and_cli(tmp_path, got10k_val):
     assert ours.summary[name]["sr50"] == pytest.approx(np.mean(np.array(pooled) > 0.5))
     assert ours.summary[name]["sr75"] == pytest.approx(np.mean(np.array(pooled) > 0.75))
   assert ours.ranking() == ["A", "B"]
-  assert report_lib.summary_rows(ours)[0] == ["Tracker", "AO", "SR0.5", "SR0.75"]
+  assert report_lib.summary_rows(ours)[0] == ["Tracker", "AO", "SR0.5", "SR0.75", "AO 95% CI", "FPS"]
   out = str(tmp_path / "cli")
   assert cli.main(["evaluate", "--dataset", "got10k", "--root", root, "--split", "val",
                    "--results", f"B={results['B']}", f"A={results['A']}", "--out", out,
@@ -247,7 +247,8 @@ def test_got10k_through_reader_and_cli(tmp_path, got10k_val):
     rows = list(csv.reader(f))
   assert [r[0] for r in rows] == ["Tracker", "A", "B"]
   assert float(rows[1][1]) == pytest.approx(100 * ours.summary["A"]["ao"], abs=0.006)
-  assert sorted(os.listdir(out)) == ["per_sequence.csv", "success_plot.png", "summary.csv", "summary.md"]
+  assert sorted(os.listdir(out)) == ["comparisons.csv", "per_sequence.csv", "success_plot.png", "summary.csv",
+                                     "summary.md"]
 
 
 def test_got10k_toolkit_cross_check(tmp_path, got10k_val):

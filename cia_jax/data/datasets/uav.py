@@ -8,6 +8,11 @@ frame folder; their first frames are the benchmark's configuration (the 10 fps n
 
 The category is the sequence name without its numbers ("bird1_2" -> "bird", "car1_s" -> "car").
 visible = finite box with w, h > 0.
+
+Attributes: `anno/<set>/att/<seq>.txt` (UAV123_10fps falls back to `anno/UAV123/att/`; a self-contained folder
+may hold `att/<seq>.txt`) is one line of 12 comma-separated 0/1 flags in the order of `ATTRIBUTES` (the column
+order of the dataset's DatasetAnnotation.pdf, not alphabetical); read into `Sequence.attributes["attributes"]`
+as {attribute name: bool}.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ PIECE_STARTS: dict[str, tuple[int, ...]] = {
     "truck4": (1, 577),
     "uav1": (1, 1555, 2473),
 }
+# Column order of the attribute files (abbreviations of the UAV123 paper: SV ARC LR FM FOC POC OV BC IV VC CM SOB).
+ATTRIBUTES = ("scale variation", "aspect ratio change", "low resolution", "fast motion", "full occlusion",
+              "partial occlusion", "out of view", "background clutter", "illumination variation",
+              "viewpoint change", "camera motion", "similar object")
 SETS = {"uav123": ("UAV123", "UAV123"), "uav123_10fps": ("UAV123_10fps", "UAV123_10fps"),
         "uav20l": ("UAV20L", "UAV123")}
 
@@ -98,11 +107,29 @@ def load_sequence(path: str, frame_ranges: dict | None = None) -> Sequence:
   return _build(chosen[0][:-4], os.path.join(path, chosen[0]), img_dir, 1, exact=True)
 
 
+def read_attributes(path: str) -> dict[str, bool]:
+  """An attribute file (12 0/1 flags, `ATTRIBUTES` order) -> {attribute name: bool}; ValueError naming it."""
+  flags = ann.read_flags(path)
+  if len(flags) != len(ATTRIBUTES):
+    raise ValueError(f"{path}: {len(flags)} attribute flags, expected {len(ATTRIBUTES)} ({', '.join(ATTRIBUTES)})")
+  return {name: bool(flag) for name, flag in zip(ATTRIBUTES, flags)}
+
+
+def _attribute_file(anno: str, name: str) -> str | None:
+  set_dir = os.path.dirname(anno)
+  candidates = [os.path.join(set_dir, "att", f"{name}.txt")]
+  if os.path.basename(set_dir).lower() == "uav123_10fps":  # same sequences as UAV123, same flags
+    candidates.append(os.path.join(os.path.dirname(set_dir), "UAV123", "att", f"{name}.txt"))
+  return next((p for p in candidates if os.path.isfile(p)), None)
+
+
 def _build(name: str, anno: str, folder: str, start: int, exact: bool) -> Sequence:
   boxes = ann.read_boxes(anno)
   nz, ext = ann.probe_pattern(folder, start, (6, 5, 4, 8), (".jpg", ".png"))
   frames = ann.numbered_frames(folder, start, len(boxes), nz, ext, anno, exact=exact)
-  return ann.make_sequence(name, frames, boxes, "uav", category_of(name))
+  att = _attribute_file(anno, name)
+  attributes = {"attributes": read_attributes(att)} if att else None
+  return ann.make_sequence(name, frames, boxes, "uav", category_of(name), attributes=attributes)
 
 
 def load_dataset(root: str, split: str | None = None, sequences: list[str] | None = None,
