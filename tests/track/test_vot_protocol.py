@@ -79,3 +79,23 @@ def test_cli_track_protocol_vot_then_evaluate(tmp_path, monkeypatch, capsys):
                    "--results", f"S={res}", "--eao-interval", "1,5"]) == 0
   printed = capsys.readouterr().out
   assert "| S |" in printed and "EAO over lengths [1, 5]" in printed
+
+
+def test_real_tiny_tracker_on_a_polygon_sequence(tmp_path):
+  """`track_sequence_vot` with the jitted tracker (tiny random network): the raw codes and finite boxes."""
+  import jax  # pylint: disable=g-import-not-at-top  (only this test builds a network)
+
+  from cia_jax.data.datasets import vot as vot_reader  # pylint: disable=g-import-not-at-top
+  from cia_jax.models.cia import CIANet, init_variables  # pylint: disable=g-import-not-at-top
+  from cia_jax.track import params  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
+
+  writers.generate(str(tmp_path), "vot", num_sequences=1, num_frames=6, image_size=(96, 80), seed=3)
+  seq = vot_reader.load_sequence(str(tmp_path / "synth1"))  # polygon ground truth (even sequences)
+  net = CIANet(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+  model = TrackingModel(net=net, variables=init_variables(net, jax.random.key(0)))
+  settings = params.get_settings("cia18", image_sample_size=64, search_area_scale=4.0, box_refinement_iter=2)
+  regions, times = vot_protocol.track_sequence_vot(model, settings, seq, seed=0)
+  assert len(regions) == 6 and regions[0] == vot.INITIALIZATION and times[0] > 0
+  for r in regions:
+    assert vot.is_special(r) or (r.shape == (4,) and np.all(np.isfinite(r)))
