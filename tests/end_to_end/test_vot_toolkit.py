@@ -37,3 +37,12 @@ def test_toolkit_scores_equal_ours_on_the_same_raw_results(tmp_path, capsys):
     assert len(lines) == 30 and lines[0] == "1"
     codes += lines
   assert "2" in codes and codes.count("1") > 2
+
+
+def test_cli_vot_refuses_bad_options(capsys):
+  from cia_jax import cli  # pylint: disable=g-import-not-at-top
+
+  assert cli.main(["vot", "--tracker", "cia18"]) == 2  # neither --checkpoint nor --random-weights
+  assert "random weights" in capsys.readouterr().err
+  assert cli.main(["vot", "--tracker", "cia18", "--random-weights", "--warmup-size", "640-480"]) == 2
+  assert "WIDTHxHEIGHT" in capsys.readouterr().err
