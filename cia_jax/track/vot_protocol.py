@@ -12,8 +12,13 @@ is re-initialised there on the ground truth (`1`). Other frames get the tracker'
 (10 frames from each initialisation) is an evaluation rule, applied by `cia-jax evaluate --protocol vot`.
 
 The tracker is given the axis-aligned box around a polygon ground truth (min / max of its corners), as the
-toolkit gives a rectangle-only tracker. Results: `<results>/<seq>/<seq>_001.txt` and `<seq>_001_time.value`, the
-toolkit's text layout (`cia_jax.vot_regions`), so one evaluator reads ours and the toolkit's.
+toolkit gives a rectangle-only tracker. One deviation: where the ground truth of a (re)initialisation frame is
+empty (no region, or a degenerate all-zero polygon as in synthetic occlusions) the toolkit initialises on it; here
+that frame is left `0` and the next one is tried (a tracker cannot start from nothing). VOT short-term datasets
+annotate every frame, so this never happens there.
+
+Results: `<results>/<seq>/<seq>_001.txt` and `<seq>_001_time.value`, the toolkit's text layout
+(`cia_jax.vot_regions`), so one evaluator reads ours and the toolkit's.
 """
 
 from __future__ import annotations
