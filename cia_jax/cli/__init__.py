@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed-plot": ("embed_plot", "t-SNE of target features at three network stages (Fig. 5)."),
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
     "pack": ("pack", "Check tracker results and zip them for the GOT-10k / TrackingNet server."),
+    "vot": ("vot", "Serve the tracker over TraX to the VOT toolkit (needs the vot extra)."),
 }
 
 CONFIG_PREFIX = "--config."

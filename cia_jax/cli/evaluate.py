@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="tracker results directories; repeat a NAME to add runs")
   parser.add_argument("--out", required=True, help="output directory for tables and plots")
   parser.add_argument("--protocol", default=None,
-                      help=f"evaluation protocol {sorted(PROTOCOLS)} (default: from --dataset)")
+                      help=f"evaluation protocol {sorted(PROTOCOLS)} (default: from --dataset); vot: the "
+                           "reset-based VOT analysis (A, failures, R, EAO) of `track --protocol vot` results")
+  parser.add_argument("--eao-interval", default=None, metavar="LOW,HIGH|auto",
+                      help="with --protocol vot: EAO sequence-length interval (default 100,356, VOT2018; auto: "
+                           "from the benchmark's sequence lengths)")
   parser.add_argument("--exclude-invalid-frames", action="store_true",
                       help="leave frames without valid ground truth out of every curve")
   parser.add_argument("--skip-missing", action="store_true",
@@ -36,8 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
 
 
+def _run_vot(args: argparse.Namespace) -> int:
+  """`cia-jax evaluate --protocol vot`: A / failures / R / EAO (`cia_jax.evaluation.vot`), one run per NAME."""
+  from cia_jax.evaluation import report, vot  # pylint: disable=g-import-not-at-top
+
+  dirs = report.parse_results_args(args.results)
+  repeated = [name for name, ds in dirs.items() if len(ds) > 1]
+  if repeated:
+    raise ValueError(f"--protocol vot: one results directory per tracker (repetitions are <seq>_NNN.txt files), "
+                     f"got several for {repeated}")
+  rep = vot.evaluate_vot_benchmark(args.dataset, args.root, {n: ds[0] for n, ds in dirs.items()}, args.out,
+                                   args.split, args.eao_interval)
+  print(vot.format_markdown(rep), end="")
+  print(f"Written to {args.out}")
+  return 0
+
+
 def run(args: argparse.Namespace) -> int:
   """`cia-jax evaluate`: evaluates, writes OUT, prints the Markdown table."""
+  if args.protocol == "vot":
+    return _run_vot(args)
+  if args.eao_interval is not None:
+    raise ValueError("--eao-interval goes with --protocol vot")
   from cia_jax.evaluation import report  # pylint: disable=g-import-not-at-top  (matplotlib)
 
   rep = report.evaluate_benchmark(args.dataset, args.root, args.results, args.out, args.split, args.protocol,

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all)")
   parser.add_argument("--results", required=True, help="output directory for the result files")
   parser.add_argument("--format", default="raw", choices=RESULT_FORMATS, help="result file layout")
+  parser.add_argument("--protocol", default="ope", choices=("ope", "vot"),
+                      help="ope: one pass from frame 0; vot: VOT reset-based (re-initialise 5 frames after each "
+                           "failure; <results>/<seq>/<seq>_001.txt, cia_jax.track.vot_protocol)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a tracker setting (repeatable), e.g. --set target_not_found_threshold=0")
   parser.add_argument("--batch-sequences", type=_at_least_one, default=1, metavar="K",
@@ -84,6 +87,19 @@ def _run_video(args: argparse.Namespace) -> int:
   return 0
 
 
+def _run_vot(args: argparse.Namespace) -> int:
+  """`cia-jax track --protocol vot`: the reset-based experiment (`cia_jax.track.vot_protocol`)."""
+  from cia_jax.track import vot_protocol  # pylint: disable=g-import-not-at-top  (jax)
+
+  if args.format != "raw" or args.batch_sequences != 1 or args.max_frames is not None:
+    raise ValueError("--protocol vot writes the VOT layout, one sequence at a time, every frame: "
+                     "--format, --batch-sequences and --max-frames do not apply")
+  return vot_protocol.track_vot_benchmark(
+      tracker=args.tracker, dataset=args.dataset, root=args.root, results_dir=args.results,
+      checkpoint=args.checkpoint, random_weights=args.random_weights, split=args.split,
+      sequences=args.sequences, overrides=args.set, seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
   """`cia-jax track`: 0 when every sequence is finished, 1 when some failed (table printed), 2 bad options."""
   if args.video is not None:
@@ -92,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError("--init-box and --out go with --video")
   if not args.dataset or not args.root:
     raise ValueError("give --dataset and --root (a benchmark), or --video (one video, folder or camera)")
+  if args.protocol == "vot":
+    return _run_vot(args)
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top  (jax)
 
   return runner.track_benchmark(

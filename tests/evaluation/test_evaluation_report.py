@@ -165,7 +165,8 @@ def test_cli(tmp_path, trackers, monkeypatch, capsys):
   assert sorted(os.listdir(out)) == ["comparisons.csv", "per_sequence.csv", "summary.csv", "summary.md"]
   assert cli.main(argv[:-4] + ["nonsense"]) == 2
   assert "expected NAME=DIR, got 'nonsense'" in capsys.readouterr().err
-  assert cli.main(argv + ["--protocol", "vot"]) == 0  # an alias of the generic protocol
+  assert cli.main(argv + ["--protocol", "otb"]) == 0
+  assert cli.main(argv + ["--protocol", "vot"]) == 2  # reset-based: these one-pass results are not VOT trajectories
   assert cli.main(argv + ["--protocol", "eao"]) == 2
 
 
