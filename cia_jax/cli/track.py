@@ -12,7 +12,8 @@ import argparse
 
 from cia_jax.results import RESULT_FORMATS
 
-TRACKERS = ("dimp18", "superdimp", "cia18", "cia50")
+# keeptrack / keeptrack_fast / cia50_tcm: KeepTrack's target candidate matching on SuperDiMP / CIA50.
+TRACKERS = ("dimp18", "superdimp", "cia18", "cia50", "keeptrack", "keeptrack_fast", "cia50_tcm")
 
 
 def _at_least_one(text: str) -> int:
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", default=None,
                       help="training workdir or converted checkpoint (cia-jax convert) holding the network")
   parser.add_argument("--random-weights", action="store_true",
-                      help="track with a randomly initialised network (tests and benchmarks only)")
+                      help="track with a randomly initialised network, the association network of keeptrack / "
+                           "cia50_tcm included (tests and benchmarks only)")
   parser.add_argument("--dataset", default=None,
                       help="otb, lasot, got10k, trackingnet, uav, nfs, vot, tnl2k, dtb70 or folder")
   parser.add_argument("--root", default=None, help="dataset root (for folder: a folder of sequence folders)")

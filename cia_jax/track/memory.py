@@ -48,7 +48,8 @@ def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: 
 
 
 def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, num_stored: jax.Array,
-                          num_init: int, learning_rate, init_samples_minimum_weight: float = 0.25):
+                          num_init: int, learning_rate, init_samples_minimum_weight: float = 0.25,
+                          certainties: jax.Array | None = None):
   """The exact weight rule of spec 5.7 (reference `update_sample_weights`), jittable and vmappable.
 
   Args:
@@ -59,6 +60,8 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
     learning_rate: scalar (may be traced, e.g. 0.01 or the hard-negative 0.02).
     init_samples_minimum_weight: static floor on the initial samples' total weight (0 or None: no floor,
       and then the initial samples may be replaced too).
+    certainties: optional `[M]` sample certainties (KeepTrack, keeptrack spec 4.6): a full memory then evicts
+      the argmin of certainty * weight instead of the argmin of the weight (first index on ties).
 
   Returns:
     (new weights `[M]`, replace index int32).
@@ -68,7 +71,8 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
   floor = init_samples_minimum_weight or None
   s_ind = num_init if floor is not None else 0
   idx = jnp.arange(m)
-  candidates = jnp.where(idx >= s_ind, weights, jnp.inf)
+  evict_by = weights if certainties is None else weights * certainties
+  candidates = jnp.where(idx >= s_ind, evict_by, jnp.inf)
   r = jnp.where(num_stored < m, num_stored, jnp.argmin(candidates)).astype(jnp.int32)
   first = previous_replace_ind < 0
   p = jnp.maximum(previous_replace_ind, 0)
@@ -86,10 +90,15 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
 
 
 def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array, num_init: int,
-                  learning_rate, init_samples_minimum_weight: float = 0.25) -> SampleMemory:
-  """Stores one training sample (spec 5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot."""
+                  learning_rate, init_samples_minimum_weight: float = 0.25,
+                  certainties: jax.Array | None = None) -> SampleMemory:
+  """Stores one training sample (spec 5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot.
+
+  `certainties` `[M]` (optional): evict by certainty * weight (see `update_sample_weights`); the new slot is
+  `previous_replace_ind` of the result.
+  """
   w, r = update_sample_weights(memory.weights, memory.previous_replace_ind, memory.num_stored, num_init,
-                               learning_rate, init_samples_minimum_weight)
+                               learning_rate, init_samples_minimum_weight, certainties)
   return SampleMemory(
       features=memory.features.at[r].set(feature.astype(memory.features.dtype)),
       boxes_xywh=memory.boxes_xywh.at[r].set(jnp.asarray(box_xywh, default_float())),

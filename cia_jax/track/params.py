@@ -1,4 +1,4 @@
-"""Tracker settings (spec 5.1): one frozen, hashable dataclass, four presets, string overrides.
+"""Tracker settings (spec 5.1): one frozen, hashable dataclass, the presets, string overrides.
 
 `TrackerSettings` is a static argument of the jitted tracker functions, so every field is a hashable
 Python value (tuples, not lists). The presets are the reference tracker parameter files (Decision 6:
@@ -80,6 +80,13 @@ class TrackerSettings:
   iounet_augmentation: bool = False  # Not supported (False only).
   use_iounet_pos_for_learning: bool = True
   use_upper_classifier: bool = False  # Debug output only in the reference; no effect here.
+  # KeepTrack's target candidate matching (keeptrack spec 1, 4; `cia_jax.track.keeptrack`). Off in the DiMP /
+  # CIA presets; on in keeptrack / keeptrack_fast / cia50_tcm, which also need the association network.
+  use_tcm: bool = False
+  local_max_candidate_score_th: float = 0.05  # candidate threshold and fallback threshold (fast: 0.1)
+  candidate_capacity: int = 32  # cia_jax: static number of candidate slots (the reference has no cap)
+  use_certainty_for_weight_computation: bool = False  # certainty-weighted memory (spec 4.6); only with use_tcm
+  certainty_for_weight_computation_ths: float = 0.5
   # cia_jax additions.
   deterministic: bool = False  # No random shifts, no dropout copies, only the unjittered IoU box.
   return_score_map: bool = False  # Add the raw score map to `step`'s output.
@@ -139,6 +146,8 @@ def validate(s: TrackerSettings) -> None:
     bad("aug_dropout_prob", "must be in [0, 1)")
   if s.augmentation_expansion_factor < 1:
     bad("augmentation_expansion_factor", "must be >= 1")
+  if s.candidate_capacity < 1:
+    bad("candidate_capacity", "must be >= 1")
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,
@@ -147,6 +156,9 @@ _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replic
 _SUPERDIMP = dict(image_sample_size=352, search_area_scale=6.0, border_mode="inside_major",
                   patch_max_scale_change=1.5, box_refinement_space="relative", box_refinement_iter=10,
                   box_refinement_step_length=2.5e-3, crop_rule="pytracking")
+
+_KEEPTRACK = dict(_SUPERDIMP, image_sample_size=480, search_area_scale=8.0, use_tcm=True,
+                  use_certainty_for_weight_computation=True)
 
 PRESETS: dict[str, TrackerSettings] = {
     "dimp18": TrackerSettings(**_DIMP18),
@@ -158,16 +170,28 @@ PRESETS: dict[str, TrackerSettings] = {
     "cia50": TrackerSettings(**{**_SUPERDIMP, "crop_rule": "cia"}),
 }
 
+KEEPTRACK_PRESETS: dict[str, TrackerSettings] = {
+    # KeepTrack (keeptrack spec 4.7, `default.py` / `default_fast.py`): SuperDiMP network, 480 px / scale 8 (fast:
+    # 352 / 6, 3 refinement steps, candidate threshold 0.1). CIA50-tcm: the same parameters on the CIA50 network,
+    # with the CIA fork's crop rounding.
+    "keeptrack": TrackerSettings(**_KEEPTRACK),
+    "keeptrack_fast": TrackerSettings(**{**_KEEPTRACK, "image_sample_size": 352, "search_area_scale": 6.0,
+                                         "box_refinement_iter": 3, "local_max_candidate_score_th": 0.1}),
+    "cia50_tcm": TrackerSettings(**{**_KEEPTRACK, "crop_rule": "cia"}),
+}
+
 
 def get_settings(name: str, **overrides) -> TrackerSettings:
-  """Preset `name` ('dimp18', 'superdimp', 'cia18', 'cia50') with keyword overrides.
+  """Preset `name` ('dimp18', 'superdimp', 'cia18', 'cia50', 'keeptrack', 'keeptrack_fast', 'cia50_tcm') with
+  keyword overrides.
 
   Unknown preset or field names raise a ValueError listing the valid ones.
   """
-  if name not in PRESETS:
-    raise ValueError(f"unknown tracker preset {name!r}; valid: {sorted(PRESETS)}")
+  presets = {**PRESETS, **KEEPTRACK_PRESETS}
+  if name not in presets:
+    raise ValueError(f"unknown tracker preset {name!r}; valid: {sorted(presets)}")
   _check_keys(overrides)
-  return dataclasses.replace(PRESETS[name], **overrides)
+  return dataclasses.replace(presets[name], **overrides)
 
 
 def _check_keys(keys) -> None:

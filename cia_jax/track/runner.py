@@ -48,7 +48,8 @@ from cia_jax.data.datasets.base import Sequence
 from cia_jax.data.frames import image_size, missing_frames, read_frame
 from cia_jax.models.cia import build_model, init_variables
 from cia_jax.models.presets import model_kwargs
-from cia_jax.track import tracker as trk
+from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.track import keeptrack, tracker as trk
 from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
 from cia_jax.checkpoints import load_for_tracking
 
@@ -500,20 +501,41 @@ def run_benchmark(model, settings, seqs: SequenceT, results_dir: str, fmt: str =
 # ------------------------------------------------------------------------------------------------
 # Models and sequences for the CLI.
 
-def _check_weights(checkpoint: str | None, random_weights: bool) -> None:
+# The network preset of each KeepTrack tracker (the base tracker's network; the association net comes on top).
+TCM_BASE_NETWORKS = {"keeptrack": "superdimp", "keeptrack_fast": "superdimp", "cia50_tcm": "cia50"}
+
+
+def _check_weights(checkpoint: str | None, random_weights: bool, tcm: bool = False) -> None:
   if not checkpoint and not random_weights:
     raise ValueError("no --checkpoint given: refusing to track with random weights "
                      "(pass --random-weights for tests and benchmarks)")
+  if checkpoint and tcm:
+    raise ValueError("target candidate matching (keeptrack / cia50_tcm): the association network cannot be loaded "
+                     "from a checkpoint yet (its conversion and training are still to come, issue #17); "
+                     "use --random-weights")
 
 
-def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, seed: int = 0) -> trk.TrackingModel:
-  """A `TrackingModel` from a checkpoint (training workdir or converted), or random weights when asked."""
-  _check_weights(checkpoint, random_weights)
+def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, seed: int = 0,
+               tcm: bool | None = None) -> trk.TrackingModel:
+  """A `TrackingModel` from a checkpoint (training workdir or converted), or random weights when asked.
+
+  `tcm` (default: whether the preset `tracker_name` uses target candidate matching) adds a randomly initialised
+  association network (`TargetCandidateMatchingNet`, reading the base network's layer3) as `tcm_net` /
+  `tcm_variables`; the base network of keeptrack / cia50_tcm is the superdimp / cia50 preset.
+  """
+  tcm = get_settings(tracker_name).use_tcm if tcm is None else tcm
+  _check_weights(checkpoint, random_weights, tcm)
   if checkpoint:
     net, variables, _ = load_for_tracking(checkpoint)
     return trk.TrackingModel(net=net, variables=variables)
-  net = build_model(model_kwargs(tracker_name))
-  return trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed)))
+  key = jax.random.key(seed)
+  net = build_model(model_kwargs(TCM_BASE_NETWORKS.get(tracker_name, tracker_name)))
+  model = trk.TrackingModel(net=net, variables=init_variables(net, key))
+  if not tcm:
+    return model
+  tcm_net = TargetCandidateMatchingNet()
+  tcm_variables = keeptrack.init_tcm_variables(tcm_net, trk.layer3_channels(model), jax.random.fold_in(key, 1))
+  return model.replace(tcm_net=tcm_net, tcm_variables=tcm_variables)
 
 
 def _split_names(names: str | None) -> list[str]:
@@ -613,13 +635,13 @@ def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, 
   is finished, 1 when some failed (listed in a table and in `<results_dir>/failures.json`).
   """
   settings = apply_overrides(get_settings(tracker), overrides)
-  _check_weights(checkpoint, random_weights)
+  _check_weights(checkpoint, random_weights, settings.use_tcm)
   seqs, broken = load_benchmark(dataset, root, split, sequences)
   plan = prepare_run(seqs, results_dir, fmt, max_frames, batch_sequences, broken)
   # The network is built (30-50 s for a checkpoint) only when the checks leave something to track.
   model = None
   if plan.groups and not (fail_fast and plan.failed):
-    model = load_model(tracker, checkpoint, random_weights, seed)
+    model = load_model(tracker, checkpoint, random_weights, seed, tcm=settings.use_tcm)
   summary = execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast)
   speed = f"; {summary['frames']} frames at {summary['fps']:.1f} fps" if summary["frames"] else ""
   print(f"tracked {len(summary['tracked'])} sequence(s), skipped {len(summary['skipped'])} finished, "

@@ -18,6 +18,10 @@ Coordinates (spec 5.2, Decision 7): positions and sizes are (y, x) / (h, w) in f
 centre of box (x, y, w, h) is (y + (h - 1) / 2, x + (w - 1) / 2). Boxes inside a patch are (x, y, w, h) in
 patch pixels of the S x S network input. The CIA feature path (angle modulation + category encoder) comes
 from `CIANet.classification_features`; IoU-Net always sees the plain layer2/layer3 maps.
+
+KeepTrack / CIA50-tcm (`settings.use_tcm`, presets keeptrack / keeptrack_fast / cia50_tcm): the same step with
+KeepTrack's target candidate matching, `cia_jax.track.keeptrack` (state in `TrackerState.tcm`, association net
+in `TrackingModel.tcm_net` / `tcm_variables`). With `use_tcm` off none of it is traced.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from cia_jax.models.cia import CIANet
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD
-from cia_jax.track import augment
+from cia_jax.track import augment, keeptrack
 from cia_jax.track.memory import SampleMemory, init_memory, update_memory
 from cia_jax.track.params import TrackerSettings
 
@@ -46,10 +50,17 @@ FLAG_NAMES = ("normal", "uncertain", "hard_negative", "not_found")
 @flax.struct.dataclass
 class TrackingModel:
   """A network and its variables. `net` is static (hashable Flax module), `variables` a pytree
-  `{'params': ..., 'batch_stats': ...}` (leaves traced, so new weights do not recompile)."""
+  `{'params': ..., 'batch_stats': ...}` (leaves traced, so new weights do not recompile).
+
+  KeepTrack / CIA50-tcm (`settings.use_tcm`) also need the target candidate association network: `tcm_net`
+  (static, e.g. `cia_jax.models.tcm.TargetCandidateMatchingNet`, or a stand-in with the same methods, see
+  `cia_jax.track.keeptrack`) and its `tcm_variables`. Both stay None for the DiMP / CIA trackers.
+  """
 
   net: CIANet = flax.struct.field(pytree_node=False)
   variables: Any = None
+  tcm_net: Any = flax.struct.field(pytree_node=False, default=None)
+  tcm_variables: Any = None
 
 
 @flax.struct.dataclass
@@ -67,6 +78,7 @@ class TrackerState:
     iou_mod3, iou_mod4: `[iou_dim]` IoU-Net modulation vectors of the first frame.
     frame_num: int32, 1 after `init`, +1 per `step`.
     pos_iounet: `[2]` last IoU-Net-refined centre; has_pos_iounet: bool, whether one exists.
+    tcm: `cia_jax.track.keeptrack.TcmState` with `settings.use_tcm`, else None (no leaves).
   """
 
   pos_yx: jax.Array
@@ -81,13 +93,15 @@ class TrackerState:
   frame_num: jax.Array
   pos_iounet: jax.Array
   has_pos_iounet: jax.Array
+  tcm: Any = None
 
 
 # --------------------------------------------------------------------------------------------------
 # Network stages.
 
 def _apply(model: TrackingModel, method: str, *args, **kwargs):
-  return model.net.apply(model.variables, *args, method=getattr(CIANet, method), **kwargs)
+  # The net's own class: a CIANet subclass may override a stage (tests build known score maps this way).
+  return model.net.apply(model.variables, *args, method=getattr(type(model.net), method), **kwargs)
 
 
 def normalize_image(patches: jax.Array) -> jax.Array:
@@ -103,6 +117,12 @@ def extract_features(model: TrackingModel, patches: jax.Array):
   feats = _apply(model, "backbone_features", normalize_image(patches), False, ("layer2", "layer3"))
   clf = _apply(model, "classification_features", feats["layer3"], False, True)
   return feats["layer2"], feats["layer3"], clf
+
+
+def layer3_channels(model: TrackingModel) -> int:
+  """Channels of the network's layer3 (the input of the association net's descriptor conv), without compute."""
+  shapes = jax.eval_shape(lambda: extract_features(model, jnp.zeros((1, 64, 64, 3), default_float())))
+  return int(shapes[1].shape[-1])
 
 
 def patch_box(pos_yx, sz_yx, sample_pos_yx, sample_scale, patch_size: int) -> jax.Array:
@@ -162,10 +182,11 @@ def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, 
   filt, _, _ = _apply(model, "optimize_filter", filt, x[:, None], boxes[:, None], None, settings.net_opt_iter)
   memory = init_memory(x, boxes, settings.sample_memory_size)
   mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], boxes[:1])
+  tcm = keeptrack.init_tcm_state(settings, model.tcm_net) if settings.use_tcm else None
   return TrackerState(
       pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, base_target_sz_yx=base_sz,
       image_sz_yx=image_sz, filter=filt[0], memory=memory, iou_mod3=mod3[0], iou_mod4=mod4[0],
-      frame_num=jnp.asarray(1, jnp.int32), pos_iounet=pos, has_pos_iounet=jnp.asarray(False))
+      frame_num=jnp.asarray(1, jnp.int32), pos_iounet=pos, has_pos_iounet=jnp.asarray(False), tcm=tcm)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,6 +339,32 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_
   return jax.lax.switch(num_iter_index, [branch(n) for n in iter_counts], filt)
 
 
+def _update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
+  """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack spec 4.6).
+
+  Returns (filter, memory, tcm state).
+  """
+  hard = flag == FLAG_HARD_NEGATIVE
+  learn = (flag == FLAG_NORMAL) | hard
+  lr = jnp.where(hard, settings.hard_negative_learning_rate, settings.learning_rate)
+  certainties = tcm.certainties if keeptrack.certainty_weighted(settings) else None
+  updated = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
+                          settings.init_samples_minimum_weight, certainties)
+  store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
+  memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
+  iter_counts = sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter})
+  hn_iter = keeptrack.hard_negative_iterations(settings, certainty) if settings.use_tcm else settings.net_opt_hn_iter
+  n_iter = jnp.where(hard, hn_iter,
+                     jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
+  n_iter = jnp.where(learn, n_iter, 0)
+  index = jnp.searchsorted(jnp.asarray(iter_counts), n_iter).astype(jnp.int32)
+  opt_memory = memory
+  if settings.use_tcm:
+    tcm, opt_memory = keeptrack.certainty_memory(settings, tcm, memory, store, certainty, n_iter > 0)
+  filt = _optimize(model, settings, state.filter, opt_memory, index, iter_counts)
+  return filt, memory, tcm
+
+
 def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
   """Un-jitted `step`; see `step`."""
   image = jnp.asarray(image, default_float())
@@ -332,6 +379,13 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
   scores = _apply(model, "classify", state.filter[None], x[:, None])[0, 0]  # [f + 1, f + 1]
 
   translation, flag = localize(scores, settings, state.pos_yx, state.target_sz_yx, sample_pos, sample_scale)
+  tcm, certainty, lost_scale = state.tcm, None, state.target_scale
+  if settings.use_tcm:  # KeepTrack: the candidate matching decides, DiMP only on fallback / reset frames.
+    tcm, sel, translation, flag = keeptrack.localize_by_candidates(
+        model.tcm_net, model.tcm_variables, settings, tcm, scores, layer3, coord, sample_scale, state.image_sz_yx,
+        frame_num, translation, flag)
+    certainty = sel.presence_score  # the boosted map max: memory certainty and presence score (spec 4.6)
+    tcm, lost_scale = keeptrack.track_scales(tcm, state.target_scale, flag != FLAG_NOT_FOUND)
   found = flag != FLAG_NOT_FOUND
   inside_offset = (settings.target_inside_ratio - 0.5) * state.target_sz_yx
   pos = jnp.maximum(jnp.minimum(sample_pos + translation, state.image_sz_yx - inside_offset), inside_offset)
@@ -346,28 +400,16 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
   target_scale = jnp.where(ok & update_scale, ref["target_scale"], state.target_scale)
   pos_iounet = jnp.where(ok, ref["pos_yx"], state.pos_iounet)
   has_pos_iounet = state.has_pos_iounet | ok
-  # not_found: nothing changes.
+  # not_found: nothing changes (KeepTrack: the search area is rescaled, spec 4.5).
   pos = jnp.where(found, pos, state.pos_yx)
   target_sz = jnp.where(found, target_sz, state.target_sz_yx)
-  target_scale = jnp.where(found, target_scale, state.target_scale)
+  target_scale = jnp.where(found, target_scale, lost_scale)
   pos_iounet = jnp.where(found, pos_iounet, state.pos_iounet)
   has_pos_iounet = jnp.where(found, has_pos_iounet, state.has_pos_iounet)
 
   # Model update (5.5 step 4, 5.7): normal and hard-negative frames only.
-  hard = flag == FLAG_HARD_NEGATIVE
-  learn = (flag == FLAG_NORMAL) | hard
-  lr = jnp.where(hard, settings.hard_negative_learning_rate, settings.learning_rate)
   train_box = patch_box(pos, target_sz, sample_pos, sample_scale, s)
-  updated = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
-                          settings.init_samples_minimum_weight)
-  store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
-  memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
-  iter_counts = sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter})
-  n_iter = jnp.where(hard, settings.net_opt_hn_iter,
-                     jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
-  n_iter = jnp.where(learn, n_iter, 0)
-  index = jnp.searchsorted(jnp.asarray(iter_counts), n_iter).astype(jnp.int32)
-  filt = _optimize(model, settings, state.filter, memory, index, iter_counts)
+  filt, memory, tcm = _update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
 
   # The reference then restores pos_iounet (possibly from an older frame if refinement bailed out now).
   pos = jnp.where(found & has_pos_iounet, pos_iounet, pos)
@@ -376,11 +418,13 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
   if settings.output_not_found_box:
     box = jnp.where(found, box, -1.0)
   out = {"box_xywh": box, "max_score": jnp.max(scores), "flag": flag}
+  if settings.use_tcm:
+    out.update(presence_score=certainty, matched=sel.matched)
   if settings.return_score_map:
     out["score_map"] = scores
   new_state = state.replace(pos_yx=pos, target_sz_yx=target_sz, target_scale=target_scale, filter=filt,
                             memory=memory, frame_num=frame_num, pos_iounet=pos_iounet,
-                            has_pos_iounet=has_pos_iounet)
+                            has_pos_iounet=has_pos_iounet, tcm=tcm)
   return new_state, out
 
 
@@ -413,8 +457,10 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
 
   Returns:
     (new state, dict with `box_xywh` `[4]` (x, y, w, h) full-image pixels, `max_score` (max raw score),
-    `flag` int32 (FLAG_NORMAL / _UNCERTAIN / _HARD_NEGATIVE / _NOT_FOUND, names in FLAG_NAMES), and
-    `score_map` `[f + 1, f + 1]` when `settings.return_score_map`).
+    `flag` int32 (FLAG_NORMAL / _UNCERTAIN / _HARD_NEGATIVE / _NOT_FOUND, names in FLAG_NAMES),
+    `score_map` `[f + 1, f + 1]` when `settings.return_score_map`, and with `settings.use_tcm`
+    `presence_score` (the boosted map max, keeptrack spec 1 step 5) and `matched` (bool: the association net's
+    result was used on this frame)).
   """
   return step_impl(model, settings, state, image, key)
 
