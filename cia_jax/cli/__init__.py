@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("track", "Run a tracker over a benchmark and write result files."),
     "embed-plot": ("embed_plot", "t-SNE of target features at three network stages (Fig. 5)."),
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
+    "export": ("export", "Export a tracker (jitted init / step + weights) for a jax-only runtime."),
 }
 
 CONFIG_PREFIX = "--config."
