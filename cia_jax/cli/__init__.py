@@ -30,9 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a PyTorch (pytracking / CIA / torchvision) checkpoint."),
     "train": ("train", "Train CIA / DiMP from a config file (resumes from the workdir's checkpoints)."),
     "track": ("track", "Run a tracker over a benchmark and write result files."),
+    "export": ("export", "Export a tracker (jitted init / step + weights) for a jax-only runtime."),
     "embed-plot": ("embed_plot", "t-SNE of target features at three network stages (Fig. 5)."),
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
-    "export": ("export", "Export a tracker (jitted init / step + weights) for a jax-only runtime."),
 }
 
 CONFIG_PREFIX = "--config."
