@@ -43,12 +43,14 @@ def test_cache_is_filled_by_a_run_and_none_writes_nothing(tmp_path):
   proc = _track(tmp_path, "with_cache", [], ["--compilation-cache", str(cache)], frames=2)
   assert proc.returncode == 0, proc.stderr[-3000:]
   entries = _files(cache)
-  assert len(entries) >= 2, entries  # at least the tracker's init and step
+  assert len([f for f in entries if f.endswith("-cache")]) >= 2, entries  # at least the tracker's init and step
   assert oct(os.stat(cache).st_mode & 0o777) == oct(0o700)
-  # The option before the subcommand; neither the default folder (under XDG_CACHE_HOME) nor HOME gets anything.
+  # The option before the subcommand: no compiled program is written anywhere (other tools' caches, e.g.
+  # matplotlib's font list under XDG_CACHE_HOME, may appear).
   proc = _track(tmp_path, "without", ["--compilation-cache", "none"], [], frames=1)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert _files(tmp_path / "xdg") == [] and _files(tmp_path / "home") == []
+  written = _files(tmp_path / "xdg") + _files(tmp_path / "home")
+  assert not [f for f in written if "cia_jax" in f or f.endswith("-cache")], written
   assert _files(cache) == entries
 
 
