@@ -7,6 +7,10 @@ the library (jax, TensorFlow) inside `run`, so `cia-jax --help` and argument err
 Errors a user can fix (`ValueError`, `FileNotFoundError`: a bad flag, file, key or sequence) are printed as one
 line `cia-jax <command>: error: ...` with exit code 2, never as a traceback (set `CIA_JAX_DEBUG=1` for the
 traceback).
+
+Global option `--compilation-cache DIR|none` (before or after the subcommand): JAX's persistent compilation
+cache, on by default in a user-level folder (`cia_jax.compile_cache`), so a second run of the same command
+loads its compiled programs instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import importlib
 import os
 import sys
 
+from cia_jax import compile_cache  # standard library only: `--help` stays fast
+
 # name -> (module under cia_jax.cli, one-line help). Add a line here when a subcommand lands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart", "Train a tiny CIA on synthetic data, track, evaluate, plot (the main job)."),
@@ -24,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a PyTorch (pytracking / CIA / torchvision) checkpoint."),
     "train": ("train", "Train CIA / DiMP from a config file (resumes from the workdir's checkpoints)."),
     "track": ("track", "Run a tracker over a benchmark and write result files."),
+    "export": ("export", "Export a tracker (jitted init / step + weights) for a jax-only runtime."),
     "embed-plot": ("embed_plot", "t-SNE of target features at three network stages (Fig. 5)."),
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
     "pack": ("pack", "Check tracker results and zip them for the GOT-10k / TrackingNet server."),
@@ -31,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 CONFIG_PREFIX = "--config."
+CACHE_FLAG = "--compilation-cache"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -64,6 +72,31 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, overrides
 
 
+def split_cache_option(argv: list[str]) -> tuple[list[str], str | None]:
+  """Takes `--compilation-cache DIR` / `--compilation-cache=DIR` out of argv, wherever it is -> (rest, DIR or None).
+
+  Taken out before argparse sees the arguments so that it may follow the subcommand too (argparse only knows a
+  main-parser option before it), and so that its value is never mistaken for the subcommand.
+  """
+  rest, value = [], None
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith(CACHE_FLAG + "="):
+      value = arg[len(CACHE_FLAG) + 1:]
+    elif arg == CACHE_FLAG:
+      if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise ValueError(f"{CACHE_FLAG} needs a value: a folder, or none")
+      value = argv[i + 1]
+      i += 1
+    else:
+      rest.append(arg)
+    i += 1
+  if value is not None and not value.strip():
+    raise ValueError(f"{CACHE_FLAG} needs a value: a folder, or none")
+  return rest, value
+
+
 def _module(name: str):
   return importlib.import_module(f"cia_jax.cli.{COMMANDS[name][0]}")
 
@@ -71,6 +104,9 @@ def _module(name: str):
 def build_parser() -> ArgumentParser:
   parser = ArgumentParser(prog="cia-jax",
                           description="CIA / DiMP visual object tracking in JAX: train, track, evaluate.")
+  parser.add_argument(CACHE_FLAG, metavar="DIR|none", default=None,
+                      help="JAX persistent compilation cache folder, or none (default: $CIA_JAX_COMPILATION_CACHE, "
+                           "else $XDG_CACHE_HOME/cia_jax/jax or ~/.cache/cia_jax/jax); may follow the subcommand")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
   for name, (_, help_text) in COMMANDS.items():
     _module(name).add_arguments(sub.add_parser(name, help=help_text, description=help_text))
@@ -83,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
+  try:
+    argv, cache = split_cache_option(argv)
+  except ValueError as e:
+    parser.error(str(e))
   command = next((a for a in argv if not a.startswith("-")), None)
   overrides: list[str] = []
   if command in COMMANDS and getattr(_module(command), "ACCEPTS_CONFIG_OVERRIDES", False):
@@ -95,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 0
   args.config_overrides = overrides
+  args.compilation_cache = cache
   try:
+    compile_cache.configure(cache)  # before the command imports jax and compiles anything
     return int(_module(args.command).run(args) or 0)
   except (ValueError, FileNotFoundError) as e:
     if os.environ.get("CIA_JAX_DEBUG"):

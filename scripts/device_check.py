@@ -1,0 +1,383 @@
+"""One-shot device check: tracking and training speed on this machine's accelerator, as ONE Markdown table.
+
+  scripts/device_check.sh                  # GPU / TPU: full sizes, under 8 minutes on one GPU
+  scripts/device_check.sh --tiny           # CPU: the same code paths at tiny sizes (tests/test_device_check.py)
+
+No downloads, random weights (Flax init), synthetic frames (a textured target drifting over noise). Rows:
+  * the device (kind, count, backend, jax version);
+  * tracking frames/s of DiMP18 / CIA18 / CIA50 with the preset tracker settings (`target_not_found_threshold=0`
+    so random-weight scores never stop the model updates): K = 1 is the jitted `tracker.step` (`cia-jax track`'s
+    unbatched path), median over the timed frames; "best batched K" is the runner's batched step
+    (`runner.tracker_fns(settings)['vstep']`, `vmap` over K sequences in lockstep) at each K of `--ks`, frames/s
+    over all K lanes, the best K reported (the batched state starts as K copies of one `init`, so `vinit` is not
+    compiled; it runs once per sequence and is not what limits throughput);
+  * seconds per CIA18 training step (forward + backward + Adam + EMA, state donated; `train_step_program`) at
+    two batch sizes, median of the timed steps after warm-up.
+Every timed call ends with a host read of its result (what the tracker loop does). Columns: fp32; bf16 ("n/a"
+until mixed precision lands); compile s (lowering + XLA compilation); GFLOP/s from XLA's cost analysis of the
+compiled program / measured time; XLA memory = arguments + outputs + temporaries of the compiled program
+(`memory_analysis`); peak device memory = the device's `peak_bytes_in_use` so far in the process
+(`memory_stats`, monotone down the table; n/a on CPU). Frame host->device copies are inside the timing.
+
+`--budget-s` keeps the run short: larger K are skipped once the trackers have used 60% of it, the second
+training batch once 85% is gone (such rows say "skipped"). A row that fails prints its error in the table and
+the exit code is 1. Progress goes to stderr, the table to stdout. `--compilation-cache none` (the default)
+makes the compile times cold ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+from cia_jax import compile_cache
+from cia_jax.data.processing.config import PROCESSING_PRESETS
+from cia_jax.models.cia import build_model
+from cia_jax.models.presets import model_kwargs
+from cia_jax.track import params, runner
+from cia_jax.track import tracker as trk
+from cia_jax.train.batch import random_batch
+from cia_jax.train.state import create_train_state, make_optimizer
+from cia_jax.train.step import StepSettings, make_train_step
+
+try:
+  from cia_jax.models.cia import init_variables
+except ImportError:  # before main's 7a898e9 it lived in models/presets; drop this fallback once merged
+  from cia_jax.models.presets import init_variables
+
+TRACKERS = ("dimp18", "cia18", "cia50")
+NAMES = {"dimp18": "DiMP18", "superdimp": "SuperDiMP", "cia18": "CIA18", "cia50": "CIA50"}
+TINY_NET = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+# CIA18's per-group Adam learning rates (configs/cia18.py, spec 4.9); only the optimiser's arithmetic depends on them.
+CIA18_LEARNING_RATES = dict(feature_extractor=2e-4, upper_classifier=2e-4, filter_initializer=5e-5,
+                            filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """What one run measures (`FULL` on accelerators, `TINY` on CPU)."""
+
+  net: dict  # CIANet overrides of every preset ({} = the real networks)
+  tracker: dict  # TrackerSettings overrides ({} = the presets' patch sizes)
+  frame_hw: tuple[int, int]
+  target: int  # side of the synthetic target, pixels
+  ks: tuple[int, ...]  # batched K to try
+  track_steps: int  # timed frames at K = 1
+  batched_steps: int  # timed lockstep frames per K
+  train_size: int  # training crop side, pixels
+  train_batches: tuple[int, int]
+  train_steps: int  # timed training steps (after one warm-up step)
+
+
+FULL = Sizes(net={}, tracker={}, frame_hw=(480, 640), target=64, ks=(8, 32), track_steps=30, batched_steps=10,
+             train_size=288, train_batches=(8, 64), train_steps=5)
+TINY = Sizes(net=TINY_NET, tracker=dict(image_sample_size=64), frame_hw=(96, 128), target=24, ks=(2,),
+             track_steps=3, batched_steps=2, train_size=64, train_batches=(2, 4), train_steps=2)
+
+
+@dataclasses.dataclass
+class Row:
+  """One table row; numbers already formatted."""
+
+  measurement: str
+  setting: str = ""
+  fp32: str = "-"
+  bf16: str = "n/a"
+  compile_s: str = "-"
+  gflops: str = "-"
+  xla_memory: str = "-"
+  peak_memory: str = "-"
+  failed: bool = False
+
+
+class Clock:
+  """Seconds since the start of the run, against the `--budget-s` budget."""
+
+  def __init__(self, budget_s: float):
+    self.start, self.budget_s = time.perf_counter(), budget_s
+
+  def used(self) -> float:
+    """Fraction of the budget spent."""
+    return (time.perf_counter() - self.start) / self.budget_s
+
+
+def log(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
+def gib(nbytes: float | None) -> str:
+  """Bytes -> '1.23 GiB' / '45.6 MiB', 'n/a' for None."""
+  if nbytes is None:
+    return "n/a"
+  return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def xla_bytes(compiled) -> float | None:
+  """Arguments + outputs + temporaries (less aliased buffers) of a compiled program, from XLA."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def peak_bytes() -> float | None:
+  """The first device's peak allocated bytes so far (None where the backend keeps no statistics, e.g. CPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def compile_timed(jitted, *args) -> tuple[Any, float]:
+  """(compiled program, seconds to lower + compile)."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def median_time(run: Callable[[Any, int], Any], carry: Any, warmup: int, steps: int) -> tuple[float, Any]:
+  """Median seconds of `carry = run(carry, i)` over `steps` calls after `warmup`; each call's box is read back."""
+  times = []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    carry, out = run(carry, i)
+    np.asarray(out)
+    if i >= warmup:
+      times.append(time.perf_counter() - t0)
+  return statistics.median(times), carry
+
+
+def synthetic_frames(hw: tuple[int, int], count: int, target: int, seed: int = 0):
+  """A 4x4 black/white checker target drifting over grey noise -> (frames `[T, H, W, 3]` uint8, box0 xywh)."""
+  rng = np.random.default_rng(seed)
+  h, w = hw
+  tex = np.kron(rng.choice([20, 235], (4, 4, 3)), np.ones((target // 4, target // 4, 1), np.int64))
+  frames = rng.normal(128, 20, (count, h, w, 3)).clip(0, 255).astype(np.uint8)
+  x0, y0 = w // 4, h // 4
+  for t in range(count):
+    x, y = min(x0 + 2 * t, w - target), min(y0 + t, h - target)
+    frames[t, y:y + target, x:x + target] = tex[:h - y, :w - x]
+  return frames, np.asarray([x0, y0, target, target], np.float32)
+
+
+def random_network(preset: str, overrides: dict):
+  """(Flax module, random variables) of a model preset. The threefry stream of jax < 0.5 is used for the init
+  only: Flax inits with many draws compile several times slower with the partitionable one (the tests do the
+  same); the measured programs run under jax's default."""
+  net = build_model(model_kwargs(preset, **overrides))
+  before = jax.config.jax_threefry_partitionable
+  jax.config.update("jax_threefry_partitionable", False)
+  try:
+    variables = jax.block_until_ready(init_variables(net, jax.random.key(0)))
+  finally:
+    jax.config.update("jax_threefry_partitionable", before)
+  return net, variables
+
+
+# ------------------------------------------------------------------------------------------------
+# Tracking.
+
+def tracker_k1(name: str, model, settings, frames, box, sizes: Sizes) -> tuple[Row, Any]:
+  """K = 1: the jitted `tracker.init` / `tracker.step` -> (row, the state after `init`)."""
+  keys = [jax.random.fold_in(runner.sequence_key(0, name), i) for i in range(len(frames))]
+  init_c, init_s = compile_timed(trk.init, model, settings, frames[0], box, keys[0])
+  state = jax.block_until_ready(init_c(model, frames[0], box, keys[0]))
+  step_c, step_s = compile_timed(trk.step, model, settings, state, frames[1], keys[1])
+
+  def run(s, i):
+    s, out = step_c(model, s, frames[1 + i], keys[1 + i])
+    return s, out["box_xywh"]
+
+  sec, _ = median_time(run, state, 2, sizes.track_steps)
+  h, w = frames.shape[1:3]
+  return Row(f"tracking {NAMES[name]}, K=1", f"{w}x{h} frames, {settings.image_sample_size} px patches",
+             f"{1 / sec:.1f} frames/s", compile_s=f"init {init_s:.1f} + step {step_s:.1f}",
+             gflops=f"{flops_of(step_c) / sec / 1e9:.1f}", xla_memory=gib(xla_bytes(step_c)),
+             peak_memory=gib(peak_bytes())), state
+
+
+def tracker_batched(name: str, model, settings, frames, state, k: int, sizes: Sizes) -> dict:
+  """The runner's batched step at K lanes (K copies of `state`) -> {'fps', 'compile_s', 'gflops', 'xla'}."""
+  vstep = runner.tracker_fns(settings)["vstep"]
+  states = jax.tree.map(lambda x: jnp.stack([x] * k), state)
+  seq_keys = [runner.sequence_key(0, f"{name}#{lane}") for lane in range(k)]
+  keys = [jnp.stack([jax.random.fold_in(s, i) for s in seq_keys]) for i in range(len(frames))]
+  images = [np.stack([f] * k) for f in frames[:3 + sizes.batched_steps]]  # built before the timing
+  compiled, compile_s = compile_timed(vstep, model, states, images[1], keys[1])
+
+  def run(s, i):
+    s, out = compiled(model, s, images[1 + i], keys[1 + i])
+    return s, out["box_xywh"]
+
+  sec, _ = median_time(run, states, 1, sizes.batched_steps)
+  return {"fps": k / sec, "compile_s": compile_s, "gflops": flops_of(compiled) / sec / 1e9,
+          "xla": xla_bytes(compiled)}
+
+
+def tracker_rows(name: str, sizes: Sizes, clock: Clock) -> list[Row]:
+  """The K = 1 row and the best-batched-K row of one tracker preset."""
+  log(f"tracking {name}: random network, compiling init / step ...")
+  net, variables = random_network(name, sizes.net)
+  model = trk.TrackingModel(net=net, variables=variables)
+  settings = params.get_settings(name, target_not_found_threshold=0.0, **sizes.tracker)
+  frames, box = synthetic_frames(sizes.frame_hw, 3 + max(sizes.track_steps, sizes.batched_steps), sizes.target)
+  row, state = tracker_k1(name, model, settings, frames, box, sizes)
+  log(f"  K=1: {row.fp32}")
+  results, skipped = {}, []
+  for k in sizes.ks:
+    if results and clock.used() > 0.6:
+      skipped.append(k)
+      continue
+    try:
+      results[k] = tracker_batched(name, model, settings, frames, state, k, sizes)
+      log(f"  K={k}: {results[k]['fps']:.1f} frames/s")
+    except Exception as e:  # pylint: disable=broad-except  # e.g. out of memory at a large K: report, go on
+      log(f"  K={k}: {type(e).__name__}: {e}")
+      results[k] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"}
+  return [row, _best_k_row(name, results, skipped)]
+
+
+def _best_k_row(name: str, results: dict, skipped: list[int]) -> Row:
+  good = {k: r for k, r in results.items() if "error" not in r}
+  tried = ", ".join(f"K={k}: {r['fps']:.1f}" if "error" not in r else f"K={k}: {r['error']}"
+                    for k, r in results.items())
+  tried += "".join(f", K={k}: skipped (time budget)" for k in skipped)
+  label = f"tracking {NAMES[name]}, best batched K"
+  if not good:
+    return Row(label, tried, "error", failed=True)
+  k, best = max(good.items(), key=lambda kv: kv[1]["fps"])
+  return Row(label, f"K={k} ({tried} frames/s)", f"{best['fps']:.1f} frames/s", compile_s=f"{best['compile_s']:.1f}",
+             gflops=f"{best['gflops']:.1f}", xla_memory=gib(best["xla"]), peak_memory=gib(peak_bytes()),
+             failed=len(good) < len(results))
+
+
+# ------------------------------------------------------------------------------------------------
+# Training.
+
+def train_step_program(net, variables, batch_size: int, image_size: int, seed: int = 0):
+  """CIA18's training step as `cia-jax train` runs it (single device), on a random batch.
+
+  The only place that touches `cia_jax.train` (being restructured): `state.make_optimizer`,
+  `state.create_train_state`, `step.StepSettings` (its defaults are CIA18's losses), `step.make_train_step`,
+  `batch.random_batch`. CIA18's processing preset gives the layout (3 + 3 frames, 8 IoU proposals, mse targets).
+
+  Returns:
+    (jitted step `(state, batch) -> (state, metrics)` with the state donated, initial state, batch).
+  """
+  proc = PROCESSING_PRESETS["cia18"]
+  batch = random_batch(seed, batch_size, image_size, num_train=3, num_test=3,
+                       num_proposals=int(proc.proposals_per_frame), proposal_mode=proc.proposal_mode,
+                       search_area_factor=float(proc.search_area_factor))
+  tx = make_optimizer(variables["params"], CIA18_LEARNING_RATES, steps_per_epoch=2000)
+  state = create_train_state(variables, tx, jax.random.key(seed), use_momentum_encoder=True)
+  # main since 2164049: the step closes over `tx`; this branch's base: the state carries it. Once merged, keep
+  # the first call only.
+  if "tx" in inspect.signature(make_train_step).parameters:
+    return make_train_step(net, StepSettings(), tx), state, batch
+  return make_train_step(net, StepSettings()), state, batch
+
+
+def train_row(net, variables, batch_size: int, sizes: Sizes) -> Row:
+  """Seconds per CIA18 training step at one batch size."""
+  # A copy: the step donates its state, whose params would otherwise be `variables`' own buffers.
+  step, state, batch = train_step_program(net, jax.tree.map(jnp.copy, variables), batch_size, sizes.train_size)
+  batch = jax.device_put(batch)  # the input pipeline's transfer is not the step's
+  compiled, compile_s = compile_timed(step, state, batch)
+
+  def run(s, _):
+    s, metrics = compiled(s, batch)
+    return s, metrics["total"]
+
+  sec, _ = median_time(run, state, 1, sizes.train_steps)
+  return Row(f"training CIA18, batch {batch_size}", f"{batch_size} seq x (3+3) frames, {sizes.train_size} px",
+             f"{sec:.3f} s/step", compile_s=f"{compile_s:.1f}", gflops=f"{flops_of(compiled) / sec / 1e9:.1f}",
+             xla_memory=gib(xla_bytes(compiled)), peak_memory=gib(peak_bytes()))
+
+
+def train_rows(sizes: Sizes, clock: Clock) -> list[Row]:
+  """One row per training batch size (the second skipped when the budget is nearly spent)."""
+  log("training CIA18: random network ...")
+  net, variables = random_network("cia18", sizes.net)
+  rows = []
+  for i, b in enumerate(sizes.train_batches):
+    if i and clock.used() > 0.85:
+      rows.append(Row(f"training CIA18, batch {b}", "skipped (time budget)"))
+      continue
+    log(f"  batch {b}: compiling ...")
+    rows.append(_guarded(f"training CIA18, batch {b}", lambda b=b: train_row(net, variables, b, sizes))[0])
+    log(f"  batch {b}: {rows[-1].fp32}")
+  return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# The table.
+
+def _guarded(label: str, make: Callable[[], Any]) -> list[Row]:
+  """`make()` as a list of rows, or one row carrying the error (the table is printed whatever happens)."""
+  try:
+    rows = make()
+    return rows if isinstance(rows, list) else [rows]
+  except Exception as e:  # pylint: disable=broad-except  # one failed measurement must not lose the others
+    log(f"{label}: {type(e).__name__}: {e}")
+    return [Row(label, f"error: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}", "error",
+                failed=True)]
+
+
+def device_row() -> Row:
+  dev = jax.local_devices()[0]
+  return Row("device", f"{dev.device_kind} x{jax.local_device_count()} ({jax.default_backend()}), "
+             f"jax {jax.__version__}, {jax.process_count()} process(es)")
+
+
+def markdown(rows: list[Row]) -> str:
+  """The rows as one Markdown table."""
+  head = ("measurement", "setting", "fp32", "bf16", "compile s", "GFLOP/s (fp32)", "XLA memory (fp32)",
+          "peak device memory")
+  lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    cells = (r.measurement, r.setting, r.fp32, r.bf16, r.compile_s, r.gflops, r.xla_memory, r.peak_memory)
+    lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--tiny", action="store_true", help="tiny networks and frames (CPU, CI): same code paths")
+  p.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated tracker presets")
+  p.add_argument("--ks", default=None, help="comma-separated batched K to try (default 8,32; --tiny: 2)")
+  p.add_argument("--budget-s", type=float, default=None, help="soft time budget (default 420; --tiny: 300)")
+  p.add_argument("--compilation-cache", default="none", metavar="DIR|none",
+                 help="persistent compilation cache (default none: compile times are cold)")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  compile_cache.configure(args.compilation_cache)
+  sizes = TINY if args.tiny else FULL
+  if args.ks:
+    sizes = dataclasses.replace(sizes, ks=tuple(int(k) for k in args.ks.split(",")))
+  clock = Clock(args.budget_s or (300.0 if args.tiny else 420.0))
+  rows = [device_row()]
+  log(f"device check: {rows[0].setting}; {'tiny' if args.tiny else 'full'} sizes")
+  try:
+    for name in args.trackers.split(","):
+      rows += _guarded(f"tracking {NAMES.get(name, name)}", lambda name=name: tracker_rows(name, sizes, clock))
+    rows += _guarded("training CIA18", lambda: train_rows(sizes, clock))
+  except KeyboardInterrupt:  # scripts/device_check.sh's timeout: print what there is
+    rows.append(Row("interrupted", f"after {time.perf_counter() - clock.start:.0f} s", failed=True))
+  print(markdown(rows), flush=True)
+  log(f"device check: {time.perf_counter() - clock.start:.0f} s")
+  return 1 if any(r.failed for r in rows) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-shot device check: ONE Markdown table (device, tracking frames/s, training s/step, GFLOP/s, compile times,
+# memory) on stdout, progress on stderr. Details and flags: scripts/device_check.py --help.
+#
+#   scripts/device_check.sh                 # on a GPU / TPU: full sizes, under 8 minutes on one GPU
+#   scripts/device_check.sh --tiny          # on CPU: the same code paths at tiny sizes (tests/test_device_check.py)
+#
+# Python: $PYTHON, else the checkout's .venv/bin/python, else python3. A hard limit of $DEVICE_CHECK_TIMEOUT
+# seconds (default 480) interrupts the driver, which then prints the rows it has.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+  if [[ -x "$root/.venv/bin/python" ]]; then python="$root/.venv/bin/python"; else python=python3; fi
+fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+exec timeout --signal=INT --kill-after=30 "${DEVICE_CHECK_TIMEOUT:-480}" "$python" "$here/device_check.py" "$@"
