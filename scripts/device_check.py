@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import statistics
 import sys
 import time
@@ -50,10 +49,7 @@ from cia_jax.train.batch import random_batch
 from cia_jax.train.state import create_train_state, make_optimizer
 from cia_jax.train.step import StepSettings, make_train_step
 
-try:
-  from cia_jax.models.cia import init_variables
-except ImportError:  # before main's 7a898e9 it lived in models/presets; drop this fallback once merged
-  from cia_jax.models.presets import init_variables
+from cia_jax.models.cia import init_variables
 
 TRACKERS = ("dimp18", "cia18", "cia50")
 NAMES = {"dimp18": "DiMP18", "superdimp": "SuperDiMP", "cia18": "CIA18", "cia50": "CIA50"}
@@ -278,11 +274,7 @@ def train_step_program(net, variables, batch_size: int, image_size: int, seed: i
                        search_area_factor=float(proc.search_area_factor))
   tx = make_optimizer(variables["params"], CIA18_LEARNING_RATES, steps_per_epoch=2000)
   state = create_train_state(variables, tx, jax.random.key(seed), use_momentum_encoder=True)
-  # main since 2164049: the step closes over `tx`; this branch's base: the state carries it. Once merged, keep
-  # the first call only.
-  if "tx" in inspect.signature(make_train_step).parameters:
-    return make_train_step(net, StepSettings(), tx), state, batch
-  return make_train_step(net, StepSettings()), state, batch
+  return make_train_step(net, StepSettings(), tx), state, batch
 
 
 def train_row(net, variables, batch_size: int, sizes: Sizes) -> Row:

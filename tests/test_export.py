@@ -22,10 +22,7 @@ from cia_jax.export import exporter, runtime
 from cia_jax.models.cia import CIANet
 from cia_jax.track import params, tracker
 
-try:
-  from cia_jax.models.cia import init_variables
-except ImportError:  # before main's 7a898e9 it lived in models/presets; drop this fallback once merged
-  from cia_jax.models.presets import init_variables
+from cia_jax.models.cia import init_variables
 
 TINY = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
 # Random shifts, dropout copies and jittered IoU boxes on (keys matter); train_skipping=2 runs the 2-iteration
