@@ -1,4 +1,4 @@
-"""Training losses of CIA and DiMP as pure functions (spec 2.5, 3.4, 4.3, 4.5, 4.8).
+"""Training losses of CIA and DiMP as pure functions (design.md §2.5, 3.4, 4.3, 4.5, 4.8).
 
 * `infonce_v`: the instance-level contrastive loss InfoNCE-V, in the reference code's form (one
   log-ratio over the global batch, positives in the denominator), the paper's Eq. 3 (one log-ratio,
@@ -98,7 +98,7 @@ def _per_pair_mean(s: jax.Array, pos: jax.Array, total):
 
 def infonce_v(q: jax.Array, k: jax.Array, seq_ids: jax.Array, temperature: float = 0.07,
               form: str = "reference", axis_name=None) -> jax.Array:
-  """InfoNCE-V over the global batch (spec 4.3, Decisions 3).
+  """InfoNCE-V over the global batch (design.md §4.3, design.md §D3).
 
   With S = (q / T) k^T over the global batch (q, k: `[M, D]`, row i of k is the key of row i of q), the
   positive pairs P = {(i, l): seq_ids_i == seq_ids_l} (same sequence; includes l = i and the template/search
@@ -172,7 +172,7 @@ def infonce_v(q: jax.Array, k: jax.Array, seq_ids: jax.Array, temperature: float
 
 
 def hinge_iterate_weights(num_iterates: int, weights: Sequence[float] = HINGE_WEIGHTS) -> jax.Array:
-  """Per-iterate weights of the classifier loss (spec 2.5).
+  """Per-iterate weights of the classifier loss (design.md §2.5).
 
   Args:
     num_iterates: I >= 2 filter iterates (initial filter, then one per optimizer step).
@@ -194,7 +194,7 @@ def hinge_iterate_weights(num_iterates: int, weights: Sequence[float] = HINGE_WE
 
 
 def hinge_loss(scores: jax.Array, labels: jax.Array, threshold: float = 0.05) -> jax.Array:
-  """DiMP's LBHinge on one set of score maps (spec 2.5).
+  """DiMP's LBHinge on one set of score maps (design.md §2.5).
 
   Negatives are label < threshold: their prediction is relu(score) and their target 0; elsewhere
   the target is the label. Loss = mean squared error over all elements.
@@ -215,7 +215,7 @@ def hinge_loss(scores: jax.Array, labels: jax.Array, threshold: float = 0.05) ->
 
 def discriminative_hinge_loss(scores_iterates: jax.Array, labels: jax.Array, threshold: float = 0.05,
                               weights: Sequence[float] = HINGE_WEIGHTS) -> tuple[jax.Array, jax.Array]:
-  """DiMP classifier loss over all filter iterates (spec 2.5).
+  """DiMP classifier loss over all filter iterates (design.md §2.5).
 
   total = w_final * L(f_{I-1}) + w_init * L(f_0) + (w_inter / (I - 2)) * sum_{t=1}^{I-2} L(f_t),
   with L the LBHinge (`hinge_loss`) on the test frames.
@@ -238,7 +238,7 @@ def discriminative_hinge_loss(scores_iterates: jax.Array, labels: jax.Array, thr
 
 
 def iou_mse_loss(iou_pred: jax.Array, iou_target: jax.Array) -> jax.Array:
-  """IoU-Net MSE loss of CIA18 / DiMP18 (spec 3.4): mean((pred - target)^2).
+  """IoU-Net MSE loss of CIA18 / DiMP18 (design.md §3.4): mean((pred - target)^2).
 
   Args:
     iou_pred: `[..., P]` predicted IoU scores of the proposals.
@@ -254,7 +254,7 @@ def iou_mse_loss(iou_pred: jax.Array, iou_target: jax.Array) -> jax.Array:
 
 def kl_regression_loss(scores: jax.Array, proposal_density: jax.Array, gt_density: jax.Array,
                        eps: float = 0.0) -> jax.Array:
-  """KL regression loss of CIA50 / SuperDiMP (spec 3.4), Monte-Carlo over the proposals.
+  """KL regression loss of CIA50 / SuperDiMP (design.md §3.4), Monte-Carlo over the proposals.
 
   Per frame with P proposals, scores s_k, proposal density q_k and ground-truth density p_k:
       L = logsumexp_k(s_k - log q_k) - log P - mean_k(s_k * p_k / q_k),
@@ -281,7 +281,7 @@ def kl_regression_loss(scores: jax.Array, proposal_density: jax.Array, gt_densit
 
 
 def category_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Category classification loss (spec 4.5): mean cross-entropy over the labelled samples.
+  """Category classification loss (design.md §4.5): mean cross-entropy over the labelled samples.
 
   loss = sum_i mask_i * CE_i / #valid with mask_i = [label_i != -1]; 0 when no sample is labelled
   (then no gradient flows either).
@@ -314,7 +314,7 @@ def total_loss(terms: Mapping[str, jax.Array],
                weights: Mapping[str, float]) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Weighted total of the loss terms, every term reported separately.
 
-  Reference weights (spec 4.8): classifier hinge total 1 (its 100/100/400 are inside
+  Reference weights (design.md §4.8): classifier hinge total 1 (its 100/100/400 are inside
   `discriminative_hinge_loss`), IoU MSE 1 or KL 0.01, category CE 0.1, InfoNCE-V 1.
 
   Args:

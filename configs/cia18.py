@@ -1,4 +1,4 @@
-"""CIA18 (ResNet-18) with the paper's training settings (spec 4.9, Decisions 1, 3, 4).
+"""CIA18 (ResNet-18) with the paper's training settings (design.md §4.9, design.md §D1, D3, D4).
 
 Launch (roots of the four training sets are required; GOT-10k's vottrain/votval need pytracking's split
 files):
@@ -29,16 +29,16 @@ from cia_jax.models.presets import model_kwargs
 def get_config(arg=None):
   """The locked ConfigDict; `arg` = comma-separated variant names (see the module docstring)."""
   c = config_lib.run_settings("cia18")
-  # Network: every field of the CIA18 CIANet (every CIA module on, Decisions 1-2).
+  # Network: every field of the CIA18 CIANet (every CIA module on, design.md §D1-D2).
   c.model = config_lib.dataclass_fields(CIANet(**model_kwargs("cia18")), exclude=("parent", "name"))
 
-  # Losses: hinge + IoU MSE + category CE x0.1 + InfoNCE-V (reference form, Decisions 3) with the EMA key
-  # encoder (Decisions 4).
+  # Losses: hinge + IoU MSE + category CE x0.1 + InfoNCE-V (reference form, design.md §D3) with the EMA key
+  # encoder (design.md §D4).
   c.loss = ml_collections.ConfigDict(dict(
       weights=dict(clf=1.0, iou=1.0, category=0.1, contrastive=1.0), iou_loss="mse", infonce_form="reference",
       temperature=0.07, momentum=True, ema_decay=0.999, dropout=True))
 
-  # Optimiser and schedule: Adam per parameter group, 50 epochs of 2000 steps, x0.2 every 15 epochs (spec 4.9).
+  # Optimiser and schedule: Adam per parameter group, 50 epochs of 2000 steps, x0.2 every 15 epochs (design.md §4.9).
   c.optim = ml_collections.ConfigDict(dict(
       learning_rates=dict(feature_extractor=2e-4, upper_classifier=2e-4, filter_initializer=5e-5,
                           filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3),

@@ -1,4 +1,4 @@
-"""CIA50 (ResNet-50, conv1..layer2 frozen) with the paper's schedule (Decisions 5).
+"""CIA50 (ResNet-50, conv1..layer2 frozen) with the paper's schedule (design.md §D5).
 
 Paper: 64 sequences x 2000 iterations per epoch, x0.2 every 15 epochs, 50 epochs. The released config's
 values (batch 20, 10 iterations per epoch, decay step 60) are reachable with
@@ -37,7 +37,7 @@ def get_config(arg=None):
       weights=dict(clf=1.0, iou=0.01, category=0.1, contrastive=1.0), iou_loss="kl", infonce_form="reference",
       temperature=0.07, momentum=True, ema_decay=0.999, dropout=True))
 
-  # Optimiser and schedule: the backbone at 2e-5; 50 epochs of 2000 steps, x0.2 every 15 epochs (Decisions 5).
+  # Optimiser and schedule: the backbone at 2e-5; 50 epochs of 2000 steps, x0.2 every 15 epochs (design.md §D5).
   c.optim = ml_collections.ConfigDict(dict(
       learning_rates=dict(feature_extractor=2e-5, upper_classifier=2e-4, filter_initializer=5e-5,
                           filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3),

@@ -3,7 +3,7 @@
   .venv/bin/python scripts/benchmark_tracking.py                                   # the BENCHMARKS.md table
   .venv/bin/python scripts/benchmark_tracking.py --trackers dimp18 --max-frames 30 --batch 4
 
-Random-weight networks of the given presets with the reference tracker parameters (spec 5.1), except
+Random-weight networks of the given presets with the reference tracker parameters (design.md §5.1), except
 `target_not_found_threshold=0` so random-weight scores (~0.1) do not stop the model updates and every branch
 of a frame is exercised. For each sequence of --root (default: ../shared/data/real, read with the folder
 reader): the first call of `init` / `step` at that frame size (compilation + run), then a second `init`, then

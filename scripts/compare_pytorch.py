@@ -324,7 +324,7 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
   def compute(v, frame, init_pos, crop_sz, ref_patches, boxes, props):
     call = lambda method, *a: net.apply(v, *a, method=method)  # noqa: E731
     out = {}
-    # Our init patches (spec 5.4 steps 1-3), for the crop/augmentation row.
+    # Our init patches (design.md §5.4 steps 1-3), for the crop/augmentation row.
     expanded, _ = sample_patch(frame, init_pos, crop_sz, (e, e), "replicate", rule=settings.crop_rule)
     out["patches"], _ = augment.augment_init_patches(expanded, settings, jax.random.PRNGKey(0))
     # The network stages, fed with the reference's patches and boxes.

@@ -54,7 +54,8 @@ from cia_jax.models.cia import init_variables
 TRACKERS = ("dimp18", "cia18", "cia50")
 NAMES = {"dimp18": "DiMP18", "superdimp": "SuperDiMP", "cia18": "CIA18", "cia50": "CIA50"}
 TINY_NET = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
-# CIA18's per-group Adam learning rates (configs/cia18.py, spec 4.9); only the optimiser's arithmetic depends on them.
+# CIA18's per-group Adam learning rates (configs/cia18.py, design.md §4.9); only the optimiser's arithmetic
+# depends on them.
 CIA18_LEARNING_RATES = dict(feature_extractor=2e-4, upper_classifier=2e-4, filter_initializer=5e-5,
                             filter_optimizer=5e-4, clf_feature_extractor=5e-5, bb_regressor=1e-3)
 

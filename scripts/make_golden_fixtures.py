@@ -11,14 +11,14 @@ Import shims (installed in `_install_import_shims`, nothing of the reference is 
 * `ltr` and `pytracking` are registered as bare packages so their `__init__` files, which pull in the
   training/tracking stacks (cv2, tensorboard, visdom...), are not executed; submodules import normally.
 * `ltr.external.PreciseRoIPooling.pytorch.prroi_pool` (a git submodule with a CUDA-only op) is replaced by
-  `TorchPrRoIPool2D` below: a pure-torch CPU Precise RoI Pooling written from the spec (sec. 3.3).
+  `TorchPrRoIPool2D` below: a pure-torch CPU Precise RoI Pooling written from design.md §3.3.
 * `torchvision.models.resnet` gets a minimal `BasicBlock` (conv3x3-BN-ReLU-conv3x3-BN + identity, ReLU; the
   torchvision attribute names) and a `Bottleneck` placeholder that refuses construction (only imported).
 * `cv2` is an empty module: `ltr.data.processing_utils` imports it at module level, `gaussian_label_function`
   does not use it.
 
 Fixtures (NCHW / torch layouts throughout; `state/<torch key>` holds a module's state_dict entries):
-* dimp_optimizer.npz: `DiMPSteepestDescentGN` with the spec's constructor values.
+* dimp_optimizer.npz: `DiMPSteepestDescentGN` with the constructor values of design.md §2.4.
 * dimp_features.npz: the R18 classification feature extractor (BasicBlock + conv3x3 + InstanceL2Norm), the
   R50 variant (conv3x3 + InstanceL2Norm) and `FilterInitializerLinear`.
 * iou_net.npz: `AtomIoUNet` in eval and train mode; its weights are quantised to `q * 2**e` (int8 q, stored as
@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 # ------------------------------------------------------------------------------------------------------------
-# Precise RoI Pooling on CPU (our own code, spec 3.3).
+# Precise RoI Pooling on CPU (our own code, design.md §3.3).
 
 
 def _hat_antiderivative(u: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def torch_prroi_pool(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, 
   Bin (ph, pw) of a RoI (x1, y1, x2, y2) scaled by `spatial_scale` (no half-pixel shift) is the integral of
   the zero-padded bilinear interpolant over the bin divided by the bin area; 0 for an empty bin. The bilinear
   interpolant is a sum of separable hats, so the integral over [a, b] x [c, d] is sum_ij f_ij (G(b - j) -
-  G(a - j)) (G(d - i) - G(c - i)) with G the hat's antiderivative (spec 3.3). G is C1, so the derivative with
+  G(a - j)) (G(d - i) - G(c - i)) with G the hat's antiderivative (design.md §3.3). G is C1, so the derivative with
   respect to a window edge is the same from both sides of every knot: an earlier cell-by-cell form (max / min
   window limits and an `inside` mask) split the derivative when an edge landed exactly on an integer, which
   happens in float32 tracking (the IoU-Net box gradient came out several times too large there).

@@ -30,7 +30,7 @@ whose storage keys are memory addresses):
 
 Import shims for the CIA fixture: `ltr.*` packages are registered bare (their `__init__`s pull in the training
 stack), `ltr.external.PreciseRoIPooling.pytorch.prroi_pool.PrRoIPool2D` is the CPU implementation of
-`scripts/make_golden_fixtures.py` (written from the spec; the real op is CUDA only), `ltr.models.backbone.resnet`
+`scripts/make_golden_fixtures.py` (written from design.md §3.3; the real op is CUDA only), `ltr.models.backbone.resnet`
 and `ltr.models.utils` are placeholders (the imported modules do not call them here), and `Tensor.cuda` is the
 identity while `FCClassifier_v2` is constructed (its constructor copies a weight slice to the GPU). For the
 network layouts, additionally `ltr.models.backbone` is registered bare with its ResNet / MoCo constructors
@@ -138,7 +138,7 @@ def _install_cia_shims(root: pathlib.Path):
   if not (models / "upper_classifier" / "upper_classifier.py").is_file():
     raise FileNotFoundError(f"--cia-root {root}: not a CIA checkout (no ltr/models/upper_classifier/...)")
   sys.path.insert(0, str(_HERE))
-  import make_golden_fixtures as golden  # noqa: E402  (the CPU PrRoIPool, written from the spec)
+  import make_golden_fixtures as golden  # noqa: E402  (the CPU PrRoIPool, written from design.md §3.3)
 
   for k in [k for k in sys.modules if k == "ltr" or k.startswith("ltr.")]:
     del sys.modules[k]

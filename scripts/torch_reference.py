@@ -20,7 +20,7 @@ two dropout copies are plain copies of sample 0: same 15-sample memory layout as
 `num_init_random_boxes = 0` (IoU-Net refines only the unjittered box), plus `target_not_found_threshold` from the
 command line (0 for random weights, whose peak scores are ~0.1). `use_upper_classifier = False` for CIA (debug
 output only). For CIA, the category encoder's dictionary (`upper_classifier.cls_vectors`) is pointed at the loaded
-`clf_fc.weight[:, C4:]` (spec 4.6: otherwise the reference tracker attends to the init-time random atoms).
+`clf_fc.weight[:, C4:]` (design.md §4.6: otherwise the reference tracker attends to the init-time random atoms).
 
 `--float64 1` (stages / track) runs the reference in double precision (see `use_float64`).
 
@@ -165,7 +165,7 @@ def load_network(root: pathlib.Path, arch: str, checkpoint: str):
     net = net.double()
   if arch == "cia18":
     up = net.upper_classifier
-    # Point the dictionary at the trained weights (spec 4.6); the constructor's copy is of the random init.
+    # Point the dictionary at the trained weights (design.md §4.6); the constructor's copy is of the random init.
     up.cls_vectors = up.clf_fc.weight[:, up.upper_clf_channel:].detach()
   return net.eval()
 

@@ -336,7 +336,7 @@ def test_infonce_paper_eight_devices_matches_float64_eq3():
 
 
 # ------------------------------------------------------------------------------------------------
-# DiMP classifier hinge loss (spec 2.5).
+# DiMP classifier hinge loss (design.md §2.5).
 
 
 def np_lbhinge(scores, labels, threshold):
@@ -383,7 +383,7 @@ def test_discriminative_hinge_loss_matches_numpy():
 
 
 # ------------------------------------------------------------------------------------------------
-# IoU-Net losses (spec 3.4).
+# IoU-Net losses (design.md §3.4).
 
 
 def test_iou_mse_loss():
@@ -414,7 +414,7 @@ def test_kl_regression_loss_matches_numpy():
 
 
 # ------------------------------------------------------------------------------------------------
-# Category cross-entropy (spec 4.5).
+# Category cross-entropy (design.md §4.5).
 
 
 def np_masked_ce(logits, labels):

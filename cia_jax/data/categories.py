@@ -1,4 +1,4 @@
-"""The 70 LaSOT classes used as CIA's category labels (spec 4.5).
+"""The 70 LaSOT classes used as CIA's category labels (design.md §4.5).
 
 Ids follow the alphabetical order of LaSOT's class folders (Python's default
 string sort, so `rubicCube` sits between `robot` and `sepia`). Any dataset's

@@ -23,7 +23,7 @@ frames come first inside a sequence):
   test_images         [D, B, Nte, S, S, 3] float32
   train_box_xywh      [D, B, Ntr, 4] float32, crop pixels
   test_box_xywh       [D, B, Nte, 4] float32, crop pixels
-  test_label          [D, B, Nte, f+1, f+1] float32, Gaussian labels (spec 2.5)
+  test_label          [D, B, Nte, f+1, f+1] float32, Gaussian labels (design.md §2.5)
   test_proposals_xywh [D, B, Nte, P, 4] float32, crop pixels
   proposal_iou        [D, B, Nte, P] float32, 'mse' only: regression target 2 IoU - 1 (the reference's name)
   proposal_density    [D, B, Nte, P] float32, 'kl' only

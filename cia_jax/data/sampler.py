@@ -1,4 +1,4 @@
-"""DiMP's training-sample sampler (pytracking `DiMPSampler`, 'causal' mode; spec 4.9).
+"""DiMP's training-sample sampler (pytracking `DiMPSampler`, 'causal' mode; design.md §4.9).
 
 A *sample* is one sequence with 3 train (template) frames and 3 test (search) frames. The sampler is a pure
 function of `(seed, index, attempt)`: every draw comes from
@@ -6,7 +6,7 @@ function of `(seed, index, attempt)`: every draw comes from
 on any number of threads or hosts, and a resumed run replays its samples by starting at the right index.
 `attempt` > 0 re-draws a sample whose frames could not be read (see `cia_jax.data.pipeline`).
 
-Rules (spec 4.9):
+Rules (design.md §4.9):
 * a dataset is chosen with probability proportional to its weight;
 * a sequence of that dataset is chosen uniformly among the *usable* ones: a video needs more than
   2 * (num_train + num_test) visible frames and at least `min_length` frames; an image (a one-frame sequence,
@@ -36,7 +36,7 @@ _MAX_DRAWS = 100_000
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """Sampler settings of the spec 4.9 table.
+  """Sampler settings of the design.md §4.9 table.
 
   Attributes:
     max_gap: frame gap window (30 for CIA18/DiMP18, 200 for CIA50/SuperDiMP).

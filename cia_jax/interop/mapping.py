@@ -1,7 +1,7 @@
 """PyTorch state dict <-> our `{'params', 'batch_stats'}` for DiMP18, SuperDiMP, CIA18, CIA50 and ResNets.
 
 The key table is generated from our own parameter tree (so it can never drift from `CIANet`): every Flax
-module path is renamed to the reference's module name (spec 6), and every leaf by these rules
+module path is renamed to the reference's module name (design.md §6), and every leaf by these rules
 
   torch                                    ours
   conv weight (O, I, kh, kw)               params .../kernel (kh, kw, I, O)
@@ -26,7 +26,7 @@ Module renames (ours -> reference):
 
 The category encoder's dictionary is not a parameter: our network reads `clf_fc`'s kernel rows C4:2C4
 (the reference's `clf_fc.weight[:, C4:]`), so the reference's stale `cls_vectors` attribute (not in the state
-dict, spec 4.6) needs nothing. `feature_extractor.encoder_k.*` (the MoCo key encoder) maps onto the momentum
+dict, design.md §4.6) needs nothing. `feature_extractor.encoder_k.*` (the MoCo key encoder) maps onto the momentum
 tree (`{'params': {'backbone', 'proj'}, 'batch_stats': {'backbone'}}`, `TrainState.momentum_*`); the unused
 `queue` / `queue_ptr` buffers, the ResNet `fc` and, for DiMP18 / SuperDiMP, the unused `layer4` are dropped.
 """
@@ -203,7 +203,7 @@ def key_table(arch: str, **overrides) -> tuple[list[KeyEntry], list[AttentionEnt
 
 
 def _ignored(key: str, arch: str, entries: list[KeyEntry]) -> bool:
-  """Reference keys that exist but have no use here (spec 6.2 / 6.3)."""
+  """Reference keys that exist but have no use here (design.md §6.2 / 6.3)."""
   if key.endswith("num_batches_tracked") or key in ("feature_extractor.queue", "feature_extractor.queue_ptr"):
     return True
   prefix = _backbone_prefix(arch)

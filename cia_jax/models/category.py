@@ -1,4 +1,4 @@
-"""CIA's category-aware module (spec 4.5, 4.6): the category classifier and the category encoder.
+"""CIA's category-aware module (design.md §4.5, 4.6): the category classifier and the category encoder.
 
 * `CategoryClassifier` (reference `upper_classifier`, FCClassifier_v2): PrRoIPool 1x1 @1/32 of layer4
   over the target box -> Linear(C4, 2C4) + ReLU -> Linear(2C4, 70) logits. Its dictionary (the
@@ -10,7 +10,7 @@
   `num_known_categories=0` replaces the classifier's dictionary by a learned random one (Table 2,
   "w/o known categories").
 
-Parameter mapping from the reference state dict (spec 6.3; Linear weight (out, in) -> kernel (in, out)):
+Parameter mapping from the reference state dict (design.md §6.3; Linear weight (out, in) -> kernel (in, out)):
   upper_classifier.proj_fc.0.{weight,bias}  -> <CategoryClassifier>/proj_fc/{kernel,bias}
   upper_classifier.clf_fc.{weight,bias}     -> <CategoryClassifier>/clf_fc/{kernel,bias}
   upper_classifier.proj_post.{weight,bias}  -> <CategoryEncoder>/proj_post/{kernel,bias}
@@ -66,7 +66,7 @@ def _torch_linear(features: int, fan_in: int, name: str, tag: int | None = None,
 
 
 class CategoryClassifier(nn.Module):
-  """70-way category classifier on layer4 (spec 4.5). PyTorch default Linear init.
+  """70-way category classifier on layer4 (design.md §4.5). PyTorch default Linear init.
 
   Attributes:
     num_classes: number of categories (70 LaSOT classes).
@@ -112,7 +112,7 @@ class CategoryClassifier(nn.Module):
 def attention_params_from_torch(in_proj_weight: np.ndarray, in_proj_bias: np.ndarray,
                                 out_proj_weight: np.ndarray, out_proj_bias: np.ndarray,
                                 num_heads: int) -> dict:
-  """Maps torch.nn.MultiheadAttention's packed parameters to `self_attn`'s Flax parameters (spec 6.3).
+  """Maps torch.nn.MultiheadAttention's packed parameters to `self_attn`'s Flax parameters (design.md §6.3).
 
   in_proj_weight `(3C, C)` stacks the rows of Wq, Wk, Wv (each (out, in)); head h owns output
   features h*hd .. (h+1)*hd - 1 (hd = C / num_heads). Flax kernels are W^T reshaped:
@@ -213,7 +213,7 @@ class CategoryEncoderLayer(nn.Module):
 
 
 class CategoryEncoder(nn.Module):
-  """Category encoder (spec 4.6): Y = X + T(X), T = num_layers cross-attention blocks over the atoms.
+  """Category encoder (design.md §4.6): Y = X + T(X), T = num_layers cross-attention blocks over the atoms.
 
   Each pixel is a query token on its own (no pixel self-attention, no positional encoding); keys =
   values = the atoms proj_post(W), the same for every layer and every image. The layers start from

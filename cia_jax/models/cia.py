@@ -1,6 +1,6 @@
 """The whole CIA network (and DiMP18 / SuperDiMP with the CIA parts switched off).
 
-Wiring (spec 4.7, 4.8, Decisions 1-2):
+Wiring (design.md §4.7, 4.8, design.md §D1-D2):
 
     images -> backbone (ResNet) -> layer2, layer3, layer4
     layer3 -> [IE] angle modulation with the dense contrastive projector -> [CE] category encoder
@@ -153,7 +153,7 @@ class CIANet(nn.Module):
 
   def classification_features(self, layer3: jax.Array, train: bool = False,
                               deterministic: bool = True) -> jax.Array:
-    """layer3 `[N, H, W, C3]` -> DiMP classification features `[N, H, W, D]` (the tracker's path, spec 5.8)."""
+    """layer3 `[N, H, W, C3]` -> DiMP classification features `[N, H, W, D]` (the tracker's path, design.md §5.8)."""
     return self.classifier.extract_classification_feat(self.classification_input(layer3, deterministic), train)
 
   def contrastive_embedding(self, layer3: jax.Array, box_xywh: jax.Array) -> jax.Array:
@@ -202,7 +202,7 @@ class CIANet(nn.Module):
   def __call__(self, train_images: jax.Array, test_images: jax.Array, train_box_xywh: jax.Array,
                test_box_xywh: jax.Array, test_proposals_xywh: jax.Array, train: bool = True,
                deterministic: bool = True) -> dict[str, jax.Array]:
-    """Training forward of B sequences (frame-major layout, spec 4.8).
+    """Training forward of B sequences (frame-major layout, design.md §4.8).
 
     Args:
       train_images: `[Ntr, B, S, S, 3]` normalised template crops.

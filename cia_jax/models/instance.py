@@ -1,4 +1,4 @@
-"""CIA's instance-aware module (spec 4.1, 4.3, 4.4): the contrastive projector and the angle modulation.
+"""CIA's instance-aware module (design.md §4.1, 4.3, 4.4): the contrastive projector and the angle modulation.
 
 * `ContrastiveProjector` ("mlp_q" of the paper, reference name `proj` inside each encoder): 3x3 conv
   + ReLU + 1x1 conv, C3 -> C3. One module serves two inputs: the 3x3 PrRoI-pooled target RoI with
@@ -7,7 +7,7 @@
 * `AngleModulator` (reference name `modulator`, Modulator_v2): rotates every layer3 vector towards
   the projected instance embedding while keeping its norm.
 
-Parameter names follow the reference state dict (spec 6.3; conv weight (O, I, kh, kw) -> kernel
+Parameter names follow the reference state dict (design.md §6.3; conv weight (O, I, kh, kw) -> kernel
 (kh, kw, I, O)):
   feature_extractor.encoder_q.proj.conv{1,2}.{weight,bias} -> <ContrastiveProjector>/conv{1,2}/{kernel,bias}
   feature_extractor.modulator.alpha_factor (0-dim)         -> <AngleModulator>/alpha_factor (shape ())
@@ -85,7 +85,7 @@ class ContrastiveProjector(nn.Module):
 
 
 class AngleModulator(nn.Module):
-  """Angle modulation (spec 4.4): z = |x| * normalize(alpha * x / |x| + P(normalize(y))).
+  """Angle modulation (design.md §4.4): z = |x| * normalize(alpha * x / |x| + P(normalize(y))).
 
   alpha = exp(alpha_factor) > 0 (alpha_factor init 0, so alpha = 1), P = 1x1 conv + ReLU + 1x1 conv
   (C3 -> C3, weights N(0, sqrt(2 / C3)), bias 0; its output is not renormalised), y = the dense

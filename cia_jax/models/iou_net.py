@@ -15,7 +15,7 @@ train frame:
 
 Boxes are `[x, y, w, h]` in image (crop) pixels; the pooling uses the continuous corners (x, y, x + w, y + h)
 (`ops/boxes.py`). A "convblock" is Conv2d(bias) -> BN -> ReLU with children named '0' (conv) and '1' (BN),
-so the torch keys `X.0.weight` / `X.1.running_mean` map to `X/0/kernel` / `X/1/mean` (spec 6.2).
+so the torch keys `X.0.weight` / `X.1.running_mean` map to `X/0/kernel` / `X/1/mean` (design.md §6.2).
 
 The Dense kernels of `fc3_rt` / `fc4_rt` read the pooled RoI flattened in (C, H, W) order, as the PyTorch
 Linear does on NCHW tensors, so a converted kernel is just the torch weight transposed: `kernel = W.T`.
@@ -40,7 +40,7 @@ from cia_jax.ops.prroi_pool import prroi_pool_grouped
 
 _BN_MOMENTUM = 0.9  # Flax convention: PyTorch momentum 0.1.
 _BN_EPS = 1e-5
-# Reference init (spec 3.1): kaiming_normal_(mode='fan_in') = N(0, sqrt(2 / fan_in)), bias 0,
+# Reference init (design.md §3.1): kaiming_normal_(mode='fan_in') = N(0, sqrt(2 / fan_in)), bias 0,
 # BN scale U(0, 1).
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 _BN_SCALE_INIT = nn.initializers.uniform(scale=1.0)

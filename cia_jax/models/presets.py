@@ -2,14 +2,14 @@
 
 | preset | backbone | frozen | clf features | D | CIA modules |
 |---|---|---|---|---|---|
-| dimp18 | ResNet-18 | - | residual block + conv + L2 norm | 256 | off (two BN batches, spec 1.3) |
+| dimp18 | ResNet-18 | - | residual block + conv + L2 norm | 256 | off (two BN batches, design.md §1.3) |
 | superdimp | ResNet-50 | conv1, layer1, layer2 | conv + L2 norm | 512 | off |
-| cia18 | ResNet-18 | - | as dimp18 | 256 | all on (Decisions 1-2) |
+| cia18 | ResNet-18 | - | as dimp18 | 256 | all on (design.md §D1-D2) |
 | cia50 | ResNet-50 | conv1, layer1, layer2 | as superdimp | 512 | all on |
 
 An entry holds the `CIANet` fields that differ from the module's defaults (the defaults are CIA18); a training
 config (`configs/*.py`) copies every field of the preset's `CIANet` into `config.model`. `init_gauss_sigma` =
-output_sigma_factor / search_area_factor * feature size (spec 2.4): 0.25 / 5 * 18 = 0.9 for the 288 px / factor 5
+output_sigma_factor / search_area_factor * feature size (design.md §2.4): 0.25 / 5 * 18 = 0.9 for the 288 px / factor 5
 trainings, 0.25 / 6 * 22 for the 352 px / factor 6 ones.
 """
 

@@ -1,6 +1,6 @@
 """ResNet-18/50 backbones (torchvision v1.5 layout), NHWC Flax Linen, PyTorch-exact padding and BN.
 
-Structure (spec 1.1): stem conv 7x7/2 pad 3 -> BN -> ReLU ('conv1') -> max-pool 3x3/2 pad 1 (-inf fill) ->
+Structure (design.md §1.1): stem conv 7x7/2 pad 3 -> BN -> ReLU ('conv1') -> max-pool 3x3/2 pad 1 (-inf fill) ->
 `layer1`..`layer4`. ResNet-18 uses `BasicBlock` x[2, 2, 2, 2]; ResNet-50 uses `Bottleneck` x[3, 4, 6, 3] with
 the stride on the 3x3 conv (`conv2`). Every conv and the pool use explicit symmetric padding, so features line
 up pixel for pixel with PyTorch (`padding='SAME'` would pad stride-2 layers asymmetrically on even inputs).
@@ -214,7 +214,7 @@ class ResNet(nn.Module):
     """Runs the backbone up to the deepest requested layer.
 
     Args:
-      x: normalised RGB images `[N, H, W, 3]` (spec 1.4 normalisation already applied).
+      x: normalised RGB images `[N, H, W, 3]` (design.md §1.4 normalisation already applied).
       output_layers: names from `LAYER_NAMES` (or one name); layers deeper than the deepest requested one
         are not computed.
       train: batch statistics in the (non-frozen) BN layers, running averages updated — apply with

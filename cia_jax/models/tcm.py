@@ -1,4 +1,4 @@
-"""KeepTrack's target candidate association network (keeptrack spec 2.2, 3): descriptors + a SuperGlue variant.
+"""KeepTrack's target candidate association network (keeptrack.md §2.2, 3): descriptors + a SuperGlue variant.
 
 Data flow for two candidate sets (previous frame 0, current frame 1), channels last:
 
@@ -14,15 +14,15 @@ masked as attention keys (zero weight) and as Sinkhorn rows / columns, so they n
 the real candidates (in inference; BatchNorm's *batch* statistics in training include every slot, as in the
 reference, whose training sets are always full: 5 slots padded with fake candidates).
 
-Keypoint normalisation (spec 3.3, 7.1): k_norm = (k - c) / (0.7 max(H, W)) on k = (y, x) full-frame pixels.
+Keypoint normalisation (keeptrack.md §3.3, 7.1): k_norm = (k - c) / (0.7 max(H, W)) on k = (y, x) full-frame pixels.
 The released tracker passes the frame shape as a tuple, which the reference reorders to (W, H): it centres
 y by W/2 and x by H/2. `keypoint_center='tracker'` (the default) reproduces this exactly; 'training' centres
 (y, x) by (H/2, W/2), the convention the network was trained with. Both agree for square frames.
 
-Heads (spec 3.4, 7.3): channel c of q / k / v belongs to head c mod num_heads at position c div num_heads (the
+Heads (keeptrack.md §3.4, 7.3): channel c of q / k / v belongs to head c mod num_heads at position c div num_heads (the
 reference views D channels as (D / heads, heads)); merging the heads uses the same interleaving.
 
-Parameter names follow the reference's state-dict keys (spec 6): a Flax path maps to the torch key by
+Parameter names follow the reference's state-dict keys (keeptrack.md §6): a Flax path maps to the torch key by
 '/' -> '.', a trailing '_<i>' of a module name -> '.<i>', and leaves kernel -> weight (1x1 Conv1d: squeeze and
 transpose; Conv2d: HWIO -> OIHW), BN scale / mean / var -> weight / running_mean / running_var; see
 `reference_key`. E.g. matcher/gnn/layers_1/update/attn/proj_0/kernel <-> matcher.gnn.layers.1.update.attn.proj.0.weight.
@@ -93,7 +93,7 @@ class MatcherOutput(NamedTuple):
 
 
 def normalize_keypoints(kpts_yx: Array, image_hw: Array, center: str = "tracker") -> jax.Array:
-  """Centres and scales candidate positions (spec 3.3 with the 7.1 quirk).
+  """Centres and scales candidate positions (keeptrack.md §3.3 with the 7.1 quirk).
 
   Args:
     kpts_yx: `[B, K, 2]` (y, x) full-frame pixels.
@@ -154,7 +154,7 @@ def _same_draw(init, key, tag: int):
 
 
 class MultiHeadedAttention(nn.Module):
-  """Attention with interleaved heads (spec 3.4): q, k, v = proj_{0,1,2}; output = merge.
+  """Attention with interleaved heads (keeptrack.md §3.4): q, k, v = proj_{0,1,2}; output = merge.
 
   The four 1x1 projections start as identical copies (the reference deep-copies `merge`).
 
@@ -219,7 +219,7 @@ def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 class AttentionalPropagation(nn.Module):
-  """delta = MLP([x ; MHA(x, src, src)]) with MLP 2D -> 2D (BN, ReLU) -> D, last bias 0 (spec 3.4).
+  """delta = MLP([x ; MHA(x, src, src)]) with MLP 2D -> 2D (BN, ReLU) -> D, last bias 0 (keeptrack.md §3.4).
 
   Attributes:
     num_heads: attention heads.
@@ -258,7 +258,7 @@ class GNNLayer(nn.Module):
       src0, src1, src_valid0, src_valid1 = desc0, desc1, valid0, valid1
     else:
       src0, src1, src_valid0, src_valid1 = desc1, desc0, valid1, valid0
-    # Two applications, AP(d0, src0) and AP(d1, src1) (spec 3.4): in training each set gets its own BN
+    # Two applications, AP(d0, src0) and AP(d1, src1) (keeptrack.md §3.4): in training each set gets its own BN
     # batch statistics.
     delta0 = update(desc0, src0, src_valid0, use_running_average)
     delta1 = update(desc1, src1, src_valid1, use_running_average)
@@ -272,7 +272,7 @@ def _zero_padding(x: Array, valid: jax.Array) -> jax.Array:
 
 
 class KeypointEncoder(nn.Module):
-  """MLP over [y_norm, x_norm, score] (3 channels) -> D (spec 3.3); layers `encoder_{0,3,6,...}`.
+  """MLP over [y_norm, x_norm, score] (3 channels) -> D (keeptrack.md §3.3); layers `encoder_{0,3,6,...}`.
 
   Attributes:
     widths: output widths of the convs, the last being D.
@@ -292,7 +292,7 @@ class KeypointEncoder(nn.Module):
 
 
 class AttentionalGNN(nn.Module):
-  """The GNN (spec 3.4): `layers_{i}` of the given kinds, applied in order.
+  """The GNN (keeptrack.md §3.4): `layers_{i}` of the given kinds, applied in order.
 
   Attributes:
     kinds: layer kinds, 'self' / 'cross'.
@@ -365,7 +365,7 @@ class CandidateMatcher(nn.Module):
 
 
 class DescriptorExtractor(nn.Module):
-  """`conv`: Conv2d C3 -> D, 4x4, zero padding 2 (symmetric), bias; PyTorch default init (spec 2.2).
+  """`conv`: Conv2d C3 -> D, 4x4, zero padding 2 (symmetric), bias; PyTorch default init (keeptrack.md §2.2).
 
   The output grid is (F + 1) x (F + 1), aligned with the DiMP score map (same kernel and padding).
 
@@ -385,7 +385,7 @@ class TargetCandidateMatchingNet(nn.Module):
   """The trainable part of KeepTrack's association network: `descriptor_extractor` and `matcher`.
 
   The backbone is the base tracker's (its layer3); the reference checkpoint's own `feature_extractor` is
-  never run (spec 0). Attributes as in `CandidateMatcher`, plus `descriptor_dim` (D).
+  never run (keeptrack.md §0). Attributes as in `CandidateMatcher`, plus `descriptor_dim` (D).
   """
 
   descriptor_dim: int = DESCRIPTOR_DIM

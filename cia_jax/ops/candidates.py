@@ -1,10 +1,10 @@
-"""Target candidates of KeepTrack's candidate matching (keeptrack spec 2): local maxima of a score map.
+"""Target candidates of KeepTrack's candidate matching (keeptrack.md §2): local maxima of a score map.
 
 Static shapes: the reference keeps every local maximum above the threshold (no cap at inference), we keep
 the best `capacity` of them in a fixed-size buffer with a validity mask, so the tracker step is jitted once
 per image size. `LocalMaxima.num_maxima` says whether the buffer was too small.
 
-Conventions (spec 2.1-2.3): score-map cells are (row, col) = (y, x); image coordinates are full-frame pixels,
+Conventions (keeptrack.md §2.1-2.3): score-map cells are (row, col) = (y, x); image coordinates are full-frame pixels,
 ordered (y, x); feature maps are NHWC (a single map here: `[S, S, C]`).
 """
 
@@ -108,7 +108,7 @@ def find_local_maxima(scores: Array, threshold: Array, capacity: int, pool_size:
 
 
 def candidate_image_coords(coords: Array, search_box_xywh: Array, score_size: int) -> jax.Array:
-  """Score-map cells -> full-frame pixel coordinates (spec 2.3, 'full' reference system).
+  """Score-map cells -> full-frame pixel coordinates (keeptrack.md §2.3, 'full' reference system).
 
   `y_img = h * row / (S - 1) + y` and `x_img = w * col / (S - 1) + x`, with the search-area box
   `[x, y, w, h] = [x1, y1, x2 - x1 - 1, y2 - y1 - 1]` of the crop (end-exclusive sample coords).
@@ -134,7 +134,7 @@ def candidate_image_coords(coords: Array, search_box_xywh: Array, score_size: in
 
 
 def gather_descriptors(feature_map: Array, coords: Array, valid: Array | None = None) -> jax.Array:
-  """The descriptor of each candidate: the feature vector at its integer cell (no interpolation, spec 2.2).
+  """The descriptor of each candidate: the feature vector at its integer cell (no interpolation, keeptrack.md §2.2).
 
   Args:
     feature_map: `[S, S, C]` descriptor map on the score-map grid (the tcm descriptor conv output).

@@ -1,4 +1,4 @@
-"""Tracker patch extraction (`sample_patch`, spec 5.3) as one jittable gather.
+"""Tracker patch extraction (`sample_patch`, design.md §5.3) as one jittable gather.
 
 The reference crops a variable-sized window out of an (optionally integer-decimated) image with replicate
 padding and resizes it bilinearly to the network's input size. Every size in that pipeline depends on the
@@ -31,7 +31,7 @@ def _as_pair(v) -> jax.Array:
 
 def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
                 mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
-  """The integer crop geometry of spec 5.3 (steps 1-5), without touching pixels.
+  """The integer crop geometry of design.md §5.3 (steps 1-5), without touching pixels.
 
   Args:
     image_hw: static (H, W) of the full image.
@@ -119,7 +119,7 @@ def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
 
 def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
                  mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
-  """Crops and resizes one tracker patch (spec 5.3), jittable for a fixed image shape and output size.
+  """Crops and resizes one tracker patch (design.md §5.3), jittable for a fixed image shape and output size.
 
   Args:
     image: `[H, W, C]` float (or uint8) image, values kept as they are (0..255 in the tracker).
@@ -150,7 +150,7 @@ def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[
 
 
 def sample_pos_scale(patch_coord: jax.Array, output_sz: float):
-  """Where a patch really sits (spec 5.3, last lines): (sample_pos `[2]` (y, x), sample_scale scalar).
+  """Where a patch really sits (design.md §5.3, last lines): (sample_pos `[2]` (y, x), sample_scale scalar).
 
   patch_coord: `[..., 4]` (T_y, T_x, E_y, E_x) full-image pixels; output_sz: the patch side S.
   sample_pos = (T + E - 1) / 2; sample_scale = sqrt(prod((E - T) / S)) (full-image pixels per patch pixel).

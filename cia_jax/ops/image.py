@@ -20,7 +20,7 @@ from cia_jax.ops.dtypes import default_float, to_float32_ftz
 
 Array = Any
 
-# ImageNet statistics of RGB in [0, 1] (spec 1.4): the backbone's input is (x - mean) / std per channel.
+# ImageNet statistics of RGB in [0, 1] (design.md §1.4): the backbone's input is (x - mean) / std per channel.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -38,7 +38,7 @@ def _pair(v: Any, name: str) -> tuple[float, float]:
 
 def gaussian_label(box_xywh: Array, sigma_factor: float, feat_sz: int | Sequence[int],
                    image_sz: int | Sequence[int], kernel_sz: int = 4, end_pad: bool = True) -> Array:
-  """Gaussian classification label on the score-map grid (pytracking's `gaussian_label_function`, spec 2.5).
+  """Gaussian classification label on the score-map grid (pytracking's `gaussian_label_function`, design.md §2.5).
 
   The grid coordinate along an axis of `sz` feature cells is k = -(sz - 1) / 2, ..., (sz + 1) / 2 (step 1;
   the last element only with `end_pad` and an even kernel, giving `sz + 1` values). The centre in the same

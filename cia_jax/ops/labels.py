@@ -1,4 +1,4 @@
-"""DiMP's distance-bin map (spec 2.4), the input of the steepest-descent optimizer's label predictors.
+"""DiMP's distance-bin map (design.md §2.4), the input of the steepest-descent optimizer's label predictors.
 
 It lives on the score-map grid: for features of `H x W` cells and an even (4x4) filter the scores have
 `(H + 1) x (W + 1)` cells, and cell (i, j) measures the distance to the target centre `box_centre_px / 16`

@@ -1,6 +1,6 @@
 """Precise RoI Pooling (Jiang et al., ECCV 2018) in closed form.
 
-Semantics (spec 3.3, the reference CUDA kernel):
+Semantics (design.md §3.3, the reference CUDA kernel):
 * Feature element `F[i, j]` sits at the continuous point (y=i, x=j) after the
   box is scaled by `spatial_scale`; there is **no** half-pixel shift.
 * The map is the zero-padded bilinear interpolant

@@ -1,4 +1,4 @@
-"""Dustbin optimal transport and the match readout of KeepTrack's matcher (keeptrack spec 3.6, 3.7).
+"""Dustbin optimal transport and the match readout of KeepTrack's matcher (keeptrack.md §3.6, 3.7).
 
 Candidate sets live in static buffers: a score matrix `[M_cap, N_cap]` with validity masks `valid0 [M_cap]`
 (previous frame, rows) and `valid1 [N_cap]` (current frame, columns). The real sizes are M = sum(valid0) and
@@ -31,7 +31,7 @@ MATCH_THRESHOLD = 0.2  # SuperGlue's filter_threshold, not overridden by KeepTra
 
 
 class Matches(NamedTuple):
-  """Match readout of one assignment (spec 3.7).
+  """Match readout of one assignment (keeptrack.md §3.7).
 
   Attributes:
     matches0: `[M_cap]` int32, for each previous candidate the matched current index, -1 if none.
@@ -70,7 +70,7 @@ def _masked_couplings(scores: jax.Array, bin_score: Array, rows: jax.Array, cols
 
 def log_optimal_transport(scores: Array, bin_score: Array, valid0: Array, valid1: Array,
                           num_iterations: int = NUM_ITERATIONS) -> jax.Array:
-  """Dustbin-augmented log-domain Sinkhorn (spec 3.6) over a padded score matrix.
+  """Dustbin-augmented log-domain Sinkhorn (keeptrack.md §3.6) over a padded score matrix.
 
   With M, N the real sizes and norm = -log(M + N): real rows have log-marginal norm and the dustbin row
   log N + norm; real columns norm and the dustbin column log M + norm. From u = v = 0, `num_iterations`
@@ -125,7 +125,7 @@ def log_optimal_transport(scores: Array, bin_score: Array, valid0: Array, valid1
 
 def match_readout(log_assignment: Array, valid0: Array, valid1: Array,
                   threshold: float = MATCH_THRESHOLD) -> Matches:
-  """Mutual-argmax matches from the inner (non-dustbin) block of `log_assignment` (spec 3.7).
+  """Mutual-argmax matches from the inner (non-dustbin) block of `log_assignment` (keeptrack.md §3.7).
 
   m0[i] = argmax_j P[i, j] and m1[j] = argmax_i P[i, j] over the real entries only (the dustbin is not
   compared against; ties go to the first index). A pair is mutual if m1[m0[i]] == i; its score is

@@ -1,4 +1,4 @@
-"""cia_jax.track: the online DiMP / CIA tracker (spec 5).
+"""cia_jax.track: the online DiMP / CIA tracker (design.md §5).
 
 `params` (TrackerSettings, presets), `augment` (initial-frame transforms), `memory` (sample memory and
 weight rule), `tracker` (TrackingModel, TrackerState, jitted `init` / `step`, the `Tracker` adapter),

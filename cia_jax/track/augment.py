@@ -1,4 +1,4 @@
-"""Initial-frame augmentation of the tracker (spec 5.4 steps 2-5).
+"""Initial-frame augmentation of the tracker (design.md §5.4 steps 2-5).
 
 The first frame is cropped once into an expanded patch of side E = factor * S (+1 if E - S is odd) around
 the rounded target centre. Each transform works on that E patch and then crops an S x S window out of it
@@ -140,7 +140,7 @@ def rotate(image: jax.Array, angle_deg: float) -> jax.Array:
 
 def augment_init_patches(expanded: jax.Array, settings: TrackerSettings, key: jax.Array,
                          global_shift_yx: jax.Array | None = None):
-  """All image transforms of spec 5.4 step 3 on the expanded patch.
+  """All image transforms of design.md §5.4 step 3 on the expanded patch.
 
   Args:
     expanded: `[E, E, 3]` float expanded patch (see `expanded_size`), 0..255.

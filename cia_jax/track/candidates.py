@@ -1,6 +1,6 @@
-"""KeepTrack's candidate-tracking state machine (keeptrack spec 1 step 4-5, 4.1-4.3) and its parameters (4.7).
+"""KeepTrack's candidate-tracking state machine (keeptrack.md §1 step 4-5, 4.1-4.3) and its parameters (4.7).
 
-Per tracked frame the tracker step does, in this order (spec 1):
+Per tracked frame the tracker step does, in this order (keeptrack.md §1):
 
     cand = frame_candidates(find_local_maxima(scores, th, K), descriptors, image_coords, jnp.max(scores))
     run_net = needs_matching(state, cand, frame_num, settings)          # the matcher's inputs: state.prev_*
@@ -24,7 +24,7 @@ previous candidates are always written together, on every non-fallback frame).
 Flag codes are the tracker's (`cia_jax.track.tracker`): FLAG_NORMAL = 0, FLAG_NOT_FOUND = 3. The collection
 itself only ever holds these two.
 
-Reference behaviour reproduced on purpose (spec 4.2-4.3, 7.8, 7.9, 7.11, 7.12):
+Reference behaviour reproduced on purpose (keeptrack.md §4.2-4.3, 7.8, 7.9, 7.11, 7.12):
   * Fallback (max of the map < local_max_candidate_score_th): nothing is written, so the stored previous
     candidates become stale and the next frame resets the collection (7.11). A reset at frame_num >= 10 starts
     the ids at 1, so the sqrt boost of the presence score / certainty is gone for good.
@@ -65,7 +65,7 @@ Array = Any
 
 FLAG_NORMAL, FLAG_NOT_FOUND = 0, 3  # the codes of cia_jax.track.tracker.FLAG_NORMAL / FLAG_NOT_FOUND
 
-# Constants hard-coded in the reference's candidate logic (spec 1 step 4.4-4.5, 4.1, 4.2).
+# Constants hard-coded in the reference's candidate logic (keeptrack.md §1 step 4.4-4.5, 4.1, 4.2).
 SHORTCUT_SCORE = 0.5  # one candidate in both frames, both scores > this: matched with probability 1
 MATCH_SCORE_LOW = 0.6  # the target's match is too low below this ...
 MATCH_SCORE_WEAK = 0.85  # ... or below this while the current candidate's score is < WEAK_CANDIDATE_SCORE
@@ -77,7 +77,7 @@ FEATURE_STRIDE = 16  # score-map cell size in patch pixels (layer3 stride; 4x4 f
 
 
 # --------------------------------------------------------------------------------------------------
-# Parameters (spec 4.7).
+# Parameters (keeptrack.md §4.7).
 
 @dataclasses.dataclass(frozen=True)
 class TcmSettings:
@@ -114,7 +114,7 @@ class TcmSettings:
   aug_dropout_prob: float = 0.2
   augmentation_expansion_factor: float = 2.0
   random_shift_factor: float = 1.0 / 3.0
-  # Localisation (DiMP advanced localisation on fallback / reset frames, spec 4.4).
+  # Localisation (DiMP advanced localisation on fallback / reset frames, keeptrack.md §4.4).
   window_output: bool = False
   score_preprocess: str = "none"
   score_filter_ksz: int = 1
@@ -143,10 +143,10 @@ class TcmSettings:
   box_refinement_step_length: float = 2.5e-3
   box_refinement_step_decay: float = 1.0
   use_iounet_pos_for_learning: bool = True
-  # Certainty-weighted memory (spec 4.6).
+  # Certainty-weighted memory (keeptrack.md §4.6).
   use_certainty_for_weight_computation: bool = True
   certainty_for_weight_computation_ths: float = 0.5
-  # Candidate matching (spec 2, 4).
+  # Candidate matching (keeptrack.md §2, 4).
   local_max_candidate_score_th: float = 0.05  # code default, absent from default.py; fast: 0.1
   matching_coordinate_system_reference: str = "full"
   candidate_capacity: int = 32
@@ -232,7 +232,7 @@ def frame_candidates(maxima: LocalMaxima, descriptors: Array, image_coords: Arra
 
 @flax.struct.dataclass
 class CandidateState:
-  """The candidate collection and the previous-frame candidates (spec 4.1); K slots, C descriptor channels.
+  """The candidate collection and the previous-frame candidates (keeptrack.md §4.1); K slots, C descriptor channels.
 
   Slot i is candidate i of the last non-fallback frame ("previous" for the next frame).
 
@@ -299,7 +299,7 @@ class Selection:
     reset: bool, a new collection was created from the current candidates.
     shortcut: bool, one candidate in both frames, both > 0.5: matched with probability 1, matcher unused.
     matched: bool, the matcher's `matches1` / `match_scores1` were used.
-    presence_score: the object presence score (spec 1 step 5): map max, boosted by `boost_score`.
+    presence_score: the object presence score (keeptrack.md §1 step 5): map max, boosted by `boost_score`.
   """
 
   index: jax.Array
@@ -317,7 +317,7 @@ class Selection:
 # The state machine.
 
 def _frame_branches(state: CandidateState, cand: FrameCandidates, frame_num: Array, settings: TcmSettings):
-  """(fallback, consecutive, shortcut) of spec 1 step 4.1, 4.3 and 4.4 (all `[]` bool)."""
+  """(fallback, consecutive, shortcut) of keeptrack.md §1 step 4.1, 4.3 and 4.4 (all `[]` bool)."""
   fallback = cand.map_max < settings.local_max_candidate_score_th
   consecutive = state.has_previous & state.has_collection & (state.prev_frame_num == frame_num - 1)
   one_each = (jnp.sum(state.valid) == 1) & (jnp.sum(cand.valid) == 1)
@@ -336,7 +336,7 @@ def needs_matching(state: CandidateState, cand: FrameCandidates, frame_num: Arra
 
 
 def _new_collection(state: CandidateState, cand: FrameCandidates, frame_num: Array) -> CandidateState:
-  """A collection from the current candidates (spec 4.1): ids from 0 if frame_num < 10, else from 1."""
+  """A collection from the current candidates (keeptrack.md §4.1): ids from 0 if frame_num < 10, else from 1."""
   certain = frame_num < CERTAIN_FRAMES
   first = jnp.where(certain, 0, 1).astype(jnp.int32)
   count = jnp.sum(cand.valid).astype(jnp.int32)
@@ -407,10 +407,10 @@ def _tree_where(pred: jax.Array, a, b):
 
 
 def boost_score(score: Array, state: CandidateState) -> jax.Array:
-  """Presence score / sample certainty rule (spec 1 step 5, 4.6): `max(s, sqrt(s))` when there is no
+  """Presence score / sample certainty rule (keeptrack.md §1 step 5, 4.6): `max(s, sqrt(s))` when there is no
   collection or the selected object id is 0, else `s`.
 
-  For s < 0 the reference's sqrt is NaN and the spec does not say which max it takes; this returns s (what
+  For s < 0 the reference's sqrt is NaN and keeptrack.md does not say which max it takes; this returns s (what
   Python's built-in max(s, nan) returns), never NaN.
   """
   score = jnp.asarray(score)
@@ -421,13 +421,13 @@ def boost_score(score: Array, state: CandidateState) -> jax.Array:
 
 def update(state: CandidateState, cand: FrameCandidates, matches1: Array, match_scores1: Array, frame_num: Array,
            settings: TcmSettings) -> tuple[CandidateState, Selection]:
-  """One tracked frame of the candidate logic (spec 1 steps 4.1-4.6 and 5), in the reference's order.
+  """One tracked frame of the candidate logic (keeptrack.md §1 steps 4.1-4.6 and 5), in the reference's order.
 
   4.1 map max < local_max_candidate_score_th: fallback, the state is returned unchanged (DiMP localises;
       the stale previous candidates force a reset on the next frame, quirk 7.11).
   4.3 no previous candidates of frame_num - 1: reset (DiMP localises), the collection is discarded.
   4.4 consecutive frames: the one-candidate shortcut replaces the matches by "0 <-> 0 with probability 1",
-      then `_reassign` and `_select` (spec 4.2) update the collection.
+      then `_reassign` and `_select` (keeptrack.md §4.2) update the collection.
   4.5 no collection left (reset): a new one from the current candidates, "certain" if frame_num < 10.
   4.6 the current candidates are stored as the previous ones (frame number, descriptors, coords, scores).
   5   presence score = map max, boosted (`boost_score`) by the updated state.
@@ -437,7 +437,7 @@ def update(state: CandidateState, cand: FrameCandidates, matches1: Array, match_
     cand: this frame's `FrameCandidates` (K slots, same K and C as the state).
     matches1: `[K]` int, for each current candidate the matched previous slot, -1 if none (ignored unless
       `needs_matching`).
-    match_scores1: `[K]` the matches' probabilities, scaled by (M + N) (spec 3.7).
+    match_scores1: `[K]` the matches' probabilities, scaled by (M + N) (keeptrack.md §3.7).
     frame_num: `[]` int, this frame's number (the init frame is 1, the first tracked frame 2).
     settings: `TcmSettings` (static; only `local_max_candidate_score_th` is read).
 
@@ -467,7 +467,7 @@ def update(state: CandidateState, cand: FrameCandidates, matches1: Array, match_
 
 def candidate_translation(cand: FrameCandidates, selection: Selection, sample_scale: Array,
                           settings: TcmSettings) -> jax.Array:
-  """The selected candidate's offset from the sample centre (spec 1 step 4.4), full-image pixels.
+  """The selected candidate's offset from the sample centre (keeptrack.md §1 step 4.4), full-image pixels.
 
   `(c - (S - 1) / 2) * (image_sample_size / (S - 1)) * sample_scale` for the cell c = (row, col) of the
   selected slot; 0 when no candidate is selected (the reference's junk value is never used).

@@ -1,15 +1,15 @@
-"""KeepTrack's target candidate matching (tcm) inside the jitted tracker step (keeptrack spec 1, 2, 4.3-4.6).
+"""KeepTrack's target candidate matching (tcm) inside the jitted tracker step (keeptrack.md §1, 2, 4.3-4.6).
 
 `cia_jax.track.tracker.step` runs this module's pieces when `settings.use_tcm` (presets keeptrack,
 keeptrack_fast, cia50_tcm); with `use_tcm` False nothing here is traced and the DiMP / CIA step is unchanged.
-Per tracked frame, after the score map (spec 1):
+Per tracked frame, after the score map (keeptrack.md §1):
 
-    cand = extract_candidates(...)        local maxima (static capacity K), descriptors, image coords (spec 2)
-    matches = match_candidates(...)       the association net on (previous, current) under `lax.cond` (spec 3)
-    update(...)                           the candidate state machine (`cia_jax.track.candidates`, spec 4.1-4.3)
+    cand = extract_candidates(...)        local maxima (static capacity K), descriptors, image coords (keeptrack.md §2)
+    matches = match_candidates(...)       the association net on (previous, current) under `lax.cond` (keeptrack.md §3)
+    update(...)                           the candidate state machine (`track.candidates`, keeptrack.md §4.1-4.3)
     translation, flag                     DiMP's advanced localisation on fallback / reset frames, else the
-                                          selected candidate's cell (spec 1 step 4)
-    track_scales(...)                     scale history, not-found counter, search-area rescaling (spec 4.5)
+                                          selected candidate's cell (keeptrack.md §1 step 4)
+    track_scales(...)                     scale history, not-found counter, search-area rescaling (keeptrack.md §4.5)
     certainty_memory(...)                 certainty-weighted eviction / optimiser weights, in-place zeroing (4.6)
 
 Where things live:
@@ -17,7 +17,7 @@ Where things live:
     certainties `[M]`, the scale history and the not-found counter); None when `use_tcm` is off, so the DiMP
     state pytree is the one it always was.
   * Network: `TrackingModel.tcm_net` (static Flax module) and `TrackingModel.tcm_variables` (its
-    `{'params', 'batch_stats'}`). The association net reads the base tracker's layer3 (spec 0), so its
+    `{'params', 'batch_stats'}`). The association net reads the base tracker's layer3 (keeptrack.md §0), so its
     descriptor conv has layer3's channel count (1024 for ResNet-50).
   * Matcher hook: `tcm_net` may be any Flax module with the methods of
     `cia_jax.models.tcm.TargetCandidateMatchingNet` used here, `descriptors(layer3 [1, F, F, C3], cells [1, K, 2],
@@ -28,13 +28,14 @@ Where things live:
     `candidate_capacity`, `use_certainty_for_weight_computation`, `certainty_for_weight_computation_ths`); the
     state machine's `TcmSettings` is built from them (`tcm_settings`), so `--set` overrides reach it.
 
-Implemented (spec numbers): 1 steps 1-9 (one scale); 2.1-2.3; 4.1-4.3 (via `cia_jax.track.candidates`); 4.4
+Implemented (keeptrack.md section numbers): 1 steps 1-9 (one scale); 2.1-2.3; 4.1-4.3 (via
+`cia_jax.track.candidates`); 4.4
 (the tracker's `localize`); 4.5 search-area rescaling (history of 60 scales, n = clamp(counter, 2, 30));
 4.6 boosted certainty (`boost_score` on the map max) for the memory and as `presence_score`, eviction by
 argmin of certainty * weight over the non-initial slots, optimiser weights certainty * weight with
 certainties < threshold set to 0 in place (7.6), 0 hard-negative iterations when certainty < threshold.
 
-Choices where the spec is silent (documented, not verified against the reference):
+Choices where keeptrack.md is silent (documented, not verified against the reference):
   * The in-place zeroing of certainties < threshold happens on frames where the filter optimiser runs (the
     weights are built for that call); in between, a low certainty still counts as-is in the eviction.
   * The certainty weighting (eviction, optimiser weights, zeroing, hard-negative skip) all follow
@@ -64,7 +65,7 @@ from cia_jax.track.candidates import (CandidateState, FrameCandidates, Selection
 from cia_jax.track.memory import SampleMemory
 from cia_jax.track.params import TrackerSettings
 
-SCALE_HISTORY = 60  # the reference's max_history of target scales (spec 4.5)
+SCALE_HISTORY = 60  # the reference's max_history of target scales (keeptrack.md §4.5)
 MIN_SCALES, MAX_SCALES = 2, 30  # n = clamp(not-found counter, 2, 30) scales are averaged
 
 
@@ -73,8 +74,8 @@ class TcmState:
   """The KeepTrack part of the tracker state (fixed shapes; K candidate slots, M memory slots).
 
   Attributes:
-    candidates: `CandidateState` (collection + previous-frame candidates, spec 4.1).
-    certainties: `[M]` certainty of each memory sample (1 for the initial ones; spec 4.6).
+    candidates: `CandidateState` (collection + previous-frame candidates, keeptrack.md §4.1).
+    certainties: `[M]` certainty of each memory sample (1 for the initial ones; keeptrack.md §4.6).
     scale_history: `[60]` the last target scales of found frames, oldest first, newest last.
     num_scales: int32, scales ever recorded (the valid ones are the last min(num_scales, 60)).
     not_found_counter: int32, consecutive not-found frames.
@@ -105,7 +106,7 @@ def init_tcm_state(settings: TrackerSettings, tcm_net: Any) -> TcmState:
 
 
 def search_area_box(patch_coord: jax.Array) -> jax.Array:
-  """Search-area box `[4]` (x, y, w, h) = (x1, y1, x2 - x1 - 1, y2 - y1 - 1) of a crop (spec 1 step 3).
+  """Search-area box `[4]` (x, y, w, h) = (x1, y1, x2 - x1 - 1, y2 - y1 - 1) of a crop (keeptrack.md §1 step 3).
 
   patch_coord: `[4]` (y1, x1, y2, x2) full-image pixels, end exclusive (`cia_jax.ops.crop.sample_patch`).
   """
@@ -115,7 +116,7 @@ def search_area_box(patch_coord: jax.Array) -> jax.Array:
 
 def extract_candidates(tcm_net: Any, tcm_variables: Any, settings: TrackerSettings, scores: jax.Array,
                        layer3: jax.Array, patch_coord: jax.Array) -> FrameCandidates:
-  """This frame's candidates (spec 2): local maxima of the raw scores, descriptors, full-image positions.
+  """This frame's candidates (keeptrack.md §2): local maxima of the raw scores, descriptors, full-image positions.
 
   Args:
     tcm_net, tcm_variables: the association net (see the module docstring) and its variables.
@@ -162,7 +163,7 @@ def localize_by_candidates(tcm_net: Any, tcm_variables: Any, settings: TrackerSe
                            scores: jax.Array, layer3: jax.Array, patch_coord: jax.Array, sample_scale: jax.Array,
                            image_hw: jax.Array, frame_num: jax.Array, dimp_translation: jax.Array,
                            dimp_flag: jax.Array) -> tuple[TcmState, Selection, jax.Array, jax.Array]:
-  """Candidate-matching localisation (spec 1 step 4-5).
+  """Candidate-matching localisation (keeptrack.md §1 step 4-5).
 
   Args:
     tcm_net, tcm_variables: the association net and its variables.
@@ -189,7 +190,7 @@ def localize_by_candidates(tcm_net: Any, tcm_variables: Any, settings: TrackerSe
 
 
 def rescaled_scale(history: jax.Array, num_scales: jax.Array, counter: jax.Array, current: jax.Array) -> jax.Array:
-  """Search-area rescaling (spec 4.5): the mean of the last n = clamp(counter, 2, 30) of the recorded scales
+  """Search-area rescaling (keeptrack.md §4.5): the mean of the last n = clamp(counter, 2, 30) of the recorded scales
   (at most the last 60) that are >= the most recent one; `current` when nothing is recorded.
 
   Args:
@@ -208,7 +209,7 @@ def rescaled_scale(history: jax.Array, num_scales: jax.Array, counter: jax.Array
 
 
 def track_scales(state: TcmState, target_scale: jax.Array, found: jax.Array) -> tuple[TcmState, jax.Array]:
-  """Scale bookkeeping of one frame (spec 1 step 7, 4.5).
+  """Scale bookkeeping of one frame (keeptrack.md §1 step 7, 4.5).
 
   Found: the counter resets and the current (pre-refinement) `target_scale` is recorded. Not found: the
   counter grows and the returned scale is `rescaled_scale` of the history.
@@ -224,7 +225,7 @@ def track_scales(state: TcmState, target_scale: jax.Array, found: jax.Array) -> 
 
 
 def certainty_weighted(settings: TrackerSettings) -> bool:
-  """Whether the certainty rules of spec 4.6 apply: `use_tcm` and `use_certainty_for_weight_computation`."""
+  """Whether the certainty rules of keeptrack.md §4.6 apply: `use_tcm` and `use_certainty_for_weight_computation`."""
   return settings.use_tcm and settings.use_certainty_for_weight_computation
 
 
@@ -237,7 +238,7 @@ def hard_negative_iterations(settings: TrackerSettings, certainty: jax.Array):
 
 def certainty_memory(settings: TrackerSettings, state: TcmState, memory: SampleMemory, stored: jax.Array,
                      certainty: jax.Array, optimise: jax.Array) -> tuple[TcmState, SampleMemory]:
-  """Records this frame's certainty and builds the optimiser's sample weights (spec 4.6, 7.6).
+  """Records this frame's certainty and builds the optimiser's sample weights (keeptrack.md §4.6, 7.6).
 
   Args:
     settings: tracker settings.

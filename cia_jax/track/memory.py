@@ -1,4 +1,4 @@
-"""The tracker's sample memory: static capacity, explicit weights (spec 5.4 step 7, 5.7).
+"""The tracker's sample memory: static capacity, explicit weights (design.md §5.4 step 7, 5.7).
 
 Slots 0..num_init-1 hold the initial (augmented) samples and are never replaced. Empty slots have weight
 0, so the filter optimizer can always run on all `capacity` slots (weight-0 samples contribute nothing):
@@ -34,7 +34,7 @@ class SampleMemory:
 
 
 def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: int) -> SampleMemory:
-  """Memory with the N initial samples in slots 0..N-1, weight 1/N each (spec 5.4 step 7).
+  """Memory with the N initial samples in slots 0..N-1, weight 1/N each (design.md §5.4 step 7).
 
   init_features: `[N, h, w, D]`; init_boxes_xywh: `[N, 4]`; capacity: static M > N.
   """
@@ -50,7 +50,7 @@ def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: 
 def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, num_stored: jax.Array,
                           num_init: int, learning_rate, init_samples_minimum_weight: float = 0.25,
                           certainties: jax.Array | None = None):
-  """The exact weight rule of spec 5.7 (reference `update_sample_weights`), jittable and vmappable.
+  """The exact weight rule of design.md §5.7 (reference `update_sample_weights`), jittable and vmappable.
 
   Args:
     weights: `[M]` current weights.
@@ -60,7 +60,7 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
     learning_rate: scalar (may be traced, e.g. 0.01 or the hard-negative 0.02).
     init_samples_minimum_weight: static floor on the initial samples' total weight (0 or None: no floor,
       and then the initial samples may be replaced too).
-    certainties: optional `[M]` sample certainties (KeepTrack, keeptrack spec 4.6): a full memory then evicts
+    certainties: optional `[M]` sample certainties (KeepTrack, keeptrack.md §4.6): a full memory then evicts
       the argmin of certainty * weight instead of the argmin of the weight (first index on ties).
 
   Returns:
@@ -92,7 +92,7 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
 def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array, num_init: int,
                   learning_rate, init_samples_minimum_weight: float = 0.25,
                   certainties: jax.Array | None = None) -> SampleMemory:
-  """Stores one training sample (spec 5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot.
+  """Stores one training sample (design.md §5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot.
 
   `certainties` `[M]` (optional): evict by certainty * weight (see `update_sample_weights`); the new slot is
   `previous_replace_ind` of the result.

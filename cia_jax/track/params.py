@@ -1,7 +1,7 @@
-"""Tracker settings (spec 5.1): one frozen, hashable dataclass, the presets, string overrides.
+"""Tracker settings (design.md §5.1): one frozen, hashable dataclass, the presets, string overrides.
 
 `TrackerSettings` is a static argument of the jitted tracker functions, so every field is a hashable
-Python value (tuples, not lists). The presets are the reference tracker parameter files (Decision 6:
+Python value (tuples, not lists). The presets are the reference tracker parameter files (design.md §D6:
 CIA18 tracks with 352 px crops, scale 6, inside_major). Names follow the reference's parameter names,
 except `displacement_scale` (the reference spells it `dispalcement_scale`) and the augmentation dict,
 which is split into `aug_*` fields.
@@ -18,7 +18,7 @@ from cia_jax import config_lib
 
 @dataclasses.dataclass(frozen=True)
 class TrackerSettings:
-  """Every parameter of the DiMP / CIA online tracker (spec 5.1, plus the implicit defaults listed there).
+  """Every parameter of the DiMP / CIA online tracker (design.md §5.1, plus the implicit defaults listed there).
 
   Sizes are in pixels; `image_sample_size` S is the side of the square patch fed to the network (the
   classification feature map is S / 16 cells, the score map S / 16 + 1).
@@ -43,7 +43,7 @@ class TrackerSettings:
   hard_negative_learning_rate: float = 0.02
   train_sample_interval: int = 1
   low_score_opt_threshold: Optional[float] = None  # Not supported (None only), as in all four presets.
-  # Initial augmentation (spec 5.4).
+  # Initial augmentation (design.md §5.4).
   aug_fliplr: bool = True
   aug_rotate: tuple = (10.0, -10.0, 45.0, -45.0)  # degrees
   aug_blur: tuple = ((3.0, 1.0), (1.0, 3.0), (2.0, 2.0))  # (sigma_y, sigma_x)
@@ -52,7 +52,7 @@ class TrackerSettings:
   aug_dropout_prob: float = 0.2
   augmentation_expansion_factor: float = 2.0
   random_shift_factor: float = 1.0 / 3.0
-  # Localisation (spec 5.5).
+  # Localisation (design.md §5.5).
   window_output: bool = False  # Not supported (False only).
   advanced_localization: bool = True
   score_preprocess: str = "none"  # Not supported ('none' only).
@@ -67,7 +67,7 @@ class TrackerSettings:
   target_inside_ratio: float = 0.2
   update_scale_when_uncertain: bool = True
   output_not_found_box: bool = False
-  # IoU-Net refinement (spec 5.6).
+  # IoU-Net refinement (design.md §5.6).
   box_refinement_space: str = "default"  # 'default' | 'relative'
   iounet_k: int = 3
   num_init_random_boxes: int = 9
@@ -80,12 +80,12 @@ class TrackerSettings:
   iounet_augmentation: bool = False  # Not supported (False only).
   use_iounet_pos_for_learning: bool = True
   use_upper_classifier: bool = False  # Debug output only in the reference; no effect here.
-  # KeepTrack's target candidate matching (keeptrack spec 1, 4; `cia_jax.track.keeptrack`). Off in the DiMP /
+  # KeepTrack's target candidate matching (keeptrack.md §1, 4; `cia_jax.track.keeptrack`). Off in the DiMP /
   # CIA presets; on in keeptrack / keeptrack_fast / cia50_tcm, which also need the association network.
   use_tcm: bool = False
   local_max_candidate_score_th: float = 0.05  # candidate threshold and fallback threshold (fast: 0.1)
   candidate_capacity: int = 32  # cia_jax: static number of candidate slots (the reference has no cap)
-  use_certainty_for_weight_computation: bool = False  # certainty-weighted memory (spec 4.6); only with use_tcm
+  use_certainty_for_weight_computation: bool = False  # certainty-weighted memory (keeptrack.md §4.6); only with use_tcm
   certainty_for_weight_computation_ths: float = 0.5
   # cia_jax additions.
   deterministic: bool = False  # No random shifts, no dropout copies, only the unjittered IoU box.
@@ -163,7 +163,7 @@ _KEEPTRACK = dict(_SUPERDIMP, image_sample_size=480, search_area_scale=8.0, use_
 PRESETS: dict[str, TrackerSettings] = {
     "dimp18": TrackerSettings(**_DIMP18),
     "superdimp": TrackerSettings(**_SUPERDIMP),
-    # Decision 6: CIA18 tracks with 352 / scale 6 / inside_major, but refines boxes like DiMP18.
+    # design.md §D6: CIA18 tracks with 352 / scale 6 / inside_major, but refines boxes like DiMP18.
     "cia18": TrackerSettings(**{**_SUPERDIMP, "box_refinement_space": "default", "box_refinement_iter": 5,
                                 "box_refinement_step_length": 1.0, "use_upper_classifier": True,
                                 "crop_rule": "cia"}),
@@ -171,7 +171,7 @@ PRESETS: dict[str, TrackerSettings] = {
 }
 
 KEEPTRACK_PRESETS: dict[str, TrackerSettings] = {
-    # KeepTrack (keeptrack spec 4.7, `default.py` / `default_fast.py`): SuperDiMP network, 480 px / scale 8 (fast:
+    # KeepTrack (keeptrack.md §4.7, `default.py` / `default_fast.py`): SuperDiMP network, 480 px / scale 8 (fast:
     # 352 / 6, 3 refinement steps, candidate threshold 0.1). CIA50-tcm: the same parameters on the CIA50 network,
     # with the CIA fork's crop rounding.
     "keeptrack": TrackerSettings(**_KEEPTRACK),

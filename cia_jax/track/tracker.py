@@ -1,4 +1,4 @@
-"""The online DiMP / CIA tracker (spec 5) as two jitted pure functions over a fixed-shape state.
+"""The online DiMP / CIA tracker (design.md §5) as two jitted pure functions over a fixed-shape state.
 
     state = init(model, settings, first_image, box_xywh, key)
     state, out = step(model, settings, state, image, key)      # out: box_xywh, max_score, flag (, score_map)
@@ -11,10 +11,10 @@ fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences
 batched step always pays for every branch; a single-sequence jitted step runs only the chosen one. The
 un-jitted `init_impl` / `step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
 
-Randomness (spec 5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
+Randomness (design.md §5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
 `step`'s key the 9 jittered IoU-Net boxes; with `settings.deterministic` the keys are unused.
 
-Coordinates (spec 5.2, Decision 7): positions and sizes are (y, x) / (h, w) in full-image pixels, the
+Coordinates (design.md §5.2, design.md §D7): positions and sizes are (y, x) / (h, w) in full-image pixels, the
 centre of box (x, y, w, h) is (y + (h - 1) / 2, x + (w - 1) / 2). Boxes inside a patch are (x, y, w, h) in
 patch pixels of the S x S network input. The CIA feature path (angle modulation + category encoder) comes
 from `CIANet.classification_features`; IoU-Net always sees the plain layer2/layer3 maps.
@@ -105,7 +105,7 @@ def _apply(model: TrackingModel, method: str, *args, **kwargs):
 
 
 def normalize_image(patches: jax.Array) -> jax.Array:
-  """RGB 0..255 `[..., 3]` -> (x / 255 - mean) / std (spec 1.4)."""
+  """RGB 0..255 `[..., 3]` -> (x / 255 - mean) / std (design.md §1.4)."""
   mean = jnp.asarray(IMAGE_MEAN, default_float())
   std = jnp.asarray(IMAGE_STD, default_float())
   return (patches / 255.0 - mean) / std
@@ -139,7 +139,7 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------------
-# Initialisation (spec 5.4).
+# Initialisation (design.md §5.4).
 
 def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
   """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
@@ -190,10 +190,10 @@ def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, 
 
 
 # --------------------------------------------------------------------------------------------------
-# Localisation (spec 5.5 step 2).
+# Localisation (design.md §5.5 step 2).
 
 def localize(scores: jax.Array, settings: TrackerSettings, pos_yx, target_sz_yx, sample_pos_yx, sample_scale):
-  """Advanced localisation on raw scores `[G, G]` (spec 5.5 a-f).
+  """Advanced localisation on raw scores `[G, G]` (design.md §5.5 a-f).
 
   Returns (translation `[2]` (y, x) in full-image pixels from sample_pos, flag int32 (FLAG_*)).
   """
@@ -242,7 +242,7 @@ def localize(scores: jax.Array, settings: TrackerSettings, pos_yx, target_sz_yx,
 
 
 # --------------------------------------------------------------------------------------------------
-# IoU-Net refinement (spec 5.6).
+# IoU-Net refinement (design.md §5.6).
 
 def _rect_to_rel(b, sz_norm):
   c = b[..., :2] + 0.5 * b[..., 2:]
@@ -255,7 +255,7 @@ def _rel_to_rect(r, sz_norm):
 
 
 def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3t, c4t, boxes_xywh):
-  """Gradient ascent of the predicted IoU, each box independently (spec 5.6 step 3).
+  """Gradient ascent of the predicted IoU, each box independently (design.md §5.6 step 3).
 
   'default' space: b <- b + step * grad_b * (w, h, w, h); 'relative': r = (cx / w0, cy / h0, log w, log h)
   with (w0, h0) the first box's size, r <- r + step * grad_r; step *= decay after every iteration.
@@ -288,7 +288,7 @@ def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3
 
 def refine_target(model: TrackingModel, settings: TrackerSettings, state: TrackerState, layer2, layer3,
                   pos_yx, target_sz_yx, sample_pos_yx, sample_scale, key):
-  """IoU-Net refinement of (pos, target_sz) in the current patch (spec 5.6).
+  """IoU-Net refinement of (pos, target_sz) in the current patch (design.md §5.6).
 
   Returns dict with `ok` (bool: some box passed the aspect filter), `pos_yx`, `target_sz_yx`, `target_scale`.
   """
@@ -322,7 +322,7 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 
 
 # --------------------------------------------------------------------------------------------------
-# One frame (spec 5.5).
+# One frame (design.md §5.5).
 
 def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_counts):
   """Filter update with one of the static iteration counts `iter_counts`, chosen by a traced index."""
@@ -340,7 +340,7 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_
 
 
 def _update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
-  """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack spec 4.6).
+  """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack.md §4.6).
 
   Returns (filter, memory, tcm state).
   """
@@ -384,7 +384,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
     tcm, sel, translation, flag = keeptrack.localize_by_candidates(
         model.tcm_net, model.tcm_variables, settings, tcm, scores, layer3, coord, sample_scale, state.image_sz_yx,
         frame_num, translation, flag)
-    certainty = sel.presence_score  # the boosted map max: memory certainty and presence score (spec 4.6)
+    certainty = sel.presence_score  # the boosted map max: memory certainty and presence score (keeptrack.md §4.6)
     tcm, lost_scale = keeptrack.track_scales(tcm, state.target_scale, flag != FLAG_NOT_FOUND)
   found = flag != FLAG_NOT_FOUND
   inside_offset = (settings.target_inside_ratio - 0.5) * state.target_sz_yx
@@ -400,7 +400,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
   target_scale = jnp.where(ok & update_scale, ref["target_scale"], state.target_scale)
   pos_iounet = jnp.where(ok, ref["pos_yx"], state.pos_iounet)
   has_pos_iounet = state.has_pos_iounet | ok
-  # not_found: nothing changes (KeepTrack: the search area is rescaled, spec 4.5).
+  # not_found: nothing changes (KeepTrack: the search area is rescaled, keeptrack.md §4.5).
   pos = jnp.where(found, pos, state.pos_yx)
   target_sz = jnp.where(found, target_sz, state.target_sz_yx)
   target_scale = jnp.where(found, target_scale, lost_scale)
@@ -430,7 +430,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
-  """Initialises the tracker on the first frame (spec 5.4).
+  """Initialises the tracker on the first frame (design.md §5.4).
 
   Args:
     model: `TrackingModel` (static net, traced variables).
@@ -447,7 +447,7 @@ def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
-  """Tracks one frame (spec 5.5-5.7): patch, scores, localisation, IoU-Net refinement, memory/filter update.
+  """Tracks one frame (design.md §5.5-5.7): patch, scores, localisation, IoU-Net refinement, memory/filter update.
 
   Args:
     model, settings: as in `init`.
@@ -459,7 +459,7 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
     (new state, dict with `box_xywh` `[4]` (x, y, w, h) full-image pixels, `max_score` (max raw score),
     `flag` int32 (FLAG_NORMAL / _UNCERTAIN / _HARD_NEGATIVE / _NOT_FOUND, names in FLAG_NAMES),
     `score_map` `[f + 1, f + 1]` when `settings.return_score_map`, and with `settings.use_tcm`
-    `presence_score` (the boosted map max, keeptrack spec 1 step 5) and `matched` (bool: the association net's
+    `presence_score` (the boosted map max, keeptrack.md §1 step 5) and `matched` (bool: the association net's
     result was used on this frame)).
   """
   return step_impl(model, settings, state, image, key)

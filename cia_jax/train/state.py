@@ -1,7 +1,7 @@
 """Training state, the reference optimiser (per-module Adam learning rates, step decay) and the EMA.
 
 `TrainState` holds everything a step changes: params, BatchNorm statistics, the momentum (EMA) copy
-of the backbone and contrastive projector with its own BN statistics (the key encoder, spec 4.1-4.2),
+of the backbone and contrastive projector with its own BN statistics (the key encoder, design.md §4.1-4.2),
 the optax state and the base rng -- arrays only, so the state is a plain pytree (checkpointed, replicated,
 donated). The optax transformation itself is not state: `make_optimizer` builds it from the config and the
 training step closes over it. The key encoder is the *same* Flax network applied to `momentum_params` --
@@ -22,7 +22,7 @@ import optax
 MOMENTUM_MODULES = ("backbone", "proj")
 
 # The optimiser group of parameters that get no update (frozen backbone layers). The other groups of the
-# reference optimiser (spec 4.9; learning rates in `configs/*.py`): feature_extractor (backbone, contrastive
+# reference optimiser (design.md §4.9; learning rates in `configs/*.py`): feature_extractor (backbone, contrastive
 # projector, modulator), upper_classifier (category classifier and encoder), filter_initializer,
 # filter_optimizer, clf_feature_extractor, bb_regressor.
 FROZEN = "frozen"
@@ -37,7 +37,7 @@ class TrainState:
     params: the trainable parameter tree of `CIANet`.
     batch_stats: BatchNorm running statistics of the query network.
     momentum_params: EMA copy `{'backbone': ..., 'proj': ...}` of the key encoder ({} without CL/momentum).
-    momentum_batch_stats: the key encoder's own BN running statistics (not EMA'd, spec 4.2).
+    momentum_batch_stats: the key encoder's own BN running statistics (not EMA'd, design.md §4.2).
     opt_state: optax state.
     rng: base PRNG key; step t uses `fold_in(rng, t)`.
   """
@@ -114,13 +114,13 @@ def momentum_subtree(params: Any) -> dict:
 
 
 def ema_update(momentum_params: Any, params: Any, decay: float) -> Any:
-  """theta_k <- decay * theta_k + (1 - decay) * theta_q over the momentum subtree (spec 4.2)."""
+  """theta_k <- decay * theta_k + (1 - decay) * theta_q over the momentum subtree (design.md §4.2)."""
   return jax.tree.map(lambda k, q: decay * k + (1.0 - decay) * q, momentum_params, momentum_subtree(params))
 
 
 def create_train_state(variables: Mapping[str, Any], tx: optax.GradientTransformation, rng: jax.Array,
                        use_momentum_encoder: bool) -> TrainState:
-  """Builds the initial state from `net.init` variables; the key encoder starts as a copy (spec 4.1).
+  """Builds the initial state from `net.init` variables; the key encoder starts as a copy (design.md §4.1).
 
   `tx` only initialises the optimiser state; the training step closes over the same `tx`.
   """

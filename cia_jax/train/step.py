@@ -8,7 +8,7 @@ mesh=...)`), each device holds B/n sequences and
 * BatchNorm statistics are per device (as on real hardware); running statistics are averaged over the
   axis afterwards so every replica stays identical;
 * InfoNCE-V all-gathers keys and sequence ids, so positives and negatives are those of the GLOBAL
-  batch (Decisions 3);
+  batch (design.md §D3);
 * every other term is the mean over the global batch (equal shards: the mean of per-device means;
   the category loss: global masked sum / global count);
 * the loss is therefore one global scalar, and its gradient w.r.t. the replicated params is the exact

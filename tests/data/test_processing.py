@@ -1,4 +1,4 @@
-"""Tests of the DiMP processing ops against float64 NumPy references written from spec 4.9, 2.5 and 3.4."""
+"""Tests of the DiMP processing ops against float64 NumPy references written from design.md §4.9, 2.5 and 3.4."""
 
 import dataclasses
 import math
@@ -251,7 +251,7 @@ def test_kl_proposal_densities():
   rng = np.random.default_rng(0)
   props, q, p = P.kl_proposals(box, rng, num_proposals=4096)
   assert props.shape == (4096, 4) and q.shape == p.shape == (4096,)
-  # Recompute both densities from the proposals alone (relative coordinates of spec 3.4).
+  # Recompute both densities from the proposals alone (relative coordinates of design.md §3.4).
   w0, h0 = box[2:]
   rel = np.stack([(props[:, 0] + props[:, 2] / 2) / w0, (props[:, 1] + props[:, 3] / 2) / h0,
                   np.log(props[:, 2]), np.log(props[:, 3])], 1)
@@ -322,7 +322,7 @@ def _denorm(x):
 def test_process_sample_boxes_follow_flips(joint_flip, flip):
   """Whatever flips happen, the output box sits on the (red) target in the output crop.
 
-  A flip maps x -> W - 1 - x - w (the reference's rule, spec 4.9), one pixel left of the exact mirror of the
+  A flip maps x -> W - 1 - x - w (the reference's rule, design.md §4.9), one pixel left of the exact mirror of the
   pixels x..x+w-1, so flipped boxes may be off by about one crop pixel: the inner margin is 2 px with flips.
   A wrong flip would put the box ~60 px away, on background.
   """

@@ -1,4 +1,4 @@
-"""Tests of the DiMP sampler's rules (spec 4.9): usable sequences, windows, retry rule, weights, purity."""
+"""Tests of the DiMP sampler's rules (design.md §4.9): usable sequences, windows, retry rule, weights, purity."""
 
 import collections
 
@@ -35,7 +35,7 @@ def test_same_seed_same_samples_and_seeds_differ():
 
 
 def test_dense_video_windows():
-  """With every frame visible no window is ever empty (g = 0): the plain windows of spec 4.9 hold."""
+  """With every frame visible no window is ever empty (g = 0): the plain windows of design.md §4.9 hold."""
   n, max_gap = 60, 7
   s = DiMPSampler([[_dense("a", n)]], max_gap=max_gap)
   dup = 0

@@ -1,7 +1,7 @@
 """Key mapping torch state dict <-> our variables (cia_jax.interop.mapping).
 
 * The generated key table of every full-size arch equals the reference's key names and torch shapes as
-  listed in spec 6.1-6.3 (written out independently below from the spec's tables).
+  listed in design.md §6.1-6.3 (written out independently below from its tables).
 * Synthetic reference state dicts of tiny networks (built with those names, plus the keys the reference has
   and we drop) convert to exactly our init tree and `CIANet.apply` runs on them.
 * One ValueError lists missing, unknown and mis-shaped keys together.
@@ -21,7 +21,7 @@ TINY = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Reference key names and torch shapes, from the spec tables (independent of the mapping's generator).
+# Reference key names and torch shapes, from the design.md §6 tables (independent of the mapping's generator).
 
 
 def _bn(p: str, c: int) -> dict:
@@ -312,7 +312,7 @@ def test_real_reference_layout_converts_completely(arch):
   entries, attention = mapping.key_table(arch)
   ours = _table_shapes(arch)
   dropped = {k for k in layout if k not in ours}
-  # What we drop is exactly the unused part of spec 6.2 / 6.3 (plus the key encoder, mapped separately).
+  # What we drop is exactly the unused part of design.md §6.2 / 6.3 (plus the key encoder, mapped separately).
   allowed = ("num_batches_tracked", ".fc.", "feature_extractor.queue", "feature_extractor.encoder_k.")
   if arch in ("dimp18", "superdimp"):
     allowed += ("feature_extractor.layer4.",)

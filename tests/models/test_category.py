@@ -1,4 +1,4 @@
-"""Category-aware module: classifier, dictionary, category encoder (spec 4.5, 4.6, 6.3)."""
+"""Category-aware module: classifier, dictionary, category encoder (design.md §4.5, 4.6, 6.3)."""
 
 import flax.linen as nn
 import jax
@@ -52,7 +52,7 @@ def test_classifier_matches_numpy_and_pools_box_centre():
 
 
 class _CategoryPath(nn.Module):
-  """Classifier + encoder wired as in spec 4.7 (dictionary from the classifier's live weights)."""
+  """Classifier + encoder wired as in design.md §4.7 (dictionary from the classifier's live weights)."""
 
   num_known_categories: int = A
   ffn_dim: int = FFN
@@ -191,7 +191,7 @@ def _random_torch_params(rng, c3, c4, ffn, num_layers=3):
 
 
 def _flax_from_torch(tp, heads):
-  """The spec 6.3 mapping, built with the module's own `attention_params_from_torch`."""
+  """The design.md §6.3 mapping, built with the module's own `attention_params_from_torch`."""
   out = {"proj_post": {"kernel": tp["proj_post_weight"].T, "bias": tp["proj_post_bias"]}}
   for i, p in enumerate(tp["layers"]):
     out[f"layers_{i}"] = {
@@ -278,7 +278,7 @@ def test_full_size_shapes(c3, c4, size):
           model_default.dropout_rate) == (3, 4, 2048, 0.1)
   variables = jax.eval_shape(model.init, jax.random.key(0), x, layer4, box)
   p = variables["params"]
-  # Flax shapes of the spec 6.3 tensors (torch (out, in) -> kernel (in, out)).
+  # Flax shapes of the design.md §6.3 tensors (torch (out, in) -> kernel (in, out)).
   assert p["classifier"]["proj_fc"]["kernel"].shape == (c4, 2 * c4)
   assert p["classifier"]["clf_fc"]["kernel"].shape == (2 * c4, A)
   assert p["encoder"]["proj_post"]["kernel"].shape == (c4, c3)

@@ -1,4 +1,4 @@
-"""LinearFilter (spec 2): stage methods, separate BN batches for train/test frames, full-size shapes."""
+"""LinearFilter (design.md §2): stage methods, separate BN batches for train/test frames, full-size shapes."""
 
 import jax
 import jax.numpy as jnp

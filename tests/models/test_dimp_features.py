@@ -1,4 +1,4 @@
-"""Classification feature extractor (spec 2.1): InstanceL2Norm, structure, parameter names, shapes."""
+"""Classification feature extractor (design.md §2.1): InstanceL2Norm, structure, parameter names, shapes."""
 
 import math
 

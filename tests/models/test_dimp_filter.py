@@ -1,4 +1,4 @@
-"""Per-sequence filter application (spec 2.2) against a float64 NumPy correlation."""
+"""Per-sequence filter application (design.md §2.2) against a float64 NumPy correlation."""
 
 import jax
 import jax.numpy as jnp

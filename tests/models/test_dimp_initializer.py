@@ -1,4 +1,4 @@
-"""FilterInitializerLinear (spec 2.3) against float64 NumPy: conv3x3 + bias, PrRoI pooling, image mean."""
+"""FilterInitializerLinear (design.md §2.3) against float64 NumPy: conv3x3 + bias, PrRoI pooling, image mean."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""DiMPSteepestDescentGN (spec 2.4) against a float64 NumPy implementation written from the equations."""
+"""DiMPSteepestDescentGN (design.md §2.4) against a float64 NumPy implementation written from the equations."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Instance-aware module: contrastive projector, target embedding, angle modulation (spec 4.1, 4.3, 4.4)."""
+"""Instance-aware module: contrastive projector, target embedding, angle modulation (design.md §4.1, 4.3, 4.4)."""
 
 import flax.linen as nn
 import jax
@@ -143,7 +143,7 @@ def test_modulator_init():
 
 
 class _InstancePath(nn.Module):
-  """The wiring of spec 4.3/4.4: one shared projector, dense path through the modulator."""
+  """The wiring of design.md §4.3/4.4: one shared projector, dense path through the modulator."""
 
   @nn.compact
   def __call__(self, layer3, box_xywh):

@@ -1,4 +1,4 @@
-"""Tests of the IoU-Net head (`cia_jax.models.iou_net`, spec 3.1-3.2, 6.2).
+"""Tests of the IoU-Net head (`cia_jax.models.iou_net`, design.md §3.1-3.2, 6.2).
 
 Numerics are checked against an independent float64 NumPy forward written from the spec's equations: convs as
 sums of shifted matmuls, PyTorch BatchNorm (biased variance to normalise, unbiased for the running
@@ -72,7 +72,7 @@ def _np_prroi(feat, box_xyxy, bins, scale):
   """feat [H, W, C]; box (x1, y1, x2, y2) in pixels -> [bins, bins, C] bin means of the interpolant."""
   x1, y1, x2, y2 = np.asarray(box_xyxy, np.float64) * scale
   w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
-  if w * h == 0:  # empty bins output 0 (spec 3.3)
+  if w * h == 0:  # empty bins output 0 (design.md §3.3)
     return np.zeros((bins, bins, feat.shape[-1]))
   wy = _np_bin_weights(y1, h, bins, feat.shape[0])
   wx = _np_bin_weights(x1, w, bins, feat.shape[1])
@@ -86,7 +86,7 @@ def _np_linear_block(x_nhwc, params, stats, name, train, new_stats):
 
 
 def _np_forward(variables, tr2, tr3, te2, te3, tr_box, props, train):
-  """AtomIoUNet training forward (spec 3.2) in float64. Returns ([Nte, B, P], updated running stats)."""
+  """AtomIoUNet training forward (design.md §3.2) in float64. Returns ([Nte, B, P], updated running stats)."""
   params = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
   stats = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["batch_stats"])
   new = {}
@@ -207,7 +207,7 @@ def _torch_shapes(cl2, cl3):
 
 @pytest.mark.parametrize("input_dim", [(128, 256), (512, 1024)], ids=["r18", "r50"])
 def test_full_size_shapes_and_reference_layout(input_dim):
-  """288-px crops (layer2 36x36, layer3 18x18) via eval_shape: parameter tree == spec 6.2, stage outputs."""
+  """288-px crops (layer2 36x36, layer3 18x18) via eval_shape: parameter tree == design.md §6.2, stage outputs."""
   model = AtomIoUNet(input_dim=input_dim)
   ntr, b, nte, p = 3, 4, 3, 8
   sd = jax.ShapeDtypeStruct

@@ -147,7 +147,7 @@ def images(shape=(2, 32, 32, 3), seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
-# ----------------------------------------------------------------------------- shapes (spec 1.1)
+# ----------------------------------------------------------------------------- shapes (design.md §1.1)
 CHANNELS = {"resnet18": (64, 64, 128, 256, 512), "resnet50": (64, 256, 512, 1024, 2048)}
 SIZES = {288: (144, 72, 36, 18, 9), 352: (176, 88, 44, 22, 11)}
 
@@ -191,7 +191,7 @@ def test_param_names_follow_torch_keys():
 
 
 def test_init_distribution():
-  """Random init (spec 1.1): conv N(0, sqrt(2 / (k k out))), BN scale 1 / bias 0, running mean 0 / var 1."""
+  """Random init (design.md §1.1): conv N(0, sqrt(2 / (k k out))), BN scale 1 / bias 0, running mean 0 / var 1."""
   block = BasicBlock(32, stride=2, use_downsample=True)
   variables = block.init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)), use_running_average=True)
   p, s = variables["params"], variables["batch_stats"]

@@ -1,4 +1,4 @@
-"""KeepTrack's association network (keeptrack spec 2.2, 3, 6): padding invariance, heads, names, shapes, init."""
+"""KeepTrack's association network (keeptrack.md §2.2, 3, 6): padding invariance, heads, names, shapes, init."""
 
 import functools
 import math
@@ -192,7 +192,7 @@ def test_full_size_shapes_and_reference_names_via_eval_shape():
           for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
   assert ours == expected_reference_shapes()
   matcher = sum(math.prod(s) for k, s in ours.items() if k.startswith("matcher.") and "running" not in k)
-  assert matcher == 2_808_833  # spec 5.5: about 2.81 M
+  assert matcher == 2_808_833  # keeptrack.md §5.5: about 2.81 M
   assert math.prod(ours["descriptor_extractor.conv.weight"]) + 256 == 4_194_560  # about 4.19 M
 
 
@@ -224,7 +224,7 @@ def test_keypoint_normalisation_conventions():
   kpts = np.array([[[100.0, 300.0], [0.0, 0.0]]])
   hw = np.array([[360.0, 640.0]])
   scale = 0.7 * 640
-  tracker = normalize_keypoints(kpts, hw, "tracker")  # the released tracker: y - W/2, x - H/2 (spec 7.1)
+  tracker = normalize_keypoints(kpts, hw, "tracker")  # the released tracker: y - W/2, x - H/2 (keeptrack.md §7.1)
   np.testing.assert_allclose(tracker[0], (kpts[0] - [320.0, 180.0]) / scale, rtol=1e-6)
   training = normalize_keypoints(kpts, hw, "training")  # y - H/2, x - W/2
   np.testing.assert_allclose(training[0], (kpts[0] - [180.0, 320.0]) / scale, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Candidate extraction (keeptrack spec 2.1-2.3) against a loop-level NumPy local-maximum search."""
+"""Candidate extraction (keeptrack.md §2.1-2.3) against a loop-level NumPy local-maximum search."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""`sample_patch` against a float64 NumPy transcription of spec 5.3 (literal crop, pad, resize)."""
+"""`sample_patch` against a float64 NumPy transcription of design.md §5.3 (literal crop, pad, resize)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ def test_data_pipeline_and_tracker_share_the_definitions():
   assert processing.gaussian_label is image.gaussian_label
   assert processing.IMAGENET_MEAN is image.IMAGENET_MEAN and processing.IMAGENET_STD is image.IMAGENET_STD
   assert tracker.IMAGE_MEAN is image.IMAGENET_MEAN and tracker.IMAGE_STD is image.IMAGENET_STD
-  np.testing.assert_array_equal(image.IMAGENET_MEAN, [0.485, 0.456, 0.406])  # spec 1.4
+  np.testing.assert_array_equal(image.IMAGENET_MEAN, [0.485, 0.456, 0.406])  # design.md §1.4
   np.testing.assert_array_equal(image.IMAGENET_STD, [0.229, 0.224, 0.225])
 
 

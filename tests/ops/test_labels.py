@@ -1,4 +1,4 @@
-"""Distance-bin map (spec 2.4) and Gaussian label (spec 2.5) against float64 NumPy written from the spec."""
+"""Distance-bin map (design.md §2.4) and Gaussian label (design.md §2.5) against float64 NumPy written from the spec."""
 
 import jax
 import jax.numpy as jnp

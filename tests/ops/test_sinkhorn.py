@@ -1,4 +1,4 @@
-"""Dustbin Sinkhorn and match readout (keeptrack spec 3.6, 3.7) against a float64 NumPy transcription."""
+"""Dustbin Sinkhorn and match readout (keeptrack.md §3.6, 3.7) against a float64 NumPy transcription."""
 
 import functools
 

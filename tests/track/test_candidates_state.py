@@ -1,4 +1,4 @@
-"""KeepTrack's candidate state machine (keeptrack spec 1 step 4-5, 4.1-4.3) against a plain-Python transcription.
+"""KeepTrack's candidate state machine (keeptrack.md §1 step 4-5, 4.1-4.3) against a plain-Python transcription.
 
 `RefTracker` / `RefCollection` below follow the spec's wording with dicts, lists and loops in float64; every
 constructed sequence runs through both, frame by frame, and the selected ids, flags and the whole state must
@@ -27,7 +27,7 @@ FLAGS = {"normal": FLAG_NORMAL, "not_found": FLAG_NOT_FOUND}
 
 
 # --------------------------------------------------------------------------------------------------
-# Plain-Python transcription of spec 4.1-4.2 and the frame logic of spec 1 step 4-5.
+# Plain-Python transcription of keeptrack.md §4.1-4.2 and the frame logic of keeptrack.md §1 step 4-5.
 
 class RefCandidate:
   def __init__(self, object_id, index, score, cell):

@@ -219,7 +219,7 @@ def test_long_run_keeps_state_shapes_and_compiles_once(model):
 
 
 # ------------------------------------------------------------------------------------------------
-# Localisation (spec 5.5 a-f) against a NumPy transcription.
+# Localisation (design.md §5.5 a-f) against a NumPy transcription.
 
 def reference_localize(scores, s, pos, target_sz, sample_pos, sample_scale, st):
   g = np.array(scores.shape, np.float64)
@@ -313,7 +313,7 @@ def test_tracker_adapter(model):
 
 
 # ------------------------------------------------------------------------------------------------
-# IoU-Net refinement (spec 5.6).
+# IoU-Net refinement (design.md §5.6).
 
 _IOU_CACHE: dict = {}
 

@@ -1,4 +1,4 @@
-"""Initial-frame transforms (spec 5.4) against NumPy / SciPy / OpenCV references."""
+"""Initial-frame transforms (design.md §5.4) against NumPy / SciPy / OpenCV references."""
 
 from __future__ import annotations
 

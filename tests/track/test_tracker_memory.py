@@ -1,4 +1,4 @@
-"""Sample-memory weight rule (spec 5.7) against a plain float64 NumPy transcription."""
+"""Sample-memory weight rule (design.md §5.7) against a plain float64 NumPy transcription."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tracker settings: presets (spec 5.1 table), overrides, validation errors."""
+"""Tracker settings: presets (design.md §5.1 table), overrides, validation errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_presets_follow_the_spec_table():
   d = p["dimp18"]
   assert (d.image_sample_size, d.search_area_scale, d.border_mode) == (288, 5.0, "replicate")
   assert p["dimp18"].patch_max_scale_change is None
-  for name in ("superdimp", "cia18", "cia50"):  # Decision 6: CIA18 tracks at 352 / 6 / inside_major.
+  for name in ("superdimp", "cia18", "cia50"):  # design.md §D6: CIA18 tracks at 352 / 6 / inside_major.
     s = p[name]
     assert (s.image_sample_size, s.search_area_scale, s.border_mode, s.patch_max_scale_change) == (
         352, 6.0, "inside_major", 1.5)

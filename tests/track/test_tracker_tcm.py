@@ -1,4 +1,4 @@
-"""KeepTrack / CIA50-tcm in the jitted tracker step (keeptrack spec 1, 4.3-4.6): jit and vmap, the crossing-distractor
+"""KeepTrack / CIA50-tcm in the jitted tracker step (keeptrack.md §1, 4.3-4.6): jit and vmap, the crossing-distractor
 scenario, the DiMP path without tcm, search-area rescaling, certainty-weighted memory, presets and the CLI.
 
 Tiny networks (width-8 ResNet-18 CIA net, 8-d association net), 64-288 px images.
@@ -264,7 +264,7 @@ def test_tcm_keeps_the_target_where_the_base_tracker_switches_to_the_distractor(
 
 
 # ------------------------------------------------------------------------------------------------
-# Search-area rescaling (spec 4.5) and certainty-weighted memory (spec 4.6).
+# Search-area rescaling (keeptrack.md §4.5) and certainty-weighted memory (keeptrack.md §4.6).
 
 def reference_rescaled_scale(history: list[float], counter: int, current: float) -> float:
   """Spec 4.5 over a plain list of found-frame scales (oldest first)."""

@@ -41,19 +41,19 @@ def test_configs_load_lock_and_build(name):
 
 
 def test_paper_settings():
-  """Spec 4.9 and Decisions 1, 3, 4, 5."""
+  """Spec 4.9 and design.md §D1, D3, D4, D5."""
   c18, c50, d18, sd = (_load(n) for n in ("cia18", "cia50", "dimp18", "superdimp"))
   assert dict(c18.optim.learning_rates) == {"feature_extractor": 2e-4, "upper_classifier": 2e-4,
                                             "filter_initializer": 5e-5, "filter_optimizer": 5e-4,
                                             "clf_feature_extractor": 5e-5, "bb_regressor": 1e-3}
   assert c50.optim.learning_rates.feature_extractor == 2e-5 and sd.optim.learning_rates.feature_extractor == 2e-5
-  for c in (c18, c50):  # Decisions 5: both CIAs with the paper's schedule
+  for c in (c18, c50):  # design.md §D5: both CIAs with the paper's schedule
     assert (c.optim.epochs, c.optim.steps_per_epoch, c.optim.decay_every_epochs, c.optim.decay_factor,
             c.data.batch_size) == (50, 2000, 15, 0.2, 64)
   assert (d18.data.batch_size, d18.optim.steps_per_epoch, sd.data.batch_size) == (26, 1000, 20)
-  assert all(c18.model[s] for s in SWITCHES) and not any(d18.model[s] for s in SWITCHES)  # Decisions 1
-  assert c18.loss.momentum and c18.loss.ema_decay == 0.999 and c18.loss.temperature == 0.07  # Decisions 4
-  assert c18.loss.infonce_form == "reference"  # Decisions 3
+  assert all(c18.model[s] for s in SWITCHES) and not any(d18.model[s] for s in SWITCHES)  # design.md §D1
+  assert c18.loss.momentum and c18.loss.ema_decay == 0.999 and c18.loss.temperature == 0.07  # design.md §D4
+  assert c18.loss.infonce_form == "reference"  # design.md §D3
   assert dict(c18.loss.weights) == {"clf": 1.0, "iou": 1.0, "category": 0.1, "contrastive": 1.0}
   assert c50.loss.iou_loss == "kl" and c50.loss.weights.iou == 0.01 and c18.loss.iou_loss == "mse"
   assert tuple(c50.model.frozen_layers) == ("conv1", "layer1", "layer2") and c18.model.frozen_layers == ()

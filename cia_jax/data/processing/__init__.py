@@ -1,4 +1,4 @@
-"""DiMP training-sample processing as small named NumPy/OpenCV ops (spec 4.9, 2.5, 3.4).
+"""DiMP training-sample processing as small named NumPy/OpenCV ops (design.md §4.9, 2.5, 3.4).
 
 Every op is a pure function of its inputs and an explicit `np.random.Generator`; `process_sample` composes
 them in the reference's order:
@@ -10,8 +10,8 @@ them in the reference's order:
    (replicate padding, cv2 bilinear) and `box_to_crop` for the ground truth;
 3. per crop, rolled independently: grayscale (the joint decision), brightness factor U(0.8, 1.2), horizontal
    flip (CIA50/SuperDiMP, p = 0.5), `normalize`;
-4. test frames: `gaussian_label` (spec 2.5) and IoU-Net proposals, `mse_proposals` (8, target 2 IoU - 1) or
-   `kl_proposals` (128, proposal and ground-truth densities) (spec 3.4).
+4. test frames: `gaussian_label` (design.md §2.5) and IoU-Net proposals, `mse_proposals` (8, target 2 IoU - 1) or
+   `kl_proposals` (128, proposal and ground-truth densities) (design.md §3.4).
 
 Modules: `config` (ProcessingConfig, PROCESSING_PRESETS), `crop` (1-2), `photometric` (3), `targets` (4, the
 proposals; the label is `cia_jax.ops.image.gaussian_label`, shared with the tracker), `compose`
@@ -19,7 +19,7 @@ proposals; the label is `cia_jax.ops.image.gaussian_label`, shared with the trac
 
 Conventions: images are `[H, W, 3]` uint8 RGB; boxes are `[x, y, w, h]` in 0-based pixels with continuous
 corners (x2 = x + w, centre x + w / 2) for crops, labels and IoUs (`cia_jax.ops.boxes`). A horizontal flip of
-an image of width W maps u -> W - 1 - u, so a box's x becomes W - 1 - x - w (spec 4.9).
+an image of width W maps u -> W - 1 - u, so a box's x becomes W - 1 - x - w (design.md §4.9).
 
 Grayscale is applied to the crop rather than to the full frame (the reference's order): the conversion is per
 pixel, so the two differ only by uint8 rounding inside the bilinear resize, and the crop is ~10x cheaper.

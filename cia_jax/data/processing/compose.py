@@ -1,4 +1,4 @@
-"""`process_sample`: the composed per-sample processing of the reference's DiMP training (spec 4.9).
+"""`process_sample`: the composed per-sample processing of the reference's DiMP training (design.md §4.9).
 
 Order of the random draws (all from the one `np.random.Generator`, so a sample is a pure function of its seed):
 the joint rolls (grayscale, then the full-frame flip), then per train frame and per test frame in turn: the box

@@ -1,4 +1,4 @@
-"""Every setting of the DiMP training-sample processing (spec 4.9 table) and the per-network presets."""
+"""Every setting of the DiMP training-sample processing (design.md §4.9 table) and the per-network presets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ PROPOSAL_MODES = ("mse", "kl")
 
 @dataclasses.dataclass(frozen=True)
 class ProcessingConfig:
-  """Every processing setting of the spec 4.9 table (defaults = CIA18 / DiMP18).
+  """Every processing setting of the design.md §4.9 table (defaults = CIA18 / DiMP18).
 
   Attributes:
     search_area_factor: crop side / sqrt(w h) of the jittered box (5.0; 6.0 for CIA50).

@@ -1,4 +1,4 @@
-"""Geometry of a training crop: box jitter, the crop rectangle, the crop itself and box mapping (spec 4.9).
+"""Geometry of a training crop: box jitter, the crop rectangle, the crop itself and box mapping (design.md §4.9).
 
 Boxes are `[x, y, w, h]` in 0-based pixels with continuous corners (x2 = x + w, centre x + w / 2), as in
 `cia_jax.ops.boxes`.
@@ -25,7 +25,7 @@ def validated_box(box_xywh: Any, name: str = "box_xywh") -> np.ndarray:
 
 def jitter_box(box_xywh: Any, center_jitter: float, scale_jitter: float,
                rng: np.random.Generator) -> np.ndarray:
-  """Randomly moved and resized box around which the crop is taken (spec 4.9).
+  """Randomly moved and resized box around which the crop is taken (design.md §4.9).
 
   size = wh * exp(N(0, 1) * scale_jitter) per axis; centre = (x + w/2, y + h/2) + sqrt(prod(size)) *
   center_jitter * (U(0, 1) - 0.5) per axis.
@@ -47,7 +47,7 @@ def jitter_box(box_xywh: Any, center_jitter: float, scale_jitter: float,
 
 def crop_box_xywh(box_xywh: Any, image_hw: SequenceT[int], search_area_factor: float,
                   crop_type: str = "replicate", max_scale_change: float | None = None) -> np.ndarray:
-  """Integer crop rectangle of `sample_target_adaptive` around a (jittered) box (spec 4.9).
+  """Integer crop rectangle of `sample_target_adaptive` around a (jittered) box (design.md §4.9).
 
   Side = ceil(sqrt(w h) * search_area_factor); for 'inside' / 'inside_major' the side is divided by
   clamp(max / min over axes of side / image_size, 1, max_scale_change) and floored. The crop is centred on the

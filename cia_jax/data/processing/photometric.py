@@ -1,6 +1,6 @@
 """Per-crop photometric and flip ops: grayscale, horizontal flip of images and boxes, brightness + normalisation.
 
-A horizontal flip of an image of width W maps u -> W - 1 - u, so a box's x becomes W - 1 - x - w (spec 4.9).
+A horizontal flip of an image of width W maps u -> W - 1 - u, so a box's x becomes W - 1 - x - w (design.md §4.9).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def hflip_image(image: np.ndarray) -> np.ndarray:
 
 
 def hflip_box_xywh(box_xywh: Any, width: int) -> np.ndarray:
-  """Box `[..., 4]` of an image of `width` pixels after `hflip_image`: x -> width - 1 - x - w (spec 4.9)."""
+  """Box `[..., 4]` of an image of `width` pixels after `hflip_image`: x -> width - 1 - x - w (design.md §4.9)."""
   box = np.array(box_xywh, np.float64)
   box[..., 0] = width - 1 - box[..., 0] - box[..., 2]
   return box

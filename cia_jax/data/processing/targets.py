@@ -1,4 +1,4 @@
-"""IoU-Net training targets of a test frame: proposals around the ground truth (spec 3.4).
+"""IoU-Net training targets of a test frame: proposals around the ground truth (design.md §3.4).
 
 `mse_proposals` (DiMP18 / CIA18: IoU targets) and `kl_proposals` (SuperDiMP / CIA50: densities). The
 classifier's Gaussian label is `cia_jax.ops.image.gaussian_label`, shared with the tracker side.
@@ -18,7 +18,7 @@ from cia_jax.ops.boxes import iou_xywh
 def mse_proposals(box_xywh: Any, rng: np.random.Generator, num_proposals: int = 8, min_iou: float = 0.1,
                   sigma_factors: SequenceT[float] = (0.01, 0.05, 0.1, 0.2, 0.3),
                   max_tries: int = 100) -> tuple[np.ndarray, np.ndarray]:
-  """DiMP IoU-Net proposals around a ground-truth box and their IoUs (spec 3.4, MSE variant).
+  """DiMP IoU-Net proposals around a ground-truth box and their IoUs (design.md §3.4, MSE variant).
 
   Per proposal: sigma ~ uniform choice of `sigma_factors`, std = sqrt(w h) * sigma for each of (cx, cy, w, h);
   draw around the box; a drawn w (h) <= 1 becomes w * U(0.15, 0.5); round the (x, y, w, h) box to integers; a
@@ -66,7 +66,7 @@ def _gauss_density(x: np.ndarray, std: np.ndarray) -> np.ndarray:
 def kl_proposals(box_xywh: Any, rng: np.random.Generator, num_proposals: int = 128,
                  proposal_sigma: SequenceT[SequenceT[float]] = ((0.05, 0.05), (0.5, 0.5)),
                  gt_sigma: SequenceT[float] = (0.05, 0.05)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """SuperDiMP proposals from a Gaussian mixture with their densities (spec 3.4, KL variant).
+  """SuperDiMP proposals from a Gaussian mixture with their densities (design.md §3.4, KL variant).
 
   Relative coordinates r = (cx / w0, cy / h0, log w, log h) (w0, h0 = ground-truth size, cx = x + w/2).
   Each proposal picks one of the K equal-weight components (stds (c, c, s, s) per component) and draws

@@ -1,4 +1,4 @@
-"""cia_jax.models.dimp: the DiMP target classifier (spec 2), shared by DiMP18/SuperDiMP and CIA18/CIA50.
+"""cia_jax.models.dimp: the DiMP target classifier (design.md §2), shared by DiMP18/SuperDiMP and CIA18/CIA50.
 
 features.py (classification feature block), filter.py (per-sequence correlation), initializer.py (box-pooled
 initial filter), optimizer.py (steepest-descent filter optimizer), classifier.py (`LinearFilter`, the

@@ -1,4 +1,4 @@
-"""The DiMP target classifier (`classifier`, pytracking's `LinearFilter`, spec 2), shared by DiMP and CIA.
+"""The DiMP target classifier (`classifier`, pytracking's `LinearFilter`, design.md §2), shared by DiMP and CIA.
 
 backbone layer3 -> `feature_extractor` (ClassificationFeatures) -> `filter_initializer` (box-pooled filter) ->
 `filter_optimizer` (num_iter steepest-descent steps) -> scores = per-sequence correlation (`classify`).
@@ -30,7 +30,7 @@ class LinearFilter(nn.Module):
     feat_stride: pixels per feature cell (16).
     num_iter: default optimizer iterations (5 in training).
     init_step_length, init_filter_reg, init_gauss_sigma, num_dist_bins, bin_displacement, mask_init_factor,
-    min_filter_reg, alpha_eps: `DiMPSteepestDescentGN` settings (spec 2.4).
+    min_filter_reg, alpha_eps: `DiMPSteepestDescentGN` settings (design.md §2.4).
   """
 
   arch: str = "r18"

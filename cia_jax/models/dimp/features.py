@@ -1,4 +1,4 @@
-"""Classification feature extractor of the DiMP classifier (`classifier.feature_extractor`, spec 2.1).
+"""Classification feature extractor of the DiMP classifier (`classifier.feature_extractor`, design.md §2.1).
 
 R18 (DiMP18 / CIA18): BasicBlock(C) '0' -> conv3x3 C->D, no bias '1' -> InstanceL2Norm(sqrt(1/(D*4*4))),
   scale 1/64 for D = 256.

@@ -1,4 +1,4 @@
-"""Per-sequence filter application of the DiMP classifier (spec 2.2).
+"""Per-sequence filter application of the DiMP classifier (design.md §2.2).
 
 Every sequence b correlates its own filter `filt[b]` with the features of all its images. The scores are a
 plain cross-correlation (no flip, no bias) with zero padding `fh // 2`, so a 4x4 filter on `H x W` features

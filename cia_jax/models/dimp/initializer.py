@@ -1,4 +1,4 @@
-"""Initial classifier filter from the target box (`FilterInitializerLinear`, spec 2.3).
+"""Initial classifier filter from the target box (`FilterInitializerLinear`, design.md §2.3).
 
 conv3x3 D->D with bias ('filter_conv') on the classification features of every training image, Precise
 RoI Pooling of the target box (x, y, x + w, y + h) into filter_size x filter_size cells at 1 / feature_stride,

@@ -1,4 +1,4 @@
-"""DiMP's steepest-descent filter optimizer with Gauss-Newton step lengths (DiMPSteepestDescentGN, spec 2.4).
+"""DiMP's steepest-descent filter optimizer with Gauss-Newton step lengths (DiMPSteepestDescentGN, design.md §2.4).
 
 Per sequence b, with features x (all images of b), filter f, label y, target mask m and residual weight v
 (all on the score grid, predicted from a distance-bin map of the target centre):
