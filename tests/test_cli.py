@@ -1,8 +1,14 @@
 """The `cia-jax` entry point: a flag never swallows the next flag as its value, user errors are one line."""
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from cia_jax import cli
+from cia_jax.data.synthetic import generate
 
 
 @pytest.mark.parametrize("argv, flag, got", [
@@ -35,3 +41,22 @@ def test_config_overrides_are_split_before_argparse():
   assert overrides == ["optim.epochs=2", "data.seed=3"]
   with pytest.raises(ValueError, match="has no value"):
     cli.split_config_overrides(["--config.optim.epochs", "--workdir", "w"])
+
+
+def test_sigterm_during_a_command_is_announced(tmp_path):
+  """SIGTERM before a command's own handler (here: while `track` compiles) ends with a message, exit 143."""
+  generate(str(tmp_path / "seqs"), "got10k", 1, 4, (96, 72), 0, split="val")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "cia_jax.cli", "--compilation-cache", "none", "track", "--tracker", "dimp18",
+       "--random-weights", "--dataset", "got10k", "--root", str(tmp_path / "seqs"), "--split", "val",
+       "--results", str(tmp_path / "res"), "--no-progress"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  for line in proc.stdout:  # wait until it is busy compiling, well after start-up
+    if "compiling" in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert "cia-jax track: stopped by SIGTERM" in err and "Traceback" not in err, err

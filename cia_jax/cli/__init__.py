@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from cia_jax import compile_cache  # standard library only: `--help` stays fast
 
@@ -113,7 +115,19 @@ def build_parser() -> ArgumentParser:
   return parser
 
 
+def _say_terminated(signum, frame):  # pylint: disable=unused-argument
+  """SIGTERM before a command installs its own handler: say so instead of dying silently (exit 143 = 128 + 15)."""
+  command = next((a for a in sys.argv[1:] if a in COMMANDS), "")
+  print(f"cia-jax {command}: stopped by SIGTERM (result files are written whole or not at "
+        "all; rerun the command to continue)", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  # Not sys.exit: raised inside a finaliser or a C callback, SystemExit is ignored and the process runs on.
+  os._exit(128 + signal.SIGTERM)  # pylint: disable=protected-access
+
+
 def main(argv: list[str] | None = None) -> int:
+  if argv is None and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _say_terminated)  # the console script: from the first instant
   # TensorFlow (the input pipeline) prints oneDNN / absl banners at import; keep the console for our output.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
