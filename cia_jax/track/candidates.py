@@ -1,4 +1,4 @@
-"""KeepTrack's candidate-tracking state machine (keeptrack.md §1 step 4-5, 4.1-4.3) and its parameters (4.7).
+"""KeepTrack's candidate-tracking state machine (keeptrack.md §1 step 4-5, 4.1-4.3) and the settings it reads.
 
 Per tracked frame the tracker step does, in this order (keeptrack.md §1):
 
@@ -59,7 +59,6 @@ import jax.numpy as jnp
 
 from cia_jax.ops.candidates import LocalMaxima
 from cia_jax.ops.dtypes import default_float
-from cia_jax.track.params import TrackerSettings
 
 Array = Any
 
@@ -81,79 +80,20 @@ FEATURE_STRIDE = 16  # score-map cell size in patch pixels (layer3 stride; 4x4 f
 
 @dataclasses.dataclass(frozen=True)
 class TcmSettings:
-  """KeepTrack's tracker parameters (`pytracking/parameter/keep_track/default.py`; presets in TCM_PRESETS).
+  """What the candidate state machine reads of the tracker settings (static, hashable).
 
-  Names follow the reference, except `displacement_scale` (reference: `dispalcement_scale`) and the
-  augmentation dict, split into `aug_*` fields as in `TrackerSettings`. Sizes in pixels. Every field is a
-  hashable Python value, so the settings can be a static argument of a jitted step. `candidate_capacity` is
-  a cia_jax addition: the static K of the candidate buffers (the reference has no cap at inference).
+  KeepTrack's parameters have one home, the `keeptrack` / `keeptrack_fast` / `cia50_tcm` presets of
+  `cia_jax.track.params`; `cia_jax.track.keeptrack.tcm_settings` builds this from them.
+
+  Attributes:
+    image_sample_size: crop side in pixels (480 in `default`, 352 in `default_fast`); gives the score-map side S.
+    local_max_candidate_score_th: candidates are local maxima strictly above it (0.05; fast: 0.1).
+    candidate_capacity: the static K of the candidate buffers (a cia_jax addition: the reference has no cap).
   """
 
-  # Patch and memory.
-  image_sample_size: int = 480  # 30 * 16: F = 30, score map S = 31 (fast: 352, F = 22, S = 23)
-  search_area_scale: float = 8.0
-  border_mode: str = "inside_major"
-  patch_max_scale_change: float | None = 1.5
-  sample_memory_size: int = 50
-  learning_rate: float = 0.01
-  init_samples_minimum_weight: float = 0.25
-  train_skipping: int = 20
-  update_classifier: bool = True
-  net_opt_iter: int = 10
-  net_opt_update_iter: int = 2
-  net_opt_hn_iter: int = 1
-  hard_negative_learning_rate: float = 0.02
-  train_sample_interval: int = 1
-  # Initial augmentation: fliplr; rotate +-10, +-45; three blurs; four relative shifts; 2 dropout copies.
-  use_augmentation: bool = True
-  aug_fliplr: bool = True
-  aug_rotate: tuple = (10.0, -10.0, 45.0, -45.0)
-  aug_blur: tuple = ((3.0, 1.0), (1.0, 3.0), (2.0, 2.0))
-  aug_relativeshift: tuple = ((0.6, 0.6), (-0.6, 0.6), (0.6, -0.6), (-0.6, -0.6))
-  aug_dropout_num: int = 2
-  aug_dropout_prob: float = 0.2
-  augmentation_expansion_factor: float = 2.0
-  random_shift_factor: float = 1.0 / 3.0
-  # Localisation (DiMP advanced localisation on fallback / reset frames, keeptrack.md §4.4).
-  window_output: bool = False
-  score_preprocess: str = "none"
-  score_filter_ksz: int = 1
-  scale_factors: tuple = (1.0,)
-  advanced_localization: bool = True
-  target_not_found_threshold: float = 0.25
-  distractor_threshold: float = 0.8
-  hard_negative_threshold: float = 0.5
-  target_neighborhood_scale: float = 2.2
-  displacement_scale: float = 0.8
-  target_inside_ratio: float = 0.2
-  update_scale_when_uncertain: bool = True
-  output_not_found_box: bool = False
-  output_sigma_factor: float = 0.25
-  # IoU-Net refinement.
-  use_iou_net: bool = True
-  use_classifier: bool = True
-  box_refinement_space: str = "relative"
-  iounet_augmentation: bool = False
-  iounet_k: int = 3
-  num_init_random_boxes: int = 9
-  box_jitter_pos: float = 0.1
-  box_jitter_sz: float = 0.5
-  maximal_aspect_ratio: float = 6.0
-  box_refinement_iter: int = 10  # fast: 3
-  box_refinement_step_length: float = 2.5e-3
-  box_refinement_step_decay: float = 1.0
-  use_iounet_pos_for_learning: bool = True
-  # Certainty-weighted memory (keeptrack.md §4.6).
-  use_certainty_for_weight_computation: bool = True
-  certainty_for_weight_computation_ths: float = 0.5
-  # Candidate matching (keeptrack.md §2, 4).
-  local_max_candidate_score_th: float = 0.05  # code default, absent from default.py; fast: 0.1
-  matching_coordinate_system_reference: str = "full"
+  image_sample_size: int = 480
+  local_max_candidate_score_th: float = 0.05
   candidate_capacity: int = 32
-  # Checkpoints and toolkit.
-  net: str = "super_dimp_simple.pth.tar"
-  target_candidate_matching_net: str = "keep_track.pth.tar"
-  vot_anno_conversion_type: str = "preserve_area"
 
   def __post_init__(self):
     def bad(name, why):
@@ -162,39 +102,11 @@ class TcmSettings:
       bad("image_sample_size", f"must be a multiple of {FEATURE_STRIDE} and >= {2 * FEATURE_STRIDE}")
     if self.candidate_capacity < 1:
       bad("candidate_capacity", "must be >= 1")
-    if self.matching_coordinate_system_reference != "full":
-      bad("matching_coordinate_system_reference", "only 'full' is implemented (the only value used)")
 
   @property
   def score_size(self) -> int:
     """S, the score-map side in cells: image_sample_size / 16 + 1 (31 for default, 23 for default_fast)."""
     return self.image_sample_size // FEATURE_STRIDE + 1
-
-  def replace(self, **kw) -> TcmSettings:
-    return dataclasses.replace(self, **kw)
-
-  def tracker_overrides(self) -> dict[str, Any]:
-    """The fields `TrackerSettings` also has, as keyword arguments for it (the base tracker's part)."""
-    shared = {f.name for f in dataclasses.fields(TrackerSettings)}
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in shared}
-
-
-TCM_PRESETS: dict[str, TcmSettings] = {
-    "default": TcmSettings(),
-    "default_fast": TcmSettings(image_sample_size=352, search_area_scale=6.0, box_refinement_iter=3,
-                                local_max_candidate_score_th=0.1),
-}
-
-
-def get_tcm_settings(name: str = "default", **overrides) -> TcmSettings:
-  """Preset `name` ('default' or 'default_fast') with keyword overrides; unknown names raise a ValueError."""
-  if name not in TCM_PRESETS:
-    raise ValueError(f"unknown KeepTrack preset {name!r}; valid: {sorted(TCM_PRESETS)}")
-  valid = [f.name for f in dataclasses.fields(TcmSettings)]
-  unknown = [k for k in overrides if k not in valid]
-  if unknown:
-    raise ValueError(f"unknown KeepTrack setting(s) {unknown}; valid: {valid}")
-  return dataclasses.replace(TCM_PRESETS[name], **overrides)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ import pytest
 
 from cia_jax.ops.candidates import LocalMaxima
 from cia_jax.track import tracker
-from cia_jax.track.candidates import (FLAG_NORMAL, FLAG_NOT_FOUND, TCM_PRESETS, TcmSettings, candidate_translation,
-                                      frame_candidates, get_tcm_settings, init_state, needs_matching, update)
-from cia_jax.track.params import TrackerSettings
+from cia_jax.track.candidates import (FLAG_NORMAL, FLAG_NOT_FOUND, TcmSettings, candidate_translation,
+                                      frame_candidates, init_state, needs_matching, update)
 
 K, C, S = 6, 4, 31
 SETTINGS = TcmSettings(candidate_capacity=K)
@@ -327,7 +326,7 @@ def test_fallback_before_the_first_collection_boosts_the_presence_score():
 
 
 def test_fast_threshold_falls_back_with_candidates_present():
-  fast = get_tcm_settings("default_fast", candidate_capacity=K)
+  fast = TcmSettings(image_sample_size=352, local_max_candidate_score_th=0.1, candidate_capacity=K)  # default_fast
   frames = [Frame([0.6, 0.3]), Frame([0.08, 0.06], [0, 1], [0.9, 0.9]), Frame([0.6], [0], [0.9])]
   sel = run_both(frames, settings=fast)
   assert field(sel, "fallback") == [0, 1, 0] and field(sel, "reset") == [1, 0, 1]
@@ -433,18 +432,12 @@ def test_empty_set_at_creation_selects_nothing():
   assert bool(sel.reset) and int(sel.index) == -1 and int(state.object_id_cntr) == 0
 
 
-def test_settings_presets():
-  default, fast = TCM_PRESETS["default"], TCM_PRESETS["default_fast"]
-  assert (default.image_sample_size, default.search_area_scale, default.box_refinement_iter) == (480, 8.0, 10)
-  assert (fast.image_sample_size, fast.search_area_scale, fast.box_refinement_iter) == (352, 6.0, 3)
+def test_settings():
+  default, fast = TcmSettings(), TcmSettings(image_sample_size=352, local_max_candidate_score_th=0.1)
   assert (default.score_size, fast.score_size) == (31, 23)
-  assert (default.local_max_candidate_score_th, fast.local_max_candidate_score_th) == (0.05, 0.1)
-  assert default.displacement_scale == 0.8 and default.box_refinement_step_length == 2.5e-3
   assert hash(default) != hash(fast)
-  base = TrackerSettings(**fast.tracker_overrides())
-  assert base.image_sample_size == 352 and base.box_refinement_space == "relative"
   assert (FLAG_NORMAL, FLAG_NOT_FOUND) == (tracker.FLAG_NORMAL, tracker.FLAG_NOT_FOUND)
-  with pytest.raises(ValueError, match="unknown KeepTrack preset"):
-    get_tcm_settings("fast")
+  with pytest.raises(ValueError, match="image_sample_size"):
+    TcmSettings(image_sample_size=100)
   with pytest.raises(ValueError, match="candidate_capacity"):
     TcmSettings(candidate_capacity=0)

@@ -6,7 +6,6 @@ Tiny networks (width-8 ResNet-18 CIA net, 8-d association net), 64-288 px images
 
 from __future__ import annotations
 
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -20,7 +19,6 @@ from cia_jax.models.cia import init_variables
 from cia_jax.models.tcm import MatcherOutput, TargetCandidateMatchingNet
 from cia_jax.ops.image import IMAGENET_MEAN, IMAGENET_STD
 from cia_jax.track import keeptrack, params, runner, tracker
-from cia_jax.track.candidates import TCM_PRESETS
 from cia_jax.track.memory import init_memory, update_sample_weights
 
 TINY = dict(backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
@@ -39,6 +37,27 @@ def tcm_model():
       lambda p, v: jnp.asarray(rng.normal(0, 0.1, v.shape) if p[-1].key == "mean" else rng.uniform(0.5, 1.5, v.shape),
                                v.dtype), variables["batch_stats"])
   return model.replace(tcm_net=tcm_net, tcm_variables=variables)
+
+
+# pytracking's keep_track/default.py, transcribed from keeptrack.md §4.7 (fields TrackerSettings shares).
+KEEPTRACK_DEFAULT = dict(
+    image_sample_size=480, search_area_scale=8.0, border_mode='inside_major', patch_max_scale_change=1.5,
+    sample_memory_size=50, learning_rate=0.01, init_samples_minimum_weight=0.25, train_skipping=20, net_opt_iter=10,
+    net_opt_update_iter=2, net_opt_hn_iter=1, hard_negative_learning_rate=0.02, train_sample_interval=1,
+    aug_fliplr=True, aug_rotate=(10.0, -10.0, 45.0, -45.0), aug_blur=((3.0, 1.0), (1.0, 3.0), (2.0, 2.0)),
+    aug_relativeshift=((0.6, 0.6), (-0.6, 0.6), (0.6, -0.6), (-0.6, -0.6)), aug_dropout_num=2, aug_dropout_prob=0.2,
+    augmentation_expansion_factor=2.0, random_shift_factor=0.3333333333333333, window_output=False,
+    score_preprocess='none', scale_factors=(1.0,), advanced_localization=True, target_not_found_threshold=0.25,
+    distractor_threshold=0.8, hard_negative_threshold=0.5, target_neighborhood_scale=2.2, displacement_scale=0.8,
+    target_inside_ratio=0.2, update_scale_when_uncertain=True, output_not_found_box=False,
+    box_refinement_space='relative', iounet_augmentation=False, iounet_k=3, num_init_random_boxes=9,
+    box_jitter_pos=0.1, box_jitter_sz=0.5, maximal_aspect_ratio=6.0, box_refinement_iter=10,
+    box_refinement_step_length=0.0025, box_refinement_step_decay=1.0, use_iounet_pos_for_learning=True,
+    use_certainty_for_weight_computation=True, certainty_for_weight_computation_ths=0.5,
+    local_max_candidate_score_th=0.05)
+# default_fast.py: the differences.
+KEEPTRACK_FAST = dict(KEEPTRACK_DEFAULT, image_sample_size=352, search_area_scale=6.0, box_refinement_iter=3,
+                      local_max_candidate_score_th=0.1)
 
 
 def two_textured_objects(num_frames: int, size=(112, 144), target: int = 24, seed: int = 0, dx0: float = 0.0):
@@ -340,15 +359,15 @@ def test_certainty_weighted_eviction_and_in_place_zeroing():
 # Settings, the DiMP path, the model loader and the CLI.
 
 def test_keeptrack_presets_are_pytrackings_parameters():
-  shared = {f.name for f in dataclasses.fields(params.TrackerSettings)}
-  for name, reference in (("keeptrack", "default"), ("keeptrack_fast", "default_fast"), ("cia50_tcm", "default")):
+  for name, reference in (("keeptrack", KEEPTRACK_DEFAULT), ("keeptrack_fast", KEEPTRACK_FAST),
+                          ("cia50_tcm", KEEPTRACK_DEFAULT)):
     settings = params.get_settings(name)
-    tcm = TCM_PRESETS[reference]
-    differing = {f.name for f in dataclasses.fields(tcm) if f.name in shared and getattr(tcm, f.name) != getattr(
-        settings, f.name)}
-    assert differing == set(), (name, differing)
+    differing = {k: (v, getattr(settings, k)) for k, v in reference.items() if getattr(settings, k) != v}
+    assert differing == {}, (name, differing)
     assert settings.use_tcm and settings.use_certainty_for_weight_computation
-    assert keeptrack.tcm_settings(settings) == tcm
+    tcm = keeptrack.tcm_settings(settings)
+    assert (tcm.image_sample_size, tcm.local_max_candidate_score_th) == (
+        reference["image_sample_size"], reference["local_max_candidate_score_th"])
   assert params.get_settings("keeptrack").crop_rule == "pytracking"
   assert params.get_settings("cia50_tcm").crop_rule == "cia"
   for name in params.PRESETS:
