@@ -95,6 +95,28 @@ def dataset_entry(fmt: str, split: str, weight: float, **extra) -> ml_collection
   return entry
 
 
+def tracking_validation(tracker: str, dataset: ml_collections.ConfigDict | None = None,
+                        **fields) -> ml_collections.ConfigDict:
+  """`config.val.tracking`: the optional tracking-accuracy check while training (`cia_jax.train.track_eval`).
+
+  Fields: `enabled` (off by default; the check also needs `config.val.enabled`), `every_steps` (None =
+  `config.val.every_steps`), `dataset` (format, root, split, split_file; root None = the root of the
+  `config.val.datasets` entry of that format, or generated synthetic sequences), `num_sequences` (the first N by
+  name), `max_frames` per sequence (None = all), `tracker` (a `TrackerSettings` preset) with `overrides`
+  (`KEY=VALUE` strings, as `cia-jax track --set`), `batch_sequences` (K sequences in lockstep), `protocol`
+  (`cia_jax.evaluation.metrics`) and `seed` (the tracker's random stream). `fields` replaces defaults.
+  """
+  group = ml_collections.ConfigDict(dict(
+      enabled=False, every_steps=placeholder(int),
+      dataset=dataset if dataset is not None else ml_collections.ConfigDict(dict(
+          format="got10k", root=placeholder(str), split="votval", split_file=placeholder(str))),
+      num_sequences=8, max_frames=placeholder(int), tracker=tracker, overrides=(), batch_sequences=4,
+      protocol="otb", seed=0))
+  for k, v in fields.items():
+    group[k] = v
+  return group
+
+
 def dataclass_fields(value: Any, exclude: Iterable[str] = ()) -> ml_collections.ConfigDict:
   """Every field of a dataclass instance (e.g. a `ProcessingConfig` preset) as a ConfigDict.
 

@@ -55,4 +55,6 @@ def get_config(arg=None):
   c.val.datasets = dict(got10k=config_lib.dataset_entry("got10k", "votval", 1.0))
   c.val.every_steps = 5 * 2000
   c.val.num_batches = 5000 // 20
+  # Tracking accuracy while training (off; `--config.val.tracking.enabled=true` tracks GOT-10k votval sequences).
+  c.val.tracking = config_lib.tracking_validation("superdimp")
   return config_lib.finalize(config_lib.apply_variant(c, arg))

@@ -56,4 +56,10 @@ def get_config(arg=None):
   c.val.datasets = dict(got10k=config_lib.dataset_entry("got10k", "val", 1.0))
   c.val.every_steps = 100
   c.val.num_batches = 2
+  # Tracking accuracy at every validation: 2 synthetic GOT-10k val sequences x 8 frames, 64 px crops, in lockstep.
+  c.val.tracking = config_lib.tracking_validation(
+      "cia18", enabled=True, num_sequences=2, max_frames=8, batch_sequences=2,
+      dataset=ml_collections.ConfigDict(dict(format="got10k", root=config_lib.placeholder(str), split="val",
+                                             split_file=config_lib.placeholder(str))),
+      overrides=("image_sample_size=64", "search_area_scale=4.0", "box_refinement_iter=2"))
   return config_lib.finalize(config_lib.apply_variant(c, arg))

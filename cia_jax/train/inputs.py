@@ -113,14 +113,19 @@ def _folder_entry(config, workdir: str, where: str, name: str, entry, root: str 
     raise type(e)(f"config.{where} ({entry.format} at {root}): {e}") from None
 
 
-def load_entry(config, workdir: str, group: str, name: str, entry, fallback_root: str | None = None):
-  """The sequences of dataset entry `config.<group>.<name>` (with a clear error for a missing root)."""
+def load_entry(config, workdir: str, group: str, name: str, entry, fallback_root: str | None = None,
+               synthetic_name: str | None = None):
+  """The sequences of dataset entry `config.<group>.<name>` (with a clear error for a missing root).
+
+  `synthetic_name` (default `name`) names the generated data of a root-less entry: the same name, format and
+  split give the same generated sequences (the tracking validation reuses those of `config.val.datasets`).
+  """
   if config.data.source not in ("folders", "tfds"):
     raise ValueError(f"config.data.source must be 'folders' or 'tfds', got {config.data.source!r}")
   where = f"{group}.{name}"
   if config.data.source == "tfds":
     return _tfds_entry(config, where, entry)
-  return _folder_entry(config, workdir, where, name, entry, entry.root or fallback_root)
+  return _folder_entry(config, workdir, where, synthetic_name or name, entry, entry.root or fallback_root)
 
 
 def _check_roots(config) -> None:

@@ -16,8 +16,9 @@ What a run does (config layout: `configs/*.py`, `cia_jax.config_lib`), phase by 
   `FloatingPointError` names the term and the step; the run stops without saving) and written to TensorBoard,
   `<workdir>/metrics.jsonl` and the console (`logging.MetricsLogger`, process 0 only); every
   `config.val.every_steps` steps the validation losses of a fixed sample set (BN in eval mode, no dropout, no
-  update); every `config.checkpoint.every_steps` steps and at the end a checkpoint (orbax, asynchronous, the
-  last `config.checkpoint.keep` kept);
+  update); optionally (`config.val.tracking`, `track_eval`) the tracking AUC of a few validation sequences with
+  the current weights (process 0); every `config.checkpoint.every_steps` steps and at the end a checkpoint
+  (orbax, asynchronous, the last `config.checkpoint.keep` kept);
 * stop: at the last step, when `config.time_limit_minutes` runs out, or on SIGTERM (the handler is installed
   first thing, so a SIGTERM during setup stops the run before its first step; later ones after the current
   step, with a checkpoint);
@@ -46,7 +47,7 @@ from cia_jax.data.processing import ProcessingConfig
 from cia_jax.data.sampler import DiMPSampler
 from cia_jax.models.cia import CIANet, build_model
 from cia_jax.train import checkpoint as ckpt
-from cia_jax.train import init, inputs
+from cia_jax.train import init, inputs, track_eval
 from cia_jax.train.logging import MetricsLogger, check_finite, format_metrics
 from cia_jax.train.state import TrainState, learning_rate_schedules
 from cia_jax.train.step import (StepSettings, data_mesh, host_value, make_eval_step, make_train_step, replicate,
@@ -108,6 +109,7 @@ class Run:
     net, settings, proc: the network, the step's settings, the crop processing.
     train_sampler, val_sampler: the samplers (val None: no validation).
     mesh: the 1-D device mesh.
+    track_check: the tracking-accuracy check (`track_eval`; None: off).
   """
 
   config: Any
@@ -121,6 +123,7 @@ class Run:
   train_sampler: DiMPSampler
   val_sampler: DiMPSampler | None
   mesh: Mesh
+  track_check: track_eval.TrackingValidation | None = None
 
 
 def setup(config, workdir: str, t_begin: float) -> Run:
@@ -141,9 +144,10 @@ def setup(config, workdir: str, t_begin: float) -> Run:
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from None
   train_sampler, val_sampler = inputs.build_samplers(config, workdir)
+  track_check = track_eval.build(config, workdir)
   return Run(config=config, config_dict=config_dict, workdir=workdir, num_steps=num_steps,
              deadline=t_begin + 60.0 * limit_min if limit_min else None, net=net, settings=settings, proc=proc,
-             train_sampler=train_sampler, val_sampler=val_sampler, mesh=data_mesh())
+             train_sampler=train_sampler, val_sampler=val_sampler, mesh=data_mesh(), track_check=track_check)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -293,6 +297,16 @@ class _StepLog:
     self.logger.write(format_metrics(s, self.run.num_steps, m))
 
 
+def _track_check(run: Run, state: TrainState, step: int, logger: MetricsLogger) -> None:
+  """The tracking-accuracy check after `step` (process 0): `val/track_*` scalars and one console line."""
+  tm = track_eval.run_check(run.track_check, run.net, state)
+  if tm is not None:
+    logger.scalars(step, "val", tm)
+    logger.write(f"  val tracking: auc {tm['track_auc']:.4f} precision {tm['track_precision']:.4f} "
+                 f"({int(tm['track_sequences'])} sequences, {int(tm['track_frames'])} frames, "
+                 f"{tm['track_seconds']:.1f} s)")
+
+
 def train_steps(run: Run, state: TrainState, tx: optax.GradientTransformation, start_step: int, manager,
                 stop: StopFlag, logger: MetricsLogger) -> tuple[TrainState, int, bool]:
   """Steps `start_step + 1 ...` until the last step, the time limit or SIGTERM -> (state, step, time ran out)."""
@@ -320,6 +334,8 @@ def train_steps(run: Run, state: TrainState, tx: optax.GradientTransformation, s
       vm = evaluate(eval_step, state, run)
       logger.scalars(step, "val", vm)
       logger.write("  val: " + " ".join(f"{k} {v:.4g}" for k, v in vm.items()))
+    if track_eval.is_due(run.track_check, step, last or time_up):
+      _track_check(run, state, step, logger)
     if step % int(cfg.checkpoint.every_steps) == 0 or last or stopping or time_up:
       ckpt.save_train_state(manager, state, checkpoint_meta(run, step))
     if stopping:

@@ -37,8 +37,8 @@ def data_root(tmp_path_factory):
 def tiny_overrides(data_root, **extra):
   """`--config.*` overrides of configs/tiny.py pointing at the shared data (validation off by default)."""
   items = {"data.train.got10k.root": str(data_root / "got10k"), "data.train.lasot.root": str(data_root / "lasot"),
-           "data.train.lasot.split": "all", "val.enabled": "false", "log_every_steps": "1",
-           "checkpoint.every_steps": "1000", "checkpoint.keep": "3"}
+           "data.train.lasot.split": "all", "val.enabled": "false", "val.tracking.enabled": "false",
+           "log_every_steps": "1", "checkpoint.every_steps": "1000", "checkpoint.keep": "3"}
   items.update({k: str(v) for k, v in extra.items()})
   return [f"{k}={v}" for k, v in items.items()]
 

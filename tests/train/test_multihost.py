@@ -50,7 +50,8 @@ _TRAIN = textwrap.dedent("""
     config_lib.apply_overrides(config, [
         f"data.train.got10k.root={data}/got10k", f"data.train.lasot.root={data}/lasot", "data.train.lasot.split=all",
         f"data.batch_size={batch}", "optim.total_steps=2", "log_every_steps=1", f"val.enabled={val}",
-        "val.every_steps=2", "val.num_batches=1", "model.encoder_layers=1", "model.num_iter=1"])
+        "val.every_steps=2", "val.num_batches=1", "model.encoder_layers=1", "model.num_iter=1",
+        "val.tracking.enabled=false"])
     state = trainer.train_and_evaluate(config, workdir)
     # Every local device holds the same replicated params.
     leaves = jax.tree.leaves(state.params)
