@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from cia_jax import checkpoints, config_lib
-from cia_jax.data import synthetic
 from cia_jax.data.datasets import load_dataset
 from cia_jax.evaluation import metrics
 from cia_jax.track import runner
@@ -18,39 +17,18 @@ from cia_jax.track.tracker import TrackingModel
 from cia_jax.train import checkpoint as ckpt
 from cia_jax.train import track_eval, trainer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The session's synthetic data (2 GOT-10k val sequences) and the tiny config of the training-program tests, and
+# their tree comparison (tests/train is on sys.path).
+from test_loop import ROOT, _assert_trees_equal, _np, data_root  # noqa: F401  pylint: disable=unused-import
+from test_loop import tiny_config as _loop_config
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  """Small synthetic GOT-10k (train + 2 val sequences) and LaSOT sets."""
-  root = tmp_path_factory.mktemp("synthetic")
-  synthetic.generate(str(root / "got10k"), "got10k", 4, 20, (128, 96), seed=0, split="train")
-  synthetic.generate(str(root / "got10k"), "got10k", 3, 20, (128, 96), seed=1, split="val")
-  synthetic.generate(str(root / "lasot"), "lasot", 2, 20, (128, 96), seed=2)
-  return root
-
-
-def tiny_config(data_root, **extra):
-  """configs/tiny.py on the shared data, 2 steps, tracking check after every step (2 of the 3 val sequences)."""
-  config = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
-  items = {"data.train.got10k.root": str(data_root / "got10k"), "data.train.lasot.root": str(data_root / "lasot"),
-           "data.train.lasot.split": "all", "optim.total_steps": 2, "log_every_steps": 1,
-           "checkpoint.every_steps": 1000, "val.every_steps": 1000, "val.num_batches": 1,
-           "val.tracking.every_steps": 1, "val.tracking.max_frames": 5}
+def tiny_config(data_root, **extra):  # noqa: F811  (the imported fixture's value)
+  """configs/tiny.py on the shared data, 2 steps, tracking check after every step (both val sequences)."""
+  items = {"optim.total_steps": 2, "val.enabled": "true", "val.tracking.enabled": "true", "val.every_steps": 1000,
+           "val.num_batches": 1, "val.tracking.every_steps": 1, "val.tracking.max_frames": 5}
   items.update(extra)
-  return config_lib.apply_overrides(config, [f"{k}={v}" for k, v in items.items()])
-
-
-def _np(tree):
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
-
-
-def _assert_trees_equal(a, b):
-  la, lb = jax.tree.leaves_with_path(a), jax.tree.leaves_with_path(b)
-  assert [p for p, _ in la] == [p for p, _ in lb]
-  for (path, x), (_, y) in zip(la, lb):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  return _loop_config(data_root, **items)
 
 
 def _event_steps(workdir, tag):
@@ -64,7 +42,7 @@ def _event_steps(workdir, tag):
 
 
 @pytest.fixture(scope="module")
-def runs(data_root, tmp_path_factory):
+def runs(data_root, tmp_path_factory):  # noqa: F811
   """(workdir with the check on, its state, the state of the same run with the check off)."""
   on = tmp_path_factory.mktemp("track_on")
   state_on = trainer.train_and_evaluate(tiny_config(data_root), str(on))
@@ -95,7 +73,7 @@ def test_check_does_not_change_training(runs):
     _assert_trees_equal(_np(ckpt.state_to_tree(state_on)[field]), _np(ckpt.state_to_tree(state_off)[field]))
 
 
-def test_logged_auc_equals_tracking_the_export_directly(runs, data_root):
+def test_logged_auc_equals_tracking_the_export_directly(runs, data_root):  # noqa: F811
   """The step-2 AUC == the runner + metrics on the exported step-2 model, sequences and settings built anew."""
   workdir, _, _, _ = runs
   net, variables, meta = checkpoints.load_for_tracking(str(workdir / "model"))
@@ -114,7 +92,7 @@ def test_logged_auc_equals_tracking_the_export_directly(runs, data_root):
   assert direct["track_auc"] == logged["track_auc"] and direct["track_sequences"] == 2
 
 
-def test_configs_and_bad_settings(data_root, tmp_path):
+def test_configs_and_bad_settings(data_root, tmp_path):  # noqa: F811
   for name in ("cia18", "cia50", "dimp18", "superdimp"):
     config = config_lib.load_config(os.path.join(ROOT, "configs", f"{name}.py"))
     assert not config.val.tracking.enabled and config.val.tracking.tracker == name
