@@ -86,16 +86,15 @@ def run_supervised(init: InitFn, step: StepFn, frame: Callable[[int], np.ndarray
 
 def model_tracker(model, settings, seed: int, name: str) -> tuple[InitFn, StepFn]:
   """`InitFn` / `StepFn` of the jitted tracker (`runner.tracker_fns`); keys as `cia-jax track` (per frame)."""
-  fns = runner.tracker_fns(settings)
+  fns = runner.tracker_fns(settings)  # `tracker.init` / `step` underneath are jitted once per image size
   key = runner.sequence_key(seed, name)
-  init_jit, step_jit = jax.jit(fns["init"]), jax.jit(fns["step"])
 
   def init(image, box, i):
-    state = init_jit(model, image, box, jax.random.fold_in(key, i))
+    state = fns["init"](model, image, box, jax.random.fold_in(key, i))
     return jax.block_until_ready(state)
 
   def step(state, image, i):
-    state, out = step_jit(model, state, image, jax.random.fold_in(key, i))
+    state, out = fns["step"](model, state, image, jax.random.fold_in(key, i))
     return state, np.asarray(out["box_xywh"])
 
   return init, step
