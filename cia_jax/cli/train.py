@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -32,8 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _stopped_before_training(signum, frame):  # pylint: disable=unused-argument
   # Until `train_and_evaluate` installs its own handler (its first statement) there is nothing to save.
+  # os._exit, not sys.exit: a SystemExit raised inside an import in progress can be swallowed by the module
+  # being imported, and the run would then train to the end after saying it stopped.
   print("cia-jax train: SIGTERM before training started: stopped, nothing to save", flush=True)
-  sys.exit(0)
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
 
 
 def run(args: argparse.Namespace) -> int:
