@@ -36,6 +36,10 @@ PAIR_STATES = ("HH", "HK", "HG")
 NUM_FAKE_DRAWS = 20
 
 
+class GTBeyondSlotsError(ValueError):
+  """A partial_sup pair whose GT candidate is not among the N slots (keeptrack.md §7.16)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class MatchingSamplerConfig:
   """The sampler / processing settings (defaults: KeepTrack's training loader, keeptrack.md §5.2-5.3).
@@ -255,7 +259,7 @@ def partial_sup_sample(rng: np.random.Generator, images: SequenceT[np.ndarray], 
     frames.append((image, np.asarray(rec["search_area_box"], np.float64), cells,
                    np.asarray(rec["target_candidate_scores"], np.float32)))
   if max(gts) >= n:  # keeptrack.md §7.16: the GT beyond the top N cannot be labelled
-    raise ValueError(f"GT candidate index {max(gts)} beyond the {n} slots")
+    raise GTBeyondSlotsError(f"GT candidate index {max(gts)} beyond the {n} slots")
   frame_id, dropout = int(rng.integers(0, 2)), bool(rng.random() < cfg.gt_drop_prob)
   valids = []
   for f, (image, box, cells, scores) in enumerate(frames):
@@ -282,26 +286,32 @@ def partial_sup_sample(rng: np.random.Generator, images: SequenceT[np.ndarray], 
   return out
 
 
-def draw_sample(rng: np.random.Generator, data: CandidateDataset, cfg: MatchingSamplerConfig,
-                reader) -> dict[str, np.ndarray]:
-  """One training sample (module docstring); `reader(path) -> [H, W, 3] uint8` reads a frame."""
-  mode = cfg.sup_modes[int(rng.integers(0, len(cfg.sup_modes)))]
-  if mode == "self_sup":
-    states = [s for s in cfg.frame_states if data.frames.get(s)]
-    p = np.array([cfg.p_frame[cfg.frame_states.index(s)] for s in states])
-    pool = data.frames[states[int(rng.choice(len(states), p=p / p.sum()))]] if states else []
-  else:
-    states = [s for s in cfg.pair_states if data.pairs.get(s)]
-    p = np.array([cfg.p_pair[cfg.pair_states.index(s)] for s in states])
-    pool = data.pairs[states[int(rng.choice(len(states), p=p / p.sum()))]] if states else []
-  if not pool:
-    raise ValueError(f"the candidate dump has no {mode} sample of the states "
-                     f"{cfg.frame_states if mode == 'self_sup' else cfg.pair_states}")
-  name, index = pool[int(rng.integers(0, len(pool)))]
-  if mode == "self_sup":
-    return self_sup_sample(rng, data.image(name, index, reader), data.records[(name, index)], cfg)
-  return partial_sup_sample(rng, [data.image(name, index, reader), data.image(name, index + 1, reader)],
-                            [data.records[(name, index)], data.records[(name, index + 1)]], cfg)
+def draw_sample(rng: np.random.Generator, data: CandidateDataset, cfg: MatchingSamplerConfig, reader,
+                max_tries: int = 10) -> dict[str, np.ndarray]:
+  """One training sample (module docstring); `reader(path) -> [H, W, 3] uint8` reads a frame.
+
+  A pair whose GT candidate sits beyond the N slots (keeptrack.md §7.16; the reference restarts its loader) is
+  replaced by a new draw, at most `max_tries` times.
+  """
+  for _ in range(max_tries):
+    mode = cfg.sup_modes[int(rng.integers(0, len(cfg.sup_modes)))]
+    self_sup = mode == "self_sup"
+    names, probs, table = ((cfg.frame_states, cfg.p_frame, data.frames) if self_sup
+                           else (cfg.pair_states, cfg.p_pair, data.pairs))
+    states = [s for s in names if table.get(s)]
+    if not states:
+      raise ValueError(f"the candidate dump has no {mode} sample of the states {names}")
+    p = np.array([probs[names.index(s)] for s in states], np.float64)
+    pool = table[states[int(rng.choice(len(states), p=p / p.sum()))]]
+    name, index = pool[int(rng.integers(0, len(pool)))]
+    if self_sup:
+      return self_sup_sample(rng, data.image(name, index, reader), data.records[(name, index)], cfg)
+    try:
+      return partial_sup_sample(rng, [data.image(name, index, reader), data.image(name, index + 1, reader)],
+                                [data.records[(name, index)], data.records[(name, index + 1)]], cfg)
+    except GTBeyondSlotsError:
+      continue
+  raise ValueError(f"no usable sample in {max_tries} draws (GT candidates beyond the {cfg.num_candidates} slots)")
 
 
 def collate(samples: SequenceT[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.interop import keeptrack
-from cia_jax.interop.torch_pickle import save_torch_file
+from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file, state_dict_from_checkpoint
 from cia_jax.models.tcm import CandidateSet
 from cia_jax.tcm.weights import load_tcm
 
@@ -74,6 +74,12 @@ def test_convert_cli_reproduces_the_reference_network(golden, tmp_path):
     np.testing.assert_array_equal(pred.matches0, golden[f"{center}/matches0"])
     np.testing.assert_array_equal(pred.matches1, golden[f"{center}/matches1"])
     np.testing.assert_allclose(pred.match_scores1, golden[f"{center}/match_scores1"], rtol=1e-4, atol=1e-5)
+  back = tmp_path / "back.pth"  # and the reverse: our checkpoint as the reference's state dict
+  assert cli.main(["--compilation-cache", "none", "convert", "--from", "cia-jax", "--arch", "keeptrack", str(out),
+                   str(back)]) == 0
+  written = state_dict_from_checkpoint(load_torch_file(str(back)))
+  for k, v in reference_state(golden).items():
+    np.testing.assert_array_equal(written[k], v, err_msg=k)
   desc = net.apply(variables, x["layer3_0"].transpose(0, 2, 3, 1), x["cells0"], np.ones((fv.B, 3), bool),
                    method=lambda m, *a: m.descriptors(*a))
   np.testing.assert_allclose(desc, golden["descriptors0"], rtol=1e-4, atol=1e-4)

@@ -12,6 +12,7 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.data import candidate_matching as cm
+from cia_jax.data.datasets.base import Sequence
 from cia_jax.models.cia import build_model, init_variables
 from cia_jax.models.presets import model_kwargs
 from cia_jax.tcm.weights import attach_tcm, load_tcm
@@ -112,3 +113,29 @@ def test_train_tiny_config_then_track_with_its_checkpoint(tmp_path):
     assert np.all(np.isfinite(np.asarray(out["box_xywh"])))
     matched.append(bool(out["matched"]))
   assert matched[1] and matched[2]  # frames 3, 4: the trained association net decided (frame 2 is a reset)
+
+
+def test_draw_sample_follows_the_states_and_redraws_unlabelable_pairs():
+  seqs = [Sequence(name="a", frame_paths=[f"a/{i}" for i in range(4)], boxes=np.ones((4, 4)), visible=np.ones(4, bool))]
+  far = dict(record(6, gt=5))  # GT at slot 5 >= N: pair (2, 3) cannot be labelled (keeptrack.md §7.16)
+  dump = {"a": {"index": [1, 2, 3], "search_area_box": [record()["search_area_box"]] * 2 + [far["search_area_box"]],
+                "target_anno_coord": [record()["target_anno_coord"]] * 2 + [far["target_anno_coord"]],
+                "target_candidate_scores": [record()["target_candidate_scores"]] * 2 + [far["target_candidate_scores"]],
+                "target_candidate_coords": [record()["target_candidate_coords"]] * 2 + [far["target_candidate_coords"]],
+                "frame_states": {"H": [1, 2], "K": [3]}, "subseq_states": {"HH": [1], "HK": [2]}}}
+  data = cm.CandidateDataset(dump, seqs)
+  assert data.frames["H"] == [("a", 1), ("a", 2)] and data.pairs["HK"] == [("a", 2)]
+  read = []
+  reader = lambda p: read.append(p) or np.full((300, 320, 3), 100, np.uint8)  # noqa: E731
+  cfg = cm.MatchingSamplerConfig(output_sz=32, score_size=23, sup_modes=("partial_sup",), p_pair=(1.0, 1.0, 1.0))
+  rng = np.random.default_rng(0)
+  redrawn = 0
+  for _ in range(10):
+    read.clear()
+    s = cm.draw_sample(rng, data, cfg, reader)
+    assert read[-2:] == ["a/1", "a/2"] and read[:-2] == ["a/2", "a/3"] * (len(read) // 2 - 1)  # HK pairs redrawn
+    redrawn += len(read) > 2
+    assert s["gt_matches0"][0] in (0, -1, -2)
+  assert redrawn > 0
+  with pytest.raises(ValueError, match="no partial_sup sample"):
+    cm.draw_sample(rng, cm.CandidateDataset({"a": dict(dump["a"], subseq_states={})}, seqs), cfg, reader)
