@@ -99,6 +99,7 @@ def test_dump_of_a_scripted_tracker(monkeypatch):
   np.testing.assert_allclose(entry["target_candidate_scores"][1], [0.9, 0.5, 0.06], rtol=1e-6)
 
 
+@pytest.mark.slow  # compiles the tiny tracker's init / step
 def test_cli_isolates_a_bad_sequence_and_resumes(tmp_path, monkeypatch, capsys):
   from cia_jax.data.synthetic import generate  # pylint: disable=g-import-not-at-top
 
