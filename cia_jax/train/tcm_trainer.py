@@ -168,6 +168,8 @@ def train_tcm(config, workdir: str) -> list[dict]:
   num_steps = int(config.optim.epochs) * int(config.optim.steps_per_epoch)
   batch_size, history = int(config.data.batch_size), []
   log_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(log_path):  # no resuming (yet): a rerun starts from step 0 and logs afresh
+    os.remove(log_path)
   t0 = time.perf_counter()
   for step in range(1, num_steps + 1):
     batch = collate([draw_sample(rng, data, cfg, frames.read_frame) for _ in range(batch_size)])
