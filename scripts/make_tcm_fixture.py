@@ -4,8 +4,9 @@ The reference's `DescriptorExtractor(1024, 256, 4)` and `SuperGlue` (with the co
 `target_candidate_matching_net_resnet50`: GNN layers self, cross, self, cross; 10 Sinkhorn iterations) are
 imported from pytracking and run in eval mode. Their weights are not stored (27 MB): every tensor is a
 deterministic formula (`scripts/tcm_fixture_values.py`), which the test evaluates again in NumPy; the inputs
-likewise. The file holds the state-dict layout (key -> shape, in the constructor's order), the candidate cells
-and sizes, and the outputs.
+likewise. The file also holds the reference loss (`TargetCandidateMatchingLoss`) of the training-convention
+assignment with the labels of `loss_labels`, the state-dict layout (key -> shape, in the constructor's order)
+and the network outputs.
 
   ../torchref/bin/python scripts/make_tcm_fixture.py --pytracking-root third_party/pytracking
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from tcm_fixture_values import B, IMAGE_HW, inputs, tensor_value  # noqa: E402
+from tcm_fixture_values import B, IMAGE_HW, inputs, loss_labels, tensor_value  # noqa: E402
 
 _HERE = pathlib.Path(__file__).resolve().parent
 def _load(name: str, path: pathlib.Path) -> types.ModuleType:
@@ -75,6 +76,15 @@ def main(argv=None) -> int:
                       "scores1": torch.as_tensor(x["scores1"]), "image_size0": size, "image_size1": size})
       for k in ("log_assignment", "matches0", "matches1", "match_scores0", "match_scores1"):
         out[f"{mode}/{k}"] = pred[k].numpy()
+  # The reference's TargetCandidateMatchingLoss on the training-convention assignment (its inputs carry the
+  # loader's extra leading axis, removed by the loss with [0]).
+  loss_mod = _load("target_candidate_matching_loss", pathlib.Path(args.pytracking_root).resolve() / "ltr" / "models"
+                   / "loss" / "target_candidate_matching_loss.py")
+  labels = {k: torch.as_tensor(v)[None] for k, v in loss_labels().items()}
+  terms = loss_mod.TargetCandidateMatchingLoss()(log_assignment=torch.as_tensor(out["training/log_assignment"]),
+                                                 bin_score=torch.tensor(-1.0), **labels)
+  for k in ("total", "nll_pos", "nll_neg", "sinkhorn_norm"):
+    out[f"loss/{k}"] = terms[k].numpy()
   out["descriptors0"], out["descriptors1"] = d0.permute(0, 2, 1).numpy(), d1.permute(0, 2, 1).numpy()
   np.savez_compressed(args.out, layout=json.dumps(layout), torch_version=torch.__version__, **out)
   print(f"{args.out}  {pathlib.Path(args.out).stat().st_size} bytes")

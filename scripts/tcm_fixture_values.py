@@ -42,3 +42,13 @@ def inputs() -> dict:
               cells0=cells0, cells1=cells1, coords0=coords0.astype(np.float32), coords1=coords1.astype(np.float32),
               scores0=scores0.astype(np.float32), scores1=scores1.astype(np.float32),
               image_hw=np.array(IMAGE_HW, np.float32))
+
+
+def loss_labels() -> dict:
+  """Labels for the fixture's `[B, M + 1, N + 1]` assignments (B = 2, M = 3, N = 4): a positive pair, dustbin
+  negatives (-1) and ignored slots (-2) in each sample."""
+  gt = np.zeros((B, M, N), np.float32)
+  gt[0, 0, 1], gt[0, 2, 3], gt[1, 1, 0] = 1, 1, 1
+  m0 = np.array([[1, -1, 3], [-2, 0, -1]], np.int64)
+  m1 = np.array([[-2, 0, -1, 2], [1, -1, -2, -1]], np.int64)
+  return dict(gt_assignment=gt, gt_matches0=m0, gt_matches1=m1)

@@ -1,4 +1,8 @@
-"""KeepTrack's assignment loss and metrics (keeptrack.md §5.4) against a float64 NumPy transcription."""
+"""KeepTrack's assignment loss and metrics (keeptrack.md §5.4) against a float64 NumPy transcription and the
+PyTorch reference module's output (golden)."""
+
+import importlib.util
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -87,3 +91,17 @@ def test_recall_precision():
   np.testing.assert_allclose(match_recall(m1, gt)[0], 2 / 3)
   np.testing.assert_allclose(match_precision(m1, gt)[0], 1.0)  # slot 3 (gt -2) is not counted
   assert np.isnan(match_recall(m1, gt)[1]) and np.isnan(match_precision(m1, gt)[1])
+
+
+def test_loss_equals_the_pytorch_reference_module():
+  """pytracking's TargetCandidateMatchingLoss on the golden assignment (tests/data/interop/keeptrack_matcher.npz)."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  spec = importlib.util.spec_from_file_location("tcm_fixture_values", root / "scripts" / "tcm_fixture_values.py")
+  fv = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(fv)
+  golden = np.load(root / "tests" / "data" / "interop" / "keeptrack_matcher.npz")
+  labels = fv.loss_labels()
+  out = matching_loss(golden["training/log_assignment"], labels["gt_assignment"], labels["gt_matches0"],
+                      labels["gt_matches1"])
+  for k in ("total", "nll_pos", "nll_neg", "sinkhorn_norm"):
+    np.testing.assert_allclose(getattr(out, k), golden[f"loss/{k}"], rtol=1e-6, err_msg=k)
