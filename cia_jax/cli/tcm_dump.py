@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
   from cia_jax.track.params import apply_overrides, get_settings  # pylint: disable=g-import-not-at-top
 
   settings = apply_overrides(get_settings(args.tracker), args.set)
+  if settings.use_tcm:
+    raise ValueError(f"--tracker {args.tracker} uses target candidate matching itself; tcm-dump runs a base tracker "
+                     f"(superdimp, cia50, ...)")
   if args.max_frames is not None and args.max_frames < 2:
     raise ValueError(f"--max-frames must be at least 2 (the init frame is never dumped), got {args.max_frames}")
   seqs, broken = runner.load_benchmark(args.dataset, args.root, args.split, args.sequences)

@@ -122,3 +122,12 @@ def test_cli_isolates_a_bad_sequence_and_resumes(tmp_path, monkeypatch, capsys):
   assert cli.main(argv) == 0
   assert "dumped 1 sequence(s), skipped 2" in capsys.readouterr().out
   assert sorted(json.loads(out.read_text())) == sorted(names)
+
+
+def test_cli_refuses_a_tcm_tracker_and_a_single_frame(tmp_path, capsys):
+  base = ["--compilation-cache", "none", "tcm-dump", "--random-weights", "--dataset", "folder", "--root",
+          str(tmp_path), "--out", str(tmp_path / "c.json")]
+  assert cli.main(base + ["--tracker", "keeptrack"]) == 2
+  assert "uses target candidate matching" in capsys.readouterr().err
+  assert cli.main(base + ["--max-frames", "1"]) == 2
+  assert "--max-frames must be at least 2" in capsys.readouterr().err
