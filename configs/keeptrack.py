@@ -43,7 +43,7 @@ def get_config(arg=None):
                                            decay_factor=0.2))
   c.data = ml_collections.ConfigDict(dict(
       dump=config_lib.placeholder(str), dataset="lasot", root=config_lib.placeholder(str), split="train",
-      batch_size=64, seed=0, synthetic=False, synthetic_sequences=4, synthetic_frames=12,
+      batch_size=64, seed=0, num_workers=8, synthetic=False, synthetic_sequences=4, synthetic_frames=12,
       synthetic_search_area_scale=4.0,
       sampler=dict(output_sz=352, score_size=23, num_candidates=5, sup_modes=("self_sup", "partial_sup"),
                    frame_states=("H", "K", "J"), p_frame=(1.0, 0.5, 0.5), pair_states=("HH", "HK", "HG"),
@@ -55,7 +55,7 @@ def get_config(arg=None):
                                                             encoder_ffn=32))
     c.tcm.descriptor_dim, c.tcm.keypoint_encoder = 16, (8, 16)
     c.optim.learning_rate, c.optim.epochs, c.optim.steps_per_epoch, c.optim.decay_every_epochs = 5e-4, 3, 10, 0
-    c.data.synthetic, c.data.batch_size = True, 8
+    c.data.synthetic, c.data.batch_size, c.data.num_workers = True, 8, 2
     c.data.sampler.output_sz, c.data.sampler.score_size = 64, 5
     c.log_every_steps, c.checkpoint.every_steps = 5, 10
   elif arg:

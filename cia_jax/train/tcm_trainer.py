@@ -20,6 +20,7 @@ train-mode BatchNorm statistics in the frozen layer3 (keeptrack.md §5.5; here t
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -164,27 +165,33 @@ def train_tcm(config, workdir: str) -> list[dict]:
   carry = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
   step_fn = make_train_step(net, tx, float(config.loss.nll_balancing), float(config.loss.nll_weight))
   layer3 = make_layer3_fn()
-  rng = np.random.default_rng(int(config.data.seed))
+  seed = int(config.data.seed)
+  pool = concurrent.futures.ThreadPoolExecutor(int(config.data.num_workers))
   num_steps = int(config.optim.epochs) * int(config.optim.steps_per_epoch)
   batch_size, history = int(config.data.batch_size), []
   log_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(log_path):  # no resuming (yet): a rerun starts from step 0 and logs afresh
     os.remove(log_path)
   t0 = time.perf_counter()
-  for step in range(1, num_steps + 1):
-    batch = collate([draw_sample(rng, data, cfg, frames.read_frame) for _ in range(batch_size)])
-    l3 = layer3(model, np.concatenate([batch["crop0"], batch["crop1"]]))
-    inputs = {k: v for k, v in batch.items() if not k.startswith("crop")}
-    carry, metrics = step_fn(carry, l3[:batch_size], l3[batch_size:], inputs)
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if not np.isfinite(metrics["loss"]):
-      raise FloatingPointError(f"non-finite tcm loss at step {step}: {metrics}")
-    history.append(dict(metrics, step=step))
-    with open(log_path, "a") as f:
-      f.write(json.dumps(history[-1]) + "\n")
-    if step % int(config.log_every_steps) == 0 or step == num_steps:
-      _LOG.info("step %d/%d loss %.4f recall %.3f precision %.3f (%.2f s/step)", step, num_steps, metrics["loss"],
-                metrics["match_recall"], metrics["match_precision"], (time.perf_counter() - t0) / step)
-    if step % int(config.checkpoint.every_steps) == 0 or step == num_steps:
-      _export(workdir, net, carry, c3, config, step)
+  try:
+    for step in range(1, num_steps + 1):
+      # Sample i of step s draws from its own stream [seed, s, i]: the same batches with any number of threads.
+      batch = collate(list(pool.map(lambda i, s=step: draw_sample(np.random.default_rng([seed, s, i]), data, cfg,
+                                                                    frames.read_frame), range(batch_size))))
+      l3 = layer3(model, np.concatenate([batch["crop0"], batch["crop1"]]))
+      inputs = {k: v for k, v in batch.items() if not k.startswith("crop")}
+      carry, metrics = step_fn(carry, l3[:batch_size], l3[batch_size:], inputs)
+      metrics = {k: float(v) for k, v in metrics.items()}
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"non-finite tcm loss at step {step}: {metrics}")
+      history.append(dict(metrics, step=step))
+      with open(log_path, "a") as f:
+        f.write(json.dumps(history[-1]) + "\n")
+      if step % int(config.log_every_steps) == 0 or step == num_steps:
+        _LOG.info("step %d/%d loss %.4f recall %.3f precision %.3f (%.2f s/step)", step, num_steps, metrics["loss"],
+                  metrics["match_recall"], metrics["match_precision"], (time.perf_counter() - t0) / step)
+      if step % int(config.checkpoint.every_steps) == 0 or step == num_steps:
+        _export(workdir, net, carry, c3, config, step)
+  finally:
+    pool.shutdown()
   return history
