@@ -56,8 +56,13 @@ def load_tcm(path: str) -> tuple[TargetCandidateMatchingNet, dict, dict]:
   if meta.get("role") != ROLE:
     raise ValueError(f"{path}: not an association-network checkpoint (meta role {meta.get('role')!r}; write one "
                      f"with `cia-jax convert --arch keeptrack` or `cia-jax train --config configs/keeptrack.py`)")
-  net = build_tcm_net(meta.get("model", {}))
-  template = jax.eval_shape(lambda: init_tcm_variables(net, int(meta["layer3_channels"]), jax.random.key(0)))
+  if not isinstance(meta.get("layer3_channels"), int):
+    raise ValueError(f"{path}: meta.json has no integer layer3_channels (the descriptor conv's input width)")
+  try:
+    net = build_tcm_net(meta.get("model", {}))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: meta.json model: {e}") from None
+  template = jax.eval_shape(lambda: init_tcm_variables(net, meta["layer3_channels"], jax.random.key(0)))
   want = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in jax.tree_util.tree_flatten_with_path(template)[0]}
   have = {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
   diffs = sorted(set(want) ^ set(have)) + sorted(k for k in set(want) & set(have) if want[k] != have[k])

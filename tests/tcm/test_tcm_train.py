@@ -10,13 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from cia_jax import cli
+from cia_jax import checkpoints, cli
 from cia_jax.data import candidate_matching as cm
 from cia_jax.data.datasets.base import Sequence
 from cia_jax.models.cia import build_model, init_variables
 from cia_jax.models.presets import model_kwargs
-from cia_jax.tcm.weights import attach_tcm, load_tcm
+from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.tcm.weights import attach_tcm, load_tcm, save_tcm
 from cia_jax.track import params, tracker
+from cia_jax.track.keeptrack import init_tcm_variables
 
 CFG = cm.MatchingSamplerConfig(output_sz=64, score_size=23)
 
@@ -139,3 +141,16 @@ def test_draw_sample_follows_the_states_and_redraws_unlabelable_pairs():
   assert redrawn > 0
   with pytest.raises(ValueError, match="no partial_sup sample"):
     cm.draw_sample(rng, cm.CandidateDataset({"a": dict(dump["a"], subseq_states={})}, seqs), cfg, reader)
+
+
+def test_load_tcm_names_what_is_wrong(tmp_path):
+  net = TargetCandidateMatchingNet(descriptor_dim=8, keypoint_encoder=(8,))
+  variables = jax.tree.map(np.asarray, init_tcm_variables(net, 12, jax.random.key(0)))
+  good = save_tcm(str(tmp_path / "ok"), net, variables, 12)
+  assert load_tcm(good)[0].descriptor_dim == 8
+  wrong = save_tcm(str(tmp_path / "wrong"), net, variables, 16)  # the conv was built for 12 channels
+  with pytest.raises(ValueError, match="do not fit.*descriptor_extractor"):
+    load_tcm(wrong)
+  other = checkpoints.save_variables(str(tmp_path / "cia"), variables, {"model": {}})
+  with pytest.raises(ValueError, match="not an association-network checkpoint"):
+    load_tcm(other)
