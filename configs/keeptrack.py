@@ -49,6 +49,10 @@ def get_config(arg=None):
                    frame_states=("H", "K", "J"), p_frame=(1.0, 0.5, 0.5), pair_states=("HH", "HK", "HG"),
                    p_pair=(1.0, 0.1, 0.1), sa_jitter=100, brightness_jitter=0.5, blur_sigma=0.5, blur_prob=0.75,
                    gt_drop_prob=0.25)))
+  # Validation on real candidate pairs only (the reference's val_HH / val_HK loaders; their self-sup validation is
+  # not reproduced): the first num_pairs pairs of each state, every every_steps steps (BN in eval mode).
+  c.val = ml_collections.ConfigDict(dict(enabled=True, pair_states=("HH", "HK"), num_pairs=64, capacity=32,
+                                         every_steps=100))
   if arg == "tiny":
     c.base.random_weights = True
     c.base.model_overrides = ml_collections.ConfigDict(dict(backbone_width=8, clf_dim=16, iou_dim=16,
@@ -58,6 +62,7 @@ def get_config(arg=None):
     c.data.synthetic, c.data.batch_size, c.data.num_workers = True, 8, 2
     c.data.sampler.output_sz, c.data.sampler.score_size = 64, 5
     c.log_every_steps, c.checkpoint.every_steps = 5, 10
+    c.val.num_pairs, c.val.every_steps = 6, 15
   elif arg:
     raise ValueError(f"configs/keeptrack.py: unknown variant {arg!r} (known: tiny)")
   c.lock()

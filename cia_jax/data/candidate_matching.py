@@ -286,6 +286,34 @@ def partial_sup_sample(rng: np.random.Generator, images: SequenceT[np.ndarray], 
   return out
 
 
+def real_candidates_sample(images: SequenceT[np.ndarray], records: SequenceT[Mapping[str, Any]],
+                           cfg: MatchingSamplerConfig, capacity: int) -> dict[str, np.ndarray]:
+  """A validation pair with the real candidates only (keeptrack.md §5.3, val_HH / val_HK): no fakes, no
+  augmentation; the only label is the GT pair (every other slot -2). The variable-size sets are padded to
+  `capacity` slots (`valid0/1` False on padding; ValueError when a set is larger)."""
+  out: dict[str, np.ndarray] = {}
+  gts = []
+  for f, (image, rec) in enumerate(zip(images, records)):
+    cells = np.asarray(rec["target_candidate_coords"], np.float64).reshape(-1, 2)
+    k = len(cells)
+    if k > capacity:
+      raise ValueError(f"{k} candidates exceed the validation capacity {capacity}")
+    gts.append(int(np.argmin(np.sum((cells - np.asarray(rec["target_anno_coord"], np.float64)) ** 2, axis=1))))
+    box = np.asarray(rec["search_area_box"], np.float64)
+    pad = lambda a, n=capacity: np.concatenate([a, np.zeros((n - len(a),) + a.shape[1:], a.dtype)])  # noqa: E731
+    out.update({f"crop{f}": crop_search_area(image, box, cfg.output_sz),
+                f"cells{f}": pad(cells.astype(np.int32)),
+                f"coords{f}": pad(cells_to_image(cells, box, cfg.score_size).astype(np.float32)),
+                f"scores{f}": pad(np.asarray(rec["target_candidate_scores"], np.float32)),
+                f"image_hw{f}": np.array(image.shape[:2], np.float32), f"valid{f}": np.arange(capacity) < k})
+  gt_assignment = np.zeros((capacity, capacity), np.float32)
+  gt_assignment[gts[0], gts[1]] = 1
+  m0, m1 = np.full(capacity, -2, np.int32), np.full(capacity, -2, np.int32)
+  m0[gts[0]], m1[gts[1]] = gts[1], gts[0]
+  out.update(gt_assignment=gt_assignment, gt_matches0=m0, gt_matches1=m1)
+  return out
+
+
 def draw_sample(rng: np.random.Generator, data: CandidateDataset, cfg: MatchingSamplerConfig, reader,
                 max_tries: int = 10) -> dict[str, np.ndarray]:
   """One training sample (module docstring); `reader(path) -> [H, W, 3] uint8` reads a frame.

@@ -14,8 +14,11 @@
   tracking model), written every `config.checkpoint.every_steps` steps and at the end, with
   `keypoint_center='tracker'` (the convention of the released tracker, keeptrack.md §7.1); `<workdir>/metrics.jsonl`.
 
-Not done (yet): resuming (a rerun starts again from step 0), validation loaders, multi-device, the reference's
-train-mode BatchNorm statistics in the frozen layer3 (keeptrack.md §5.5; here the base network is in eval mode).
+Validation: the real-candidate pairs of `config.val.pair_states` (val_HH / val_HK), extra lines of metrics.jsonl.
+
+Not done (yet): resuming (a rerun starts again from step 0), the self-sup validation loader, multi-device, the
+reference's train-mode BatchNorm statistics in the frozen layer3 (keeptrack.md §5.5; here the base network is in
+eval mode).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from cia_jax import checkpoints
 from cia_jax.data import frames
 from cia_jax.data.synthetic import generate
 from cia_jax.data.candidate_matching import (CandidateDataset, MatchingSamplerConfig, collate, draw_sample,
-                                             synthetic_dump)
+                                             real_candidates_sample, synthetic_dump)
 from cia_jax.models.cia import build_model, init_variables
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.tcm import CandidateSet
@@ -132,6 +135,65 @@ def make_train_step(net, tx: optax.GradientTransformation, nll_balancing: float,
   return step
 
 
+def _candidate_set_masked(batch, f: int) -> CandidateSet:
+  return CandidateSet(batch[f"coords{f}"], batch[f"scores{f}"], batch[f"valid{f}"], batch[f"image_hw{f}"])
+
+
+def make_eval_fn(net, nll_balancing: float, nll_weight: float):
+  """jit(params, batch_stats, layer3_0, layer3_1, batch) -> per-sample (loss, recall, precision), BN in eval mode,
+  padded sets masked (the real-candidate validation pairs have variable sizes)."""
+
+  @jax.jit
+  def evaluate(params, batch_stats, l3_0, l3_1, batch):
+    out = net.apply({"params": params, "batch_stats": batch_stats}, l3_0, batch["cells0"],
+                    _candidate_set_masked(batch, 0), l3_1, batch["cells1"], _candidate_set_masked(batch, 1),
+                    use_running_average=True)
+    terms = matching_loss(out.log_assignment, batch["gt_assignment"], batch["gt_matches0"], batch["gt_matches1"],
+                          batch["valid0"], nll_balancing=nll_balancing, nll_weight=nll_weight)
+    return (terms.total, match_recall(out.matches1, batch["gt_matches1"]),
+            match_precision(out.matches1, batch["gt_matches1"]))
+
+  return evaluate
+
+
+def validation_pairs(config, data: CandidateDataset, cfg: MatchingSamplerConfig) -> dict[str, list[dict]]:
+  """{pair state: samples} of the real-candidate validation (the first `val.num_pairs` pairs of each state in
+  `val.pair_states` whose sets fit `val.capacity`; keeptrack.md §5.2 val_HH / val_HK)."""
+  out = {}
+  for state in config.val.pair_states:
+    samples = []
+    for name, index in data.pairs.get(state, []):
+      if len(samples) == int(config.val.num_pairs):
+        break
+      records = [data.records[(name, index)], data.records[(name, index + 1)]]
+      if max(len(r["target_candidate_scores"]) for r in records) > int(config.val.capacity):
+        continue
+      images = [data.image(name, index, frames.read_frame), data.image(name, index + 1, frames.read_frame)]
+      samples.append(real_candidates_sample(images, records, cfg, int(config.val.capacity)))
+    if samples:
+      out[state] = samples
+  return out
+
+
+def validate(evaluate, layer3, model, carry, pairs: dict[str, list[dict]], batch_size: int) -> dict[str, float]:
+  """Mean loss / match recall / precision (NaN-free means) of each state's validation pairs."""
+  params, batch_stats, _ = carry
+  metrics = {}
+  for state, samples in pairs.items():
+    parts = []
+    for i in range(0, len(samples), batch_size):
+      batch = collate(samples[i:i + batch_size])
+      l3 = layer3(model, np.concatenate([batch["crop0"], batch["crop1"]]))
+      n = len(samples[i:i + batch_size])
+      inputs = {k: v for k, v in batch.items() if not k.startswith("crop")}
+      parts.append([np.asarray(x) for x in evaluate(params, batch_stats, l3[:n], l3[n:], inputs)])
+    loss, recall, precision = (np.concatenate(x) for x in zip(*parts))
+    metrics.update({f"val_{state}/loss": float(np.mean(loss)), f"val_{state}/match_recall": float(np.nanmean(recall)),
+                    f"val_{state}/match_precision": float(np.nanmean(precision)) if np.any(np.isfinite(precision))
+                    else float("nan")})
+  return metrics
+
+
 def optimizer(config) -> optax.GradientTransformation:
   """Adam (default betas / eps, no weight decay) at `learning_rate`, times `decay_factor` every
   `decay_every_epochs` epochs (StepLR stepped per epoch; 0 = constant)."""
@@ -172,6 +234,8 @@ def train_tcm(config, workdir: str) -> list[dict]:
   log_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(log_path):  # no resuming (yet): a rerun starts from step 0 and logs afresh
     os.remove(log_path)
+  val_pairs = validation_pairs(config, data, cfg) if config.val.enabled else {}
+  evaluate = make_eval_fn(net, float(config.loss.nll_balancing), float(config.loss.nll_weight))
   t0 = time.perf_counter()
   try:
     for step in range(1, num_steps + 1):
@@ -190,6 +254,12 @@ def train_tcm(config, workdir: str) -> list[dict]:
       if step % int(config.log_every_steps) == 0 or step == num_steps:
         _LOG.info("step %d/%d loss %.4f recall %.3f precision %.3f (%.2f s/step)", step, num_steps, metrics["loss"],
                   metrics["match_recall"], metrics["match_precision"], (time.perf_counter() - t0) / step)
+      if val_pairs and (step % int(config.val.every_steps) == 0 or step == num_steps):
+        vm = validate(evaluate, layer3, model, carry, val_pairs, batch_size)
+        history[-1].update(vm)
+        with open(log_path, "a") as f:
+          f.write(json.dumps({"step": step, **vm}) + "\n")
+        _LOG.info("  val: %s", " ".join(f"{k} {v:.4g}" for k, v in vm.items()))
       if step % int(config.checkpoint.every_steps) == 0 or step == num_steps:
         _export(workdir, net, carry, c3, config, step)
   finally:

@@ -88,8 +88,12 @@ def test_train_tiny_config_then_track_with_its_checkpoint(tmp_path):
   workdir = tmp_path / "w"
   assert cli.main(["--compilation-cache", "none", "train", "--config", "configs/keeptrack.py:tiny", "--workdir",
                    str(workdir), "--config.data.batch_size=6"]) == 0
-  losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  losses = [m["loss"] for m in lines if "loss" in m]
   assert len(losses) == 30 and np.all(np.isfinite(losses))
+  val = [m for m in lines if "val_HH/loss" in m]
+  assert [m["step"] for m in val] == [15, 30] and all(np.isfinite(m["val_HH/loss"]) for m in val)
+  assert 0 <= val[-1]["val_HH/match_recall"] <= 1
   assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
   net, variables, meta = load_tcm(str(workdir / "model"))
   assert meta["step"] == 30 and net.keypoint_center == "tracker" and net.descriptor_dim == 16
@@ -154,3 +158,16 @@ def test_load_tcm_names_what_is_wrong(tmp_path):
   other = checkpoints.save_variables(str(tmp_path / "cia"), variables, {"model": {}})
   with pytest.raises(ValueError, match="not an association-network checkpoint"):
     load_tcm(other)
+
+
+def test_real_candidates_sample_pads_and_labels_only_the_gt_pair():
+  img = np.full((300, 320, 3), 128, np.uint8)
+  s = cm.real_candidates_sample([img, img], [record(4, gt=1), record(3, gt=2)], CFG, capacity=6)
+  np.testing.assert_array_equal(s["valid0"], np.arange(6) < 4)
+  np.testing.assert_array_equal(s["valid1"], np.arange(6) < 3)
+  assert s["gt_assignment"].sum() == 1 and s["gt_assignment"][1, 2] == 1
+  np.testing.assert_array_equal(s["gt_matches0"], [-2, 2, -2, -2, -2, -2])
+  np.testing.assert_array_equal(s["gt_matches1"], [-2, -2, 1, -2, -2, -2])
+  np.testing.assert_array_equal(s["cells0"][:4], record(4)["target_candidate_coords"])
+  with pytest.raises(ValueError, match="exceed the validation capacity 3"):
+    cm.real_candidates_sample([img, img], [record(4), record(3)], CFG, capacity=3)
