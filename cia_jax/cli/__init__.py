@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tfds-build": ("tfds_build", "Prepare a training benchmark as TFDS data (array_record)."),
     "pack": ("pack", "Check tracker results and zip them for the GOT-10k / TrackingNet server."),
     "vot": ("vot", "Serve the tracker over TraX to the VOT toolkit (needs the vot extra)."),
+    "tcm-dump": ("tcm_dump", "Run a base tracker over training sequences and write KeepTrack's candidate dataset."),
 }
 
 CONFIG_PREFIX = "--config."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cia_jax.interop.archs import ARCH_CONFIGS
+from cia_jax.interop.archs import ARCH_CONFIGS, TCM_ARCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "state dict such as torchvision ResNet weights), OUT a variables checkpoint. "
                            "cia-jax: the reverse, IN a variables checkpoint, OUT a torch file {'net': state "
                            "dict} that the reference loads")
-  parser.add_argument("--arch", required=True, choices=sorted(ARCH_CONFIGS),
-                      help="network the checkpoint holds (resnet18/resnet50: backbone only, e.g. ImageNet)")
+  parser.add_argument("--arch", required=True, choices=sorted(ARCH_CONFIGS) + list(TCM_ARCHS),
+                      help="network the checkpoint holds (resnet18/resnet50: backbone only, e.g. ImageNet; "
+                           "keeptrack: the association net of keep_track.pth.tar, its base is --arch superdimp)")
   parser.add_argument("--momentum-out", default=None,
                       help="CIA only: also write the key encoder (encoder_k) to this directory")
   parser.add_argument("input", metavar="IN", help="PyTorch checkpoint (.pth / .pth.tar), or a variables "

@@ -15,3 +15,6 @@ ARCH_CONFIGS: dict[str, dict[str, Any]] = {
     "resnet50": dict(MODEL_PRESETS["cia50"]),
 }
 BACKBONE_ONLY = ("resnet18", "resnet50")
+# Association networks (not a `CIANet`): pytracking's KeepTrack file holds the target candidate matching net
+# (`cia_jax.interop.keeptrack`); its base tracker is converted separately as superdimp.
+TCM_ARCHS = ("keeptrack",)

@@ -11,10 +11,12 @@ import os
 from typing import Any, Mapping
 
 from cia_jax import checkpoints
-from cia_jax.interop import mapping
-from cia_jax.interop.archs import ARCH_CONFIGS, BACKBONE_ONLY
+from cia_jax.interop import keeptrack, mapping
+from cia_jax.interop.archs import ARCH_CONFIGS, BACKBONE_ONLY, TCM_ARCHS
 from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file, state_dict_from_checkpoint
 from cia_jax.models.cia import build_model
+from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.tcm.weights import load_tcm, save_tcm
 
 # `CIANet` fields that decide which modules (hence which parameters) a network has; widths may differ (tiny
 # test networks), these may not.
@@ -49,6 +51,10 @@ def write_converted(path: str, arch: str, out: str, momentum_out: str | None = N
   Returns:
     The absolute paths written.
   """
+  if arch in TCM_ARCHS:
+    if momentum_out:
+      raise ValueError(f"--momentum-out: arch {arch} has no key encoder")
+    return [write_converted_tcm(path, out)]
   variables, momentum, meta = convert_file(path, arch)
   if momentum_out and not momentum.get("params"):
     raise ValueError(f"--momentum-out: {path} has no key encoder (arch {arch})")
@@ -58,6 +64,18 @@ def write_converted(path: str, arch: str, out: str, momentum_out: str | None = N
   return written
 
 
+def write_converted_tcm(path: str, out: str) -> str:
+  """pytracking's `keep_track.pth.tar` (or any file whose `net` has its keys) -> the association-net checkpoint
+  `out` (`cia_jax.tcm.weights`; the file's own ResNet-50 is ignored). Returns the absolute path."""
+  state = state_dict_from_checkpoint(load_torch_file(path), where=path)
+  try:
+    variables = keeptrack.torch_to_tcm(state)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
+  return save_tcm(out, TargetCandidateMatchingNet(), variables, keeptrack.LAYER3_CHANNELS,
+                  source=os.path.abspath(path), arch="keeptrack")
+
+
 def export_file(path: str, arch: str, out: str) -> None:
   """Writes the variables checkpoint `path` (network `arch`) as a torch file `{'net': reference state dict}`.
 
@@ -65,6 +83,11 @@ def export_file(path: str, arch: str, out: str) -> None:
     ValueError: the checkpoint holds another network than `arch` (both are named), or its variables do not
       have the layout of `arch`.
   """
+  if arch in TCM_ARCHS:
+    net, variables, _ = load_tcm(path)
+    save_torch_file(out, {"net": keeptrack.tcm_to_torch(variables, net), "arch": arch,
+                          "source": os.path.abspath(path)})
+    return
   variables, meta = checkpoints.load_variables(path)
   model = meta.get("model", {})
   check_arch(path, meta, arch)

@@ -1,0 +1,173 @@
+"""Training KeepTrack's association network: the candidate-matching samples (keeptrack.md §5.3) and
+`cia-jax train --config configs/keeptrack.py:tiny` end to end (loss goes down, the checkpoint tracks)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from cia_jax import checkpoints, cli
+from cia_jax.data import candidate_matching as cm
+from cia_jax.data.datasets.base import Sequence
+from cia_jax.models.cia import build_model, init_variables
+from cia_jax.models.presets import model_kwargs
+from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.tcm.weights import attach_tcm, load_tcm, save_tcm
+from cia_jax.track import params, tracker
+from cia_jax.track.keeptrack import init_tcm_variables
+
+CFG = cm.MatchingSamplerConfig(output_sz=64, score_size=23)
+
+
+def record(k=4, gt=0):
+  cells = [[11, 11], [3, 4], [18, 2], [20, 19], [6, 17], [15, 8]][:k]
+  scores = sorted(np.linspace(0.9, 0.3, k).tolist(), reverse=True)
+  anno = cells[gt]
+  return {"search_area_box": [40.0, 30.0, 220.0, 220.0], "target_anno_coord": anno,
+          "target_candidate_scores": scores, "target_candidate_coords": cells}
+
+
+def test_crop_search_area_is_the_replicated_box():
+  img = np.random.default_rng(0).integers(0, 255, (90, 120, 3)).astype(np.uint8)
+  inside = cm.crop_search_area(img, [10.7, 5.2, 40, 30], 16)  # truncated to (10, 5, 40, 30)
+  np.testing.assert_allclose(inside, cv2.resize(img[5:35, 10:50], (16, 16)).astype(np.float32))
+  outside = cm.crop_search_area(img, [-4, -3, 20, 10], 20)  # 4 columns / 3 rows replicated before the image
+  padded = np.pad(img[:7, :16], ((3, 0), (4, 0), (0, 0)), mode="edge")
+  np.testing.assert_allclose(outside, cv2.resize(padded, (20, 20)).astype(np.float32))
+
+
+def test_cell_pixel_round_trip():
+  box = [40.0, 30.0, 220.0, 220.0]
+  cells = np.array([[0, 0], [22, 22], [11, 5]])
+  px = cm.cells_to_image(cells, box, 23)
+  np.testing.assert_allclose(px[1], [30 + 220, 40 + 220])
+  np.testing.assert_array_equal(cm.image_to_cells(px, box, 23), cells)
+
+
+def test_self_sup_sample_labels_and_geometry():
+  img = np.full((300, 320, 3), 128, np.uint8)
+  for seed in range(20):
+    s = cm.self_sup_sample(np.random.default_rng(seed), img, record(4), CFG)
+    v0, v1 = s["valid0"], s["valid1"]
+    assert v0.sum() + v1.sum() >= 6 and not v0[4] and not v1[4]  # at most round(0.25 * 4) = 1 dropped
+    np.testing.assert_array_equal(s["gt_assignment"], np.diag((v0 & v1).astype(np.float32)))
+    np.testing.assert_array_equal(s["gt_matches0"], np.where(v0 & v1, np.arange(5), -1))
+    # Real candidates of frame 1 keep the original cells (7.13); fakes score in [0.05, 0.075].
+    np.testing.assert_array_equal(s["cells1"][v1], np.array(record(4)["target_candidate_coords"])[v1[:4]])
+    np.testing.assert_array_equal(s["cells0"][v0], np.array(record(4)["target_candidate_coords"])[v0[:4]])
+    assert np.all((s["scores0"][~v0] >= 0.05) & (s["scores0"][~v0] <= 0.075))
+    assert np.all(s["scores1"][v1] >= 0.075)  # floor of the augmented scores
+    assert s["crop0"].shape == (64, 64, 3) and s["crop1"].shape == (64, 64, 3)
+
+
+def test_partial_sup_sample_labels_with_and_without_drops():
+  img = np.full((300, 320, 3), 128, np.uint8)
+  seen = set()
+  for seed in range(60):
+    s = cm.partial_sup_sample(np.random.default_rng(seed), [img, img], [record(4, gt=1), record(3, gt=2)], CFG)
+    v0, v1, m0, m1 = s["valid0"], s["valid1"], s["gt_matches0"], s["gt_matches1"]
+    if v0[1] and v1[2]:
+      seen.add("kept")
+      assert s["gt_assignment"][1, 2] == 1 and s["gt_assignment"].sum() == 1
+      assert m0[1] == 2 and m1[2] == 1 and (m0 == -2).sum() == 4 and (m1 == -2).sum() == 4
+    elif not v0[1]:
+      seen.add("drop0")
+      assert s["gt_assignment"].sum() == 0 and m0[1] == -2 and m1[2] == -1
+    else:
+      seen.add("drop1")  # the reference's label quirk (keeptrack.md §7.7): m0[gt1] = -2 after m0[gt0] = -1
+      assert s["gt_assignment"].sum() == 0 and m0[1] == -1 and m0[2] == -2 and np.all(m1 == -2)
+  assert seen == {"kept", "drop0", "drop1"}
+
+
+@pytest.mark.slow  # end to end: compiles the tiny base network, the train step and the keeptrack tracker
+def test_train_tiny_config_then_track_with_its_checkpoint(tmp_path):
+  workdir = tmp_path / "w"
+  assert cli.main(["--compilation-cache", "none", "train", "--config", "configs/keeptrack.py:tiny", "--workdir",
+                   str(workdir), "--config.data.batch_size=6"]) == 0
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  losses = [m["loss"] for m in lines if "loss" in m]
+  assert len(losses) == 30 and np.all(np.isfinite(losses))
+  val = [m for m in lines if "val_HH/loss" in m]
+  assert [m["step"] for m in val] == [15, 30] and all(np.isfinite(m["val_HH/loss"]) for m in val)
+  assert 0 <= val[-1]["val_HH/match_recall"] <= 1
+  assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+  net, variables, meta = load_tcm(str(workdir / "model"))
+  assert meta["step"] == 30 and net.keypoint_center == "tracker" and net.descriptor_dim == 16
+  # The checkpoint drives the keeptrack tracker on the base network it was trained with (random tiny, seed 0).
+  base = build_model(model_kwargs("superdimp", backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32))
+  model = attach_tcm(tracker.TrackingModel(net=base, variables=init_variables(base, jax.random.key(0))),
+                     str(workdir / "model"))
+  # 160 px crops (11 x 11 maps: room for several 5 x 5 maxima); two copies of one texture give two candidates.
+  settings = params.get_settings("keeptrack", image_sample_size=160, search_area_scale=5.0, box_refinement_iter=1,
+                                 candidate_capacity=4, local_max_candidate_score_th=-1e9)
+  rng = np.random.default_rng(0)
+  tex = np.kron(rng.choice([20.0, 235.0], (4, 4, 3)), np.ones((6, 6, 1)))
+  frames = []
+  for i in range(4):
+    f = rng.normal(128, 20, (96, 112, 3))
+    f[30:54, 30 + i:54 + i] = tex
+    f[60:84, 70 - i:94 - i] = tex
+    frames.append(np.clip(f, 0, 255).astype(np.uint8))
+  state = tracker.init(model, settings, frames[0], np.array([30.0, 30.0, 24.0, 24.0], np.float32), jax.random.key(0))
+  matched = []
+  for i in range(1, 4):
+    state, out = tracker.step(model, settings, state, frames[i], jax.random.key(i))
+    assert np.all(np.isfinite(np.asarray(out["box_xywh"])))
+    matched.append(bool(out["matched"]))
+  assert matched[1] and matched[2]  # frames 3, 4: the trained association net decided (frame 2 is a reset)
+
+
+def test_draw_sample_follows_the_states_and_redraws_unlabelable_pairs():
+  seqs = [Sequence(name="a", frame_paths=[f"a/{i}" for i in range(4)], boxes=np.ones((4, 4)), visible=np.ones(4, bool))]
+  far = dict(record(6, gt=5))  # GT at slot 5 >= N: pair (2, 3) cannot be labelled (keeptrack.md §7.16)
+  dump = {"a": {"index": [1, 2, 3], "search_area_box": [record()["search_area_box"]] * 2 + [far["search_area_box"]],
+                "target_anno_coord": [record()["target_anno_coord"]] * 2 + [far["target_anno_coord"]],
+                "target_candidate_scores": [record()["target_candidate_scores"]] * 2 + [far["target_candidate_scores"]],
+                "target_candidate_coords": [record()["target_candidate_coords"]] * 2 + [far["target_candidate_coords"]],
+                "frame_states": {"H": [1, 2], "K": [3]}, "subseq_states": {"HH": [1], "HK": [2]}}}
+  data = cm.CandidateDataset(dump, seqs)
+  assert data.frames["H"] == [("a", 1), ("a", 2)] and data.pairs["HK"] == [("a", 2)]
+  read = []
+  reader = lambda p: read.append(p) or np.full((300, 320, 3), 100, np.uint8)  # noqa: E731
+  cfg = cm.MatchingSamplerConfig(output_sz=32, score_size=23, sup_modes=("partial_sup",), p_pair=(1.0, 1.0, 1.0))
+  rng = np.random.default_rng(0)
+  redrawn = 0
+  for _ in range(10):
+    read.clear()
+    s = cm.draw_sample(rng, data, cfg, reader)
+    assert read[-2:] == ["a/1", "a/2"] and read[:-2] == ["a/2", "a/3"] * (len(read) // 2 - 1)  # HK pairs redrawn
+    redrawn += len(read) > 2
+    assert s["gt_matches0"][0] in (0, -1, -2)
+  assert redrawn > 0
+  with pytest.raises(ValueError, match="no partial_sup sample"):
+    cm.draw_sample(rng, cm.CandidateDataset({"a": dict(dump["a"], subseq_states={})}, seqs), cfg, reader)
+
+
+def test_load_tcm_names_what_is_wrong(tmp_path):
+  net = TargetCandidateMatchingNet(descriptor_dim=8, keypoint_encoder=(8,))
+  variables = jax.tree.map(np.asarray, init_tcm_variables(net, 12, jax.random.key(0)))
+  good = save_tcm(str(tmp_path / "ok"), net, variables, 12)
+  assert load_tcm(good)[0].descriptor_dim == 8
+  wrong = save_tcm(str(tmp_path / "wrong"), net, variables, 16)  # the conv was built for 12 channels
+  with pytest.raises(ValueError, match="do not fit.*descriptor_extractor"):
+    load_tcm(wrong)
+  other = checkpoints.save_variables(str(tmp_path / "cia"), variables, {"model": {}})
+  with pytest.raises(ValueError, match="not an association-network checkpoint"):
+    load_tcm(other)
+
+
+def test_real_candidates_sample_pads_and_labels_only_the_gt_pair():
+  img = np.full((300, 320, 3), 128, np.uint8)
+  s = cm.real_candidates_sample([img, img], [record(4, gt=1), record(3, gt=2)], CFG, capacity=6)
+  np.testing.assert_array_equal(s["valid0"], np.arange(6) < 4)
+  np.testing.assert_array_equal(s["valid1"], np.arange(6) < 3)
+  assert s["gt_assignment"].sum() == 1 and s["gt_assignment"][1, 2] == 1
+  np.testing.assert_array_equal(s["gt_matches0"], [-2, 2, -2, -2, -2, -2])
+  np.testing.assert_array_equal(s["gt_matches1"], [-2, -2, 1, -2, -2, -2])
+  np.testing.assert_array_equal(s["cells0"][:4], record(4)["target_candidate_coords"])
+  with pytest.raises(ValueError, match="exceed the validation capacity 3"):
+    cm.real_candidates_sample([img, img], [record(4), record(3)], CFG, capacity=3)
