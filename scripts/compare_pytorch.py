@@ -397,6 +397,180 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Side-by-side speed (`--speed`).
+
+# Reference parts (torch_reference.PARTS, same order) and their table labels.
+PART_LABELS: dict[str, str] = {
+    "patch": "patch extraction (image -> tensor, crop + resize)",
+    "backbone": "backbone (normalisation + ResNet; CIA: + instance encoder)",
+    "clf_features": "classification features (CIA: + category encoder)",
+    "localisation": "localisation (score map + peak / flags)",
+    "iou_refine": "IoU-Net refinement",
+    "update": "memory + filter update",
+    "other": "rest of track() (bookkeeping)",
+}
+
+
+def cpu_description(cpuinfo: str) -> dict:
+  """{'model', 'avx2', 'avx512f', 'cores'} from the text of /proc/cpuinfo (first processor's model and flags)."""
+  model, flags, cores = "unknown", set(), 0
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    key = key.strip()
+    if key == "processor":
+      cores += 1
+    elif key == "model name" and model == "unknown":
+      model = value.strip()
+    elif key == "flags" and not flags:
+      flags = set(value.split())
+  return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "cores": cores}
+
+
+def speed_summary(times_per_round) -> dict:
+  """Per-frame seconds of several runs over one sequence (`[T]` each, frame 0 = init) -> medians over the tracked
+  frames 1..T-1: `median` of all rounds pooled, `round_medians` one per run, `fps` = 1 / median."""
+  rounds = [np.asarray(t, np.float64)[1:] for t in times_per_round]
+  if not rounds or any(r.size == 0 for r in rounds):
+    raise ValueError("speed_summary: every run needs at least one tracked frame after the init frame")
+  med = float(np.median(np.concatenate(rounds)))
+  return {"median": med, "fps": 1.0 / med, "round_medians": [float(np.median(r)) for r in rounds]}
+
+
+def part_breakdown(parts_per_round, times_per_round) -> dict[str, float]:
+  """Mean seconds per tracked frame of each reference part (`parts_per_round`: one {part: [T]} per run, frame 0
+  excluded) plus 'other' = mean frame time minus the parts' sum; 'total' = the mean frame time."""
+  total = float(np.mean(np.concatenate([np.asarray(t, np.float64)[1:] for t in times_per_round])))
+  out = {}
+  for part in parts_per_round[0]:
+    out[part] = float(np.mean(np.concatenate([np.asarray(r[part], np.float64)[1:] for r in parts_per_round])))
+  out["other"] = total - sum(out.values())
+  out["total"] = total
+  return out
+
+
+def format_speed_table(rows) -> str:
+  """Markdown table of (sequence, frame size 'WxH', frames, ours summary, reference summary) rows; the last column
+  is the speed ratio ours fps / reference fps (> 1: ours faster)."""
+  lines = ["| sequence | frame size | tracked frames x runs | ours ms/frame (fps) | reference ms/frame (fps) | "
+           "ours / reference speed | per-run medians ours / reference (ms) |", "|---|---|---|---|---|---|---|"]
+  for name, size, n, ours, ref in rows:
+    per_run = (" ".join(f"{1e3 * m:.0f}" for m in ours["round_medians"]) + " / "
+               + " ".join(f"{1e3 * m:.0f}" for m in ref["round_medians"]))
+    lines.append(f"| {name} | {size} | {n} x {len(ours['round_medians'])} | {1e3 * ours['median']:.1f} "
+                 f"({ours['fps']:.2f}) | {1e3 * ref['median']:.1f} ({ref['fps']:.2f}) | "
+                 f"{ours['fps'] / ref['fps']:.2f}x | {per_run} |")
+  return "\n".join(lines)
+
+
+def format_breakdown_table(breakdowns: dict[str, dict[str, float]]) -> str:
+  """Markdown table: one row per reference part, one column per sequence, mean ms per frame (share of total)."""
+  names = list(breakdowns)
+  lines = ["| reference part | " + " | ".join(f"{n} ms (share)" for n in names) + " |",
+           "|---|" + "---|" * len(names)]
+  for part, label in [*PART_LABELS.items(), ("total", "total (mean per frame)")]:
+    cells = []
+    for n in names:
+      b = breakdowns[n]
+      cells.append(f"{1e3 * b[part]:.1f} ({100 * b[part] / b['total']:.0f}%)" if part in b else "-")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def limit_cpus(threads: int) -> list[int]:
+  """Restricts this process (and the reference subprocesses it starts) to `threads` CPUs before JAX starts its
+  thread pool (XLA sizes it from the affinity mask); returns the CPUs kept."""
+  cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+  os.sched_setaffinity(0, cpus)
+  return cpus
+
+
+def _time_ours(model, settings, seq, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(boxes [T, 4], seconds [T]) of `cia-jax track`'s own loop (`runner.track_sequence`, jitted init / step)."""
+  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
+  return runner.track_sequence(model, settings, seq, max_frames=len(frames), frames=iter(frames))
+
+
+def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
+  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each; prints both tables."""
+  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
+
+  rows, breakdowns, results = [], {}, {}
+  for seq_dir in seq_dirs:
+    name, frames, box, seq = _load_sequence(seq_dir, args.max_frames or 40)
+    frames_path = os.path.join(work, f"{name}_frames.npy")
+    np.save(frames_path, frames)
+    ref_args = ["track", "--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch,
+                "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
+                "--box", ",".join(repr(float(b)) for b in box), "--timing", "1",
+                "--target-not-found-threshold", str(args.target_not_found_threshold)]
+    t0 = time.perf_counter()
+    runner.track_sequence(model, settings, seq, max_frames=2, frames=iter(frames[:2]))  # compile at this size
+    compile_s = time.perf_counter() - t0
+    ours_t, ref_t, ref_parts, ious = [], [], [], []
+    for r in range(args.rounds):
+      for side in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):  # alternate who goes first
+        if side == "ours":
+          boxes, times = _time_ours(model, settings, seq, frames)
+          ours_t.append(times)
+        else:
+          path = os.path.join(work, f"{name}_speed_{r}.npz")
+          _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
+          ref = dict(np.load(path))
+          ref_t.append(ref["times"])
+          ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
+      ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
+    ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    rows.append((name, size, len(frames) - 1, ours_s, ref_s))
+    breakdowns[name] = part_breakdown(ref_parts, ref_t)
+    print(f"{name} ({size}): ours {1e3 * ours_s['median']:.1f} ms/frame, reference {1e3 * ref_s['median']:.1f} "
+          f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
+          f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f})", flush=True)
+    results[name] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
+                     "reference_parts": breakdowns[name], "min_iou": min(ious), "compile_s": compile_s,
+                     "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
+  print(f"\n## Per-frame speed, {args.arch}, side by side (median over tracked frames 2..T of {args.rounds} "
+        f"alternating runs each, {args.threads} thread(s) each)\n")
+  print(format_speed_table(rows))
+  print("\n## Where the reference spends a frame (mean ms per tracked frame, exclusive time per part)\n")
+  print(format_breakdown_table(breakdowns))
+  return results
+
+
+def _speed_header(args) -> dict:
+  """Prints and returns the machine description: CPU model, AVX2 / AVX-512, CPUs used, load, matmul peaks."""
+  with open("/proc/cpuinfo") as f:
+    cpu = cpu_description(f.read())
+  cpus = limit_cpus(args.threads)
+  jax_peak = _jax_matmul_peak()
+  res = subprocess.run([args.torch_python, str(_HERE / "torch_reference.py"), "matmul-peak"], capture_output=True,
+                       text=True, env=dict(os.environ, TORCH_REF_THREADS=str(args.threads)), check=False)
+  torch_peak = res.stdout.strip() or res.stderr.strip()[-300:]
+  load = os.getloadavg()
+  print(f"# side-by-side speed: {args.arch}, checkpoint {args.checkpoint}\n\nCPU: {cpu['model']}, "
+        f"{cpu['cores']} cores, AVX2 {'yes' if cpu['avx2'] else 'no'}, AVX-512 {'yes' if cpu['avx512f'] else 'no'}; "
+        f"runs pinned to CPUs {cpus} ({args.threads} thread(s): JAX via the affinity mask, torch via "
+        f"set_num_threads); fp32 matmul peak (2048^3): JAX {jax_peak:.0f} GFLOP/s, {torch_peak}; "
+        f"load average before the runs {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n", flush=True)
+  return {**cpu, "cpus": cpus, "jax_matmul_gflops": jax_peak, "torch_matmul": torch_peak, "load_before": load}
+
+
+def _jax_matmul_peak(n: int = 2048) -> float:
+  """JAX's achieved fp32 GFLOP/s on a jitted n x n x n matmul (median of 5 after a warm-up)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(jnp.dot)
+  jax.block_until_ready(f(a, a))
+  times = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a, a))
+    times.append(time.perf_counter() - t0)
+  return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Driver.
 
 
@@ -411,7 +585,7 @@ def _load_sequence(path: str, max_frames: int | None):
   if not paths:
     raise ValueError(f"--sequence {path}: no frames")
   frames = np.stack([read_frame(p) for p in paths])
-  return name, frames, first_box(seq)
+  return name, frames, first_box(seq), seq
 
 
 def parse_args(argv=None):
@@ -443,6 +617,13 @@ def parse_args(argv=None):
   p.add_argument("--float64", action="store_true",
                  help="run both sides in float64 (JAX x64 + the parameters cast; torch_reference --float64 1): "
                       "separates float32 rounding from real differences; stage tolerances then mean float64")
+  p.add_argument("--speed", action="store_true",
+                 help="side-by-side speed instead of parity: per-frame time of our jitted tracker (cia-jax track's "
+                      "loop) and of the reference tracker over the same frames (default the first 40), --rounds "
+                      "alternating runs each, medians, ratio, and the reference's per-part breakdown")
+  p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
+  p.add_argument("--threads", type=int, default=2,
+                 help="--speed: CPUs for both sides (affinity mask; torch.set_num_threads in the reference)")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -471,6 +652,8 @@ def _check_inputs(args) -> None:
                             "no pytracking/features/preprocessing.py")
   if args.sequences_root and not os.path.isdir(args.sequences_root):
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
+  if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
+    raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:
     raise ValueError(f"--max-frames {args.max_frames}: need at least 2 (the init frame and one tracked frame)")
 
@@ -495,6 +678,7 @@ def main(argv=None) -> int:
 
 def _main(args, work: str) -> int:
   ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
+  machine = _speed_header(args) if args.speed else None  # pins the CPUs before JAX starts its thread pool
   if args.float64:
     enable_float64()
   if args.create_checkpoint_seed is not None:
@@ -510,6 +694,12 @@ def _main(args, work: str) -> int:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
   settings = our_settings(args.arch, args.target_not_found_threshold)
+  if args.speed:
+    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings)}
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
   results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
   passed = True
   reports, floor_reports = [], []
@@ -517,7 +707,7 @@ def _main(args, work: str) -> int:
         f"{'float64' if args.float64 else 'float32'}\n")
   for i, seq_dir in enumerate(seq_dirs):
     try:
-      name, frames, box = _load_sequence(seq_dir, args.max_frames)
+      name, frames, box, _ = _load_sequence(seq_dir, args.max_frames)
     except (FileNotFoundError, ValueError) as e:
       print(f"compare_pytorch: --sequence {seq_dir}: {e}", file=sys.stderr)
       return 2
