@@ -51,7 +51,7 @@ import numpy as np
 _HERE = pathlib.Path(__file__).resolve().parent
 # The torch venv next to the checkout (see BENCHMARKS.md); CIA_JAX_TORCH_PYTHON or --torch-python point elsewhere.
 DEFAULT_TORCH_PYTHON = os.environ.get("CIA_JAX_TORCH_PYTHON", str(_HERE.parent.parent / "torchref" / "bin" / "python"))
-ARCHS = ("dimp18", "cia18")
+ARCHS = ("dimp18", "superdimp", "cia18", "cia50")
 
 # Stage key (as written by torch_reference.py) -> (layout of the reference array, description).
 # Layouts: 'nchw' maps to our NHWC, 'filter' (B, D, 4, 4) to our (B, 4, 4, D), 'flat' compares flattened values,
@@ -590,7 +590,8 @@ def _load_sequence(path: str, max_frames: int | None):
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18) or CIA checkout (cia18)")
+  p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18, superdimp) or CIA "
+                                                                  "checkout (cia18, cia50)")
   p.add_argument("--arch", required=True, choices=ARCHS)
   p.add_argument("--checkpoint", required=True, help="reference-layout .pth (state dict under 'net' or bare)")
   p.add_argument("--create-checkpoint-seed", type=int, default=None,
