@@ -397,6 +397,123 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Float64 truth (`--float64-truth`): each float32 run against the float64 trajectory.
+
+
+def truth_distances(run: dict, truth: dict) -> dict[str, np.ndarray]:
+  """Per-frame distance of a run from the truth trajectory (dicts with `boxes` [T, 4], `max_scores` [T], `flags`
+  [T], frame 0 = init): `iou` [T], `box_px` (max |corner difference| in pixels) [T], `score_rel`
+  (|s - s_truth| / |s_truth|, 0 at frame 0) [T], `flag_same` [T] bool."""
+  b, t = np.asarray(run["boxes"], np.float64), np.asarray(truth["boxes"], np.float64)
+  if b.shape != t.shape:
+    raise ValueError(f"truth_distances: box tracks of different shapes {b.shape} and {t.shape}")
+  corners = lambda x: np.concatenate([x[:, :2], x[:, :2] + x[:, 2:]], axis=1)  # noqa: E731
+  s, st = np.asarray(run["max_scores"], np.float64), np.asarray(truth["max_scores"], np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    rel = np.abs(s - st) / np.abs(st)
+  rel[0] = 0.0
+  return {"iou": box_iou_xywh(b, t), "box_px": np.max(np.abs(corners(b) - corners(t)), axis=1),
+          "score_rel": np.where(np.isnan(rel), np.inf, rel),
+          "flag_same": np.asarray([str(x) == str(y) for x, y in zip(run["flags"], truth["flags"])])}
+
+
+def first_departure(dist: dict, iou_threshold: float = 0.99, score_tol: float = 1e-3) -> tuple[int | None, str]:
+  """(first frame >= 1 where the run leaves the truth, the stage that shows it first there): 'max score'
+  (relative difference > score_tol), then 'flag', then 'box' (IoU < iou_threshold); (None, '-') if never."""
+  checks = (("max score", dist["score_rel"] > score_tol), ("flag", ~dist["flag_same"]),
+            ("box", dist["iou"] < iou_threshold))
+  for t in range(1, len(dist["iou"])):
+    for stage, bad in checks:
+      if bad[t]:
+        return t, stage
+  return None, "-"
+
+
+def truth_verdict(ours: tuple[int | None, str], ref: tuple[int | None, str], truth_valid_until: int | None) -> str:
+  """Which float32 run leaves the float64 trajectory first (departures from `first_departure`); a departure at or
+  after the frame where the two float64 runs part (`truth_valid_until`) is beyond what the truth can judge."""
+  horizon = np.inf if truth_valid_until is None else truth_valid_until
+  o = np.inf if ours[0] is None else ours[0]
+  r = np.inf if ref[0] is None else ref[0]
+  if min(o, r) >= horizon:
+    return "neither, while the float64 runs agree"
+  if o == r:
+    return "both at the same frame"
+  return "ours" if o < r else "reference"
+
+
+def format_truth_table(rows, iou_threshold: float) -> str:
+  """Markdown table of (sequence, frames, float64 parting, ours departure, reference departure) rows."""
+  fmt = lambda d: "-" if d[0] is None else f"{d[0]} ({d[1]})"  # noqa: E731
+  lines = ["| sequence | frames | float64 ours vs reference: first (stage) | ours float32 leaves the float64 truth "
+           "| reference float32 leaves it | first to leave |", "|---|---|---|---|---|---|"]
+  for name, n, truth_part, ours, ref in rows:
+    lines.append(f"| {name} | {n} | {fmt(truth_part)} | {fmt(ours)} | {fmt(ref)} | "
+                 f"{truth_verdict(ours, ref, truth_part[0])} |")
+  return "\n".join(lines) + (f"\n\nA run leaves the truth at the first frame whose max score differs by > 1e-3 "
+                              f"(relative), whose flag differs, or whose box IoU < {iou_threshold}.")
+
+
+def format_truth_frames(name: str, ours: dict, ref: dict, last: int) -> str:
+  """Per-frame table, frames 1..last: each float32 run's box distance (px, IoU) and max-score distance from the
+  truth."""
+  lines = [f"| {name} frame | ours: box px / IoU / score rel | reference: box px / IoU / score rel |",
+           "|---|---|---|"]
+  cell = lambda d, t: f"{d['box_px'][t]:.2e} / {d['iou'][t]:.4f} / {d['score_rel'][t]:.1e}"  # noqa: E731
+  for t in range(1, last + 1):
+    lines.append(f"| {t} | {cell(ours, t)} | {cell(ref, t)} |")
+  return "\n".join(lines)
+
+
+def _float64_tracks(args, work: str, seq_dirs: list[str]) -> dict:
+  """Runs this script again with --float64 (own process: JAX's x64 switch is global) over the same sequences;
+  returns its `tracking` results (per sequence: ours / reference boxes, max scores, flags)."""
+  out = os.path.join(work, "float64_truth.json")
+  cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--reference-root", args.reference_root,
+         "--arch", args.arch, "--checkpoint", args.checkpoint, "--torch-python", args.torch_python, "--float64",
+         "--skip-stages", "--json", out, "--target-not-found-threshold", str(args.target_not_found_threshold),
+         "--work-dir", os.path.join(work, "float64")]
+  for d in seq_dirs:
+    cmd += ["--sequence", d]
+  if args.max_frames:
+    cmd += ["--max-frames", str(args.max_frames)]
+  if args.reference_crop_from:
+    cmd += ["--reference-crop-from", args.reference_crop_from]
+  res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if res.returncode not in (0, 1):  # 1 = targets missed, still a complete run
+    raise RuntimeError(f"float64 run failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
+  with open(out) as f:
+    return json.load(f)["tracking"]
+
+
+def report_float64_truth(tracking32: dict, tracking64: dict, iou_threshold: float) -> dict:
+  """Prints, per sequence, where each float32 run leaves the float64 truth (the reference's float64 trajectory;
+  valid until our float64 run parts from it) and the per-frame distances up to there; returns the numbers."""
+  rows, out, frames = [], {}, []
+  side = lambda r, who: {"boxes": r[f"{who}_boxes"], "max_scores": r[f"{who}_max_scores"],  # noqa: E731
+                         "flags": r[f"{who}_flags"]}
+  for name, r32 in tracking32.items():
+    truth = side(tracking64[name], "ref")
+    d64 = truth_distances(side(tracking64[name], "ours"), truth)
+    d_ours, d_ref = truth_distances(side(r32, "ours"), truth), truth_distances(side(r32, "ref"), truth)
+    dep64 = first_departure(d64, iou_threshold)
+    dep_o, dep_r = first_departure(d_ours, iou_threshold), first_departure(d_ref, iou_threshold)
+    n = len(truth["boxes"]) - 1
+    rows.append((name, n, dep64, dep_o, dep_r))
+    last = min(n, max(t for t in (dep_o[0], dep_r[0], 1) if t is not None) + 2)
+    frames.append(format_truth_frames(name, d_ours, d_ref, last))
+    out[name] = {"float64_parting": dep64, "ours_departure": dep_o, "reference_departure": dep_r,
+                 "first_to_leave": truth_verdict(dep_o, dep_r, dep64[0]),
+                 **{f"{who}_{k}": v.tolist() for who, d in (("ours", d_ours), ("ref", d_ref), ("float64", d64))
+                    for k, v in d.items()}}
+  print("\n## float32 against the float64 truth (the reference's float64 trajectory)\n")
+  print(format_truth_table(rows, iou_threshold))
+  for table in frames:
+    print("\n" + table)
+  return out
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Side-by-side speed (`--speed`).
 
 # Reference parts (torch_reference.PARTS, same order) and their table labels.
@@ -625,6 +742,9 @@ def parse_args(argv=None):
   p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
   p.add_argument("--threads", type=int, default=2,
                  help="--speed: CPUs for both sides (affinity mask; torch.set_num_threads in the reference)")
+  p.add_argument("--float64-truth", action="store_true",
+                 help="also run both sides in float64 (a second process) and report, per frame, each float32 "
+                      "run's distance from the float64 trajectory and the frame and stage where each leaves it first")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -653,6 +773,8 @@ def _check_inputs(args) -> None:
                             "no pytracking/features/preprocessing.py")
   if args.sequences_root and not os.path.isdir(args.sequences_root):
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
+  if args.float64_truth and (args.float64 or args.skip_tracking or args.speed):
+    raise ValueError("--float64-truth compares float32 tracking runs: not with --float64, --skip-tracking, --speed")
   if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
     raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:
@@ -786,6 +908,9 @@ def _main(args, work: str) -> int:
     print(format_iou_table(floor_reports, args.iou_threshold))
     results["noise_floor"] = {r.name: {k: v for k, v in dataclasses.asdict(r).items() if k != "ious"}
                               for r in floor_reports}
+  if args.float64_truth:
+    results["float64_truth"] = report_float64_truth(results["tracking"], _float64_tracks(args, work, seq_dirs),
+                                                    args.iou_threshold)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

@@ -333,3 +333,39 @@ print(t.frame["patch"], t.frame["backbone"])
   # 0.1 + 0.05 s of its own; counting the nested call's 0.2 s too would give >= 0.35 s (bounds allow for oversleep).
   assert 0.15 <= patch < 0.34
   assert 0.2 <= backbone < 0.4
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Float64 truth (`--float64-truth`).
+
+
+def _track(boxes, scores, flags):
+  return {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64), "flags": flags}
+
+
+def test_truth_distances_and_first_departure():
+  truth = _track([[10, 10, 20, 20]] * 4, [np.nan, 0.2, 0.2, 0.2], ["init", "normal", "normal", "normal"])
+  # Frame 2: score 0.20015 (7.5e-4 relative: within the 1e-3 tolerance); frame 3: box moved 5 px right.
+  run = _track([[10, 10, 20, 20], [10, 10, 20, 20], [10, 10, 20, 20], [15, 10, 20, 20]],
+               [np.nan, 0.2, 0.20015, 0.2], ["init", "normal", "normal", "normal"])
+  d = cp.truth_distances(run, truth)
+  np.testing.assert_allclose(d["box_px"], [0, 0, 0, 5])
+  assert d["iou"][3] == pytest.approx(15 * 20 / (2 * 400 - 15 * 20))
+  np.testing.assert_allclose(d["score_rel"], [0, 0, 7.5e-4, 0], atol=1e-12)
+  assert cp.first_departure(d) == (3, "box")
+  assert cp.first_departure(d, score_tol=5e-4) == (2, "max score")
+  run["flags"] = ["init", "normal", "hard_negative", "normal"]
+  assert cp.first_departure(cp.truth_distances(run, truth)) == (2, "flag")
+  assert cp.first_departure(cp.truth_distances(truth, truth)) == (None, "-")
+  with pytest.raises(ValueError, match="shapes"):
+    cp.truth_distances(_track([[0, 0, 1, 1]], [0.1], ["init"]), truth)
+
+
+def test_truth_verdict_and_table():
+  assert cp.truth_verdict((5, "box"), (9, "flag"), None) == "ours"
+  assert cp.truth_verdict((12, "box"), (9, "max score"), 20) == "reference"
+  assert cp.truth_verdict((12, "box"), (None, "-"), 10) == "neither, while the float64 runs agree"
+  assert cp.truth_verdict((None, "-"), (None, "-"), None) == "neither, while the float64 runs agree"
+  assert cp.truth_verdict((4, "box"), (4, "flag"), None) == "both at the same frame"
+  row = cp.format_truth_table([("seq", 29, (None, "-"), (15, "max score"), (18, "box"))], 0.99).splitlines()[2]
+  assert row == "| seq | 29 | - | 15 (max score) | 18 (box) | ours |"
