@@ -1,4 +1,5 @@
-"""Side-by-side parity of cia_jax against the PyTorch reference (pytracking DiMP18 / CIA CIA18).
+"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP, CIA
+CIA18 / CIA50).
 
   .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence ../shared/data/real/OTB_Crossing
@@ -25,6 +26,18 @@ from the initial box shifted by EPS pixels, `--noise-floor-threads N` with N tor
 summation order). With random weights the online filter amplifies any difference exponentially (score maps are
 flat, so the max score, the localisation flags and finally the peak's position flip), so these floors say how
 many frames two runs that differ only at rounding level can be expected to agree.
+`--float64-truth` runs both sides a second time in float64 (its own process) and reports, per frame, each float32
+run's distance from the float64 trajectory (boxes and max score; the reference's float64 run is the truth, valid
+until our float64 run parts from it) and the frame and stage (max score / flag / box) where each leaves it first.
+
+3. Speed (`--speed`, instead of 1 and 2): our jitted tracker (`cia-jax track`'s own loop,
+   `runner.track_sequence`) and the unmodified reference tracker over the same decoded frames (default the first
+   40), same weights, deterministic, `--rounds` alternating runs each, both pinned to `--threads` CPUs (JAX through
+   the affinity mask, torch through `set_num_threads`); prints the median per-frame time of each (init frame and
+   compilation excluded), the speed ratio, the reference's per-part breakdown (timing wrappers installed from
+   outside around the reference tracker's methods, `torch_reference.py track --timing 1`), the CPU model, its
+   AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average.
+
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
 
