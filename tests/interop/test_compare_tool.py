@@ -354,6 +354,10 @@ def test_truth_distances_and_first_departure():
   np.testing.assert_allclose(d["score_rel"], [0, 0, 7.5e-4, 0], atol=1e-12)
   assert cp.first_departure(d) == (3, "box")
   assert cp.first_departure(d, score_tol=5e-4) == (2, "max score")
+  run["boxes"][2, 0] += 0.05  # 0.05 px: IoU 0.995 passes the IoU test, the corner test catches it
+  assert cp.first_departure(cp.truth_distances(run, truth)) == (2, "box")
+  assert cp.first_departure(cp.truth_distances(run, truth), box_px_tol=0.1) == (3, "box")
+  run["boxes"][2, 0] -= 0.05
   run["flags"] = ["init", "normal", "hard_negative", "normal"]
   assert cp.first_departure(cp.truth_distances(run, truth)) == (2, "flag")
   assert cp.first_departure(cp.truth_distances(truth, truth)) == (None, "-")
