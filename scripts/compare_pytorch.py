@@ -1,4 +1,5 @@
-"""Side-by-side parity of cia_jax against the PyTorch reference (pytracking DiMP18 / CIA CIA18).
+"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP, CIA
+CIA18 / CIA50).
 
   .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence ../shared/data/real/OTB_Crossing
@@ -25,6 +26,18 @@ from the initial box shifted by EPS pixels, `--noise-floor-threads N` with N tor
 summation order). With random weights the online filter amplifies any difference exponentially (score maps are
 flat, so the max score, the localisation flags and finally the peak's position flip), so these floors say how
 many frames two runs that differ only at rounding level can be expected to agree.
+`--float64-truth` runs both sides a second time in float64 (its own process) and reports, per frame, each float32
+run's distance from the float64 trajectory (boxes and max score; the reference's float64 run is the truth, valid
+until our float64 run parts from it) and the frame and stage (max score / flag / box) where each leaves it first.
+
+3. Speed (`--speed`, instead of 1 and 2): our jitted tracker (`cia-jax track`'s own loop,
+   `runner.track_sequence`) and the unmodified reference tracker over the same decoded frames (default the first
+   40), same weights, deterministic, `--rounds` alternating runs each, both pinned to `--threads` CPUs (JAX through
+   the affinity mask, torch through `set_num_threads`); prints the median per-frame time of each (init frame and
+   compilation excluded), the speed ratio, the reference's per-part breakdown (timing wrappers installed from
+   outside around the reference tracker's methods, `torch_reference.py track --timing 1`), the CPU model, its
+   AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average.
+
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
 
@@ -51,7 +64,7 @@ import numpy as np
 _HERE = pathlib.Path(__file__).resolve().parent
 # The torch venv next to the checkout (see BENCHMARKS.md); CIA_JAX_TORCH_PYTHON or --torch-python point elsewhere.
 DEFAULT_TORCH_PYTHON = os.environ.get("CIA_JAX_TORCH_PYTHON", str(_HERE.parent.parent / "torchref" / "bin" / "python"))
-ARCHS = ("dimp18", "cia18")
+ARCHS = ("dimp18", "superdimp", "cia18", "cia50")
 
 # Stage key (as written by torch_reference.py) -> (layout of the reference array, description).
 # Layouts: 'nchw' maps to our NHWC, 'filter' (B, D, 4, 4) to our (B, 4, 4, D), 'flat' compares flattened values,
@@ -397,6 +410,300 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Float64 truth (`--float64-truth`): each float32 run against the float64 trajectory.
+
+
+def truth_distances(run: dict, truth: dict) -> dict[str, np.ndarray]:
+  """Per-frame distance of a run from the truth trajectory (dicts with `boxes` [T, 4], `max_scores` [T], `flags`
+  [T], frame 0 = init): `iou` [T], `box_px` (max |corner difference| in pixels) [T], `score_rel`
+  (|s - s_truth| / |s_truth|, 0 at frame 0) [T], `flag_same` [T] bool."""
+  b, t = np.asarray(run["boxes"], np.float64), np.asarray(truth["boxes"], np.float64)
+  if b.shape != t.shape:
+    raise ValueError(f"truth_distances: box tracks of different shapes {b.shape} and {t.shape}")
+  corners = lambda x: np.concatenate([x[:, :2], x[:, :2] + x[:, 2:]], axis=1)  # noqa: E731
+  s, st = np.asarray(run["max_scores"], np.float64), np.asarray(truth["max_scores"], np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    rel = np.abs(s - st) / np.abs(st)
+  rel[0] = 0.0
+  return {"iou": box_iou_xywh(b, t), "box_px": np.max(np.abs(corners(b) - corners(t)), axis=1),
+          "score_rel": np.where(np.isnan(rel), np.inf, rel),
+          "flag_same": np.asarray([str(x) == str(y) for x, y in zip(run["flags"], truth["flags"])])}
+
+
+def first_departure(dist: dict, iou_threshold: float = 0.99, score_tol: float = 1e-3,
+                    box_px_tol: float = 1e-2) -> tuple[int | None, str]:
+  """(first frame >= 1 where the run leaves the truth, the stage that shows it first there): 'max score'
+  (relative difference > score_tol), then 'flag', then 'box' (IoU < iou_threshold or a corner more than
+  box_px_tol pixels away: float32 rounding keeps a box within ~1e-3 px); (None, '-') if never."""
+  checks = (("max score", dist["score_rel"] > score_tol), ("flag", ~dist["flag_same"]),
+            ("box", (dist["iou"] < iou_threshold) | (dist["box_px"] > box_px_tol)))
+  for t in range(1, len(dist["iou"])):
+    for stage, bad in checks:
+      if bad[t]:
+        return t, stage
+  return None, "-"
+
+
+def truth_verdict(ours: tuple[int | None, str], ref: tuple[int | None, str], truth_valid_until: int | None) -> str:
+  """Which float32 run leaves the float64 trajectory first (departures from `first_departure`); a departure at or
+  after the frame where the two float64 runs part (`truth_valid_until`) is beyond what the truth can judge."""
+  horizon = np.inf if truth_valid_until is None else truth_valid_until
+  o = np.inf if ours[0] is None else ours[0]
+  r = np.inf if ref[0] is None else ref[0]
+  if min(o, r) >= horizon:
+    return "neither, while the float64 runs agree"
+  if o == r:
+    return "both at the same frame"
+  return "ours" if o < r else "reference"
+
+
+def format_truth_table(rows, iou_threshold: float) -> str:
+  """Markdown table of (sequence, frames, float64 parting, ours departure, reference departure) rows."""
+  fmt = lambda d: "-" if d[0] is None else f"{d[0]} ({d[1]})"  # noqa: E731
+  lines = ["| sequence | frames | float64 ours vs reference: first (stage) | ours float32 leaves the float64 truth "
+           "| reference float32 leaves it | first to leave |", "|---|---|---|---|---|---|"]
+  for name, n, truth_part, ours, ref in rows:
+    lines.append(f"| {name} | {n} | {fmt(truth_part)} | {fmt(ours)} | {fmt(ref)} | "
+                 f"{truth_verdict(ours, ref, truth_part[0])} |")
+  return "\n".join(lines) + (f"\n\nA run leaves the truth at the first frame whose max score differs by > 1e-3 "
+                              f"(relative), whose flag differs, or whose box IoU < {iou_threshold} or a corner "
+                              "> 0.01 px away.")
+
+
+def format_truth_frames(name: str, ours: dict, ref: dict, last: int) -> str:
+  """Per-frame table, frames 1..last: each float32 run's box distance (px, IoU) and max-score distance from the
+  truth."""
+  lines = [f"| {name} frame | ours: box px / IoU / score rel | reference: box px / IoU / score rel |",
+           "|---|---|---|"]
+  cell = lambda d, t: f"{d['box_px'][t]:.2e} / {d['iou'][t]:.4f} / {d['score_rel'][t]:.1e}"  # noqa: E731
+  for t in range(1, last + 1):
+    lines.append(f"| {t} | {cell(ours, t)} | {cell(ref, t)} |")
+  return "\n".join(lines)
+
+
+def _float64_tracks(args, work: str, seq_dirs: list[str]) -> dict:
+  """Runs this script again with --float64 (own process: JAX's x64 switch is global) over the same sequences;
+  returns its `tracking` results (per sequence: ours / reference boxes, max scores, flags)."""
+  out = os.path.join(work, "float64_truth.json")
+  cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--reference-root", args.reference_root,
+         "--arch", args.arch, "--checkpoint", args.checkpoint, "--torch-python", args.torch_python, "--float64",
+         "--skip-stages", "--json", out, "--target-not-found-threshold", str(args.target_not_found_threshold),
+         "--work-dir", os.path.join(work, "float64")]
+  for d in seq_dirs:
+    cmd += ["--sequence", d]
+  if args.max_frames:
+    cmd += ["--max-frames", str(args.max_frames)]
+  if args.reference_crop_from:
+    cmd += ["--reference-crop-from", args.reference_crop_from]
+  res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if res.returncode not in (0, 1):  # 1 = targets missed, still a complete run
+    raise RuntimeError(f"float64 run failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
+  with open(out) as f:
+    return json.load(f)["tracking"]
+
+
+def report_float64_truth(tracking32: dict, tracking64: dict, iou_threshold: float) -> dict:
+  """Prints, per sequence, where each float32 run leaves the float64 truth (the reference's float64 trajectory;
+  valid until our float64 run parts from it) and the per-frame distances up to there; returns the numbers."""
+  rows, out, frames = [], {}, []
+  side = lambda r, who: {"boxes": r[f"{who}_boxes"], "max_scores": r[f"{who}_max_scores"],  # noqa: E731
+                         "flags": r[f"{who}_flags"]}
+  for name, r32 in tracking32.items():
+    truth = side(tracking64[name], "ref")
+    d64 = truth_distances(side(tracking64[name], "ours"), truth)
+    d_ours, d_ref = truth_distances(side(r32, "ours"), truth), truth_distances(side(r32, "ref"), truth)
+    dep64 = first_departure(d64, iou_threshold)
+    dep_o, dep_r = first_departure(d_ours, iou_threshold), first_departure(d_ref, iou_threshold)
+    n = len(truth["boxes"]) - 1
+    rows.append((name, n, dep64, dep_o, dep_r))
+    last = min(n, max(t for t in (dep_o[0], dep_r[0], 1) if t is not None) + 2)
+    frames.append(format_truth_frames(name, d_ours, d_ref, last))
+    out[name] = {"float64_parting": dep64, "ours_departure": dep_o, "reference_departure": dep_r,
+                 "first_to_leave": truth_verdict(dep_o, dep_r, dep64[0]),
+                 **{f"{who}_{k}": v.tolist() for who, d in (("ours", d_ours), ("ref", d_ref), ("float64", d64))
+                    for k, v in d.items()}}
+  print("\n## float32 against the float64 truth (the reference's float64 trajectory)\n")
+  print(format_truth_table(rows, iou_threshold))
+  for table in frames:
+    print("\n" + table)
+  return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Side-by-side speed (`--speed`).
+
+# Reference parts (torch_reference.PARTS, same order) and their table labels.
+PART_LABELS: dict[str, str] = {
+    "patch": "patch extraction (image -> tensor, crop + resize)",
+    "backbone": "backbone (normalisation + ResNet; CIA: + instance encoder)",
+    "clf_features": "classification features (CIA: + category encoder)",
+    "localisation": "localisation (score map + peak / flags)",
+    "iou_refine": "IoU-Net refinement",
+    "update": "memory + filter update",
+    "other": "rest of track() (bookkeeping)",
+}
+
+
+def cpu_description(cpuinfo: str) -> dict:
+  """{'model', 'avx2', 'avx512f', 'cores'} from the text of /proc/cpuinfo (first processor's model and flags)."""
+  model, flags, cores = "unknown", set(), 0
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    key = key.strip()
+    if key == "processor":
+      cores += 1
+    elif key == "model name" and model == "unknown":
+      model = value.strip()
+    elif key == "flags" and not flags:
+      flags = set(value.split())
+  return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "cores": cores}
+
+
+def speed_summary(times_per_round) -> dict:
+  """Per-frame seconds of several runs over one sequence (`[T]` each, frame 0 = init) -> medians over the tracked
+  frames 1..T-1: `median` of all rounds pooled, `round_medians` one per run, `fps` = 1 / median."""
+  rounds = [np.asarray(t, np.float64)[1:] for t in times_per_round]
+  if not rounds or any(r.size == 0 for r in rounds):
+    raise ValueError("speed_summary: every run needs at least one tracked frame after the init frame")
+  med = float(np.median(np.concatenate(rounds)))
+  return {"median": med, "fps": 1.0 / med, "round_medians": [float(np.median(r)) for r in rounds]}
+
+
+def part_breakdown(parts_per_round, times_per_round) -> dict[str, float]:
+  """Mean seconds per tracked frame of each reference part (`parts_per_round`: one {part: [T]} per run, frame 0
+  excluded) plus 'other' = mean frame time minus the parts' sum; 'total' = the mean frame time."""
+  total = float(np.mean(np.concatenate([np.asarray(t, np.float64)[1:] for t in times_per_round])))
+  out = {}
+  for part in parts_per_round[0]:
+    out[part] = float(np.mean(np.concatenate([np.asarray(r[part], np.float64)[1:] for r in parts_per_round])))
+  out["other"] = total - sum(out.values())
+  out["total"] = total
+  return out
+
+
+def format_speed_table(rows) -> str:
+  """Markdown table of (sequence, frame size 'WxH', frames, ours summary, reference summary) rows; the last column
+  is the speed ratio ours fps / reference fps (> 1: ours faster)."""
+  lines = ["| sequence | frame size | tracked frames x runs | ours ms/frame (fps) | reference ms/frame (fps) | "
+           "ours / reference speed | per-run medians ours / reference (ms) |", "|---|---|---|---|---|---|---|"]
+  for name, size, n, ours, ref in rows:
+    per_run = (" ".join(f"{1e3 * m:.0f}" for m in ours["round_medians"]) + " / "
+               + " ".join(f"{1e3 * m:.0f}" for m in ref["round_medians"]))
+    lines.append(f"| {name} | {size} | {n} x {len(ours['round_medians'])} | {1e3 * ours['median']:.1f} "
+                 f"({ours['fps']:.2f}) | {1e3 * ref['median']:.1f} ({ref['fps']:.2f}) | "
+                 f"{ours['fps'] / ref['fps']:.2f}x | {per_run} |")
+  return "\n".join(lines)
+
+
+def format_breakdown_table(breakdowns: dict[str, dict[str, float]]) -> str:
+  """Markdown table: one row per reference part, one column per sequence, mean ms per frame (share of total)."""
+  names = list(breakdowns)
+  lines = ["| reference part | " + " | ".join(f"{n} ms (share)" for n in names) + " |",
+           "|---|" + "---|" * len(names)]
+  for part, label in [*PART_LABELS.items(), ("total", "total (mean per frame)")]:
+    cells = []
+    for n in names:
+      b = breakdowns[n]
+      cells.append(f"{1e3 * b[part]:.1f} ({100 * b[part] / b['total']:.0f}%)" if part in b else "-")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def limit_cpus(threads: int) -> list[int]:
+  """Restricts this process (and the reference subprocesses it starts) to `threads` CPUs before JAX starts its
+  thread pool (XLA sizes it from the affinity mask); returns the CPUs kept."""
+  cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+  os.sched_setaffinity(0, cpus)
+  return cpus
+
+
+def _time_ours(model, settings, seq, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(boxes [T, 4], seconds [T]) of `cia-jax track`'s own loop (`runner.track_sequence`, jitted init / step)."""
+  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
+  return runner.track_sequence(model, settings, seq, max_frames=len(frames), frames=iter(frames))
+
+
+def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
+  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each; prints both tables."""
+  from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
+
+  rows, breakdowns, results = [], {}, {}
+  for seq_dir in seq_dirs:
+    name, frames, box, seq = _load_sequence(seq_dir, args.max_frames or 40)
+    frames_path = os.path.join(work, f"{name}_frames.npy")
+    np.save(frames_path, frames)
+    ref_args = ["track", "--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch,
+                "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
+                "--box", ",".join(repr(float(b)) for b in box), "--timing", "1",
+                "--target-not-found-threshold", str(args.target_not_found_threshold)]
+    t0 = time.perf_counter()
+    runner.track_sequence(model, settings, seq, max_frames=2, frames=iter(frames[:2]))  # compile at this size
+    compile_s = time.perf_counter() - t0
+    ours_t, ref_t, ref_parts, ious = [], [], [], []
+    for r in range(args.rounds):
+      for side in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):  # alternate who goes first
+        if side == "ours":
+          boxes, times = _time_ours(model, settings, seq, frames)
+          ours_t.append(times)
+        else:
+          path = os.path.join(work, f"{name}_speed_{r}.npz")
+          _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
+          ref = dict(np.load(path))
+          ref_t.append(ref["times"])
+          ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
+      ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
+    ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    rows.append((name, size, len(frames) - 1, ours_s, ref_s))
+    breakdowns[name] = part_breakdown(ref_parts, ref_t)
+    print(f"{name} ({size}): ours {1e3 * ours_s['median']:.1f} ms/frame, reference {1e3 * ref_s['median']:.1f} "
+          f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
+          f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f})", flush=True)
+    results[name] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
+                     "reference_parts": breakdowns[name], "min_iou": min(ious), "compile_s": compile_s,
+                     "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
+  print(f"\n## Per-frame speed, {args.arch}, side by side (median over tracked frames 2..T of {args.rounds} "
+        f"alternating runs each, {args.threads} thread(s) each)\n")
+  print(format_speed_table(rows))
+  print("\n## Where the reference spends a frame (mean ms per tracked frame, exclusive time per part)\n")
+  print(format_breakdown_table(breakdowns))
+  return results
+
+
+def _speed_header(args) -> dict:
+  """Prints and returns the machine description: CPU model, AVX2 / AVX-512, CPUs used, load, matmul peaks."""
+  with open("/proc/cpuinfo") as f:
+    cpu = cpu_description(f.read())
+  cpus = limit_cpus(args.threads)
+  jax_peak = _jax_matmul_peak()
+  res = subprocess.run([args.torch_python, str(_HERE / "torch_reference.py"), "matmul-peak"], capture_output=True,
+                       text=True, env=dict(os.environ, TORCH_REF_THREADS=str(args.threads)), check=False)
+  torch_peak = res.stdout.strip() or res.stderr.strip()[-300:]
+  load = os.getloadavg()
+  print(f"# side-by-side speed: {args.arch}, checkpoint {args.checkpoint}\n\nCPU: {cpu['model']}, "
+        f"{cpu['cores']} cores, AVX2 {'yes' if cpu['avx2'] else 'no'}, AVX-512 {'yes' if cpu['avx512f'] else 'no'}; "
+        f"runs pinned to CPUs {cpus} ({args.threads} thread(s): JAX via the affinity mask, torch via "
+        f"set_num_threads); fp32 matmul peak (2048^3): JAX {jax_peak:.0f} GFLOP/s, {torch_peak}; "
+        f"load average before the runs {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n", flush=True)
+  return {**cpu, "cpus": cpus, "jax_matmul_gflops": jax_peak, "torch_matmul": torch_peak, "load_before": load}
+
+
+def _jax_matmul_peak(n: int = 2048) -> float:
+  """JAX's achieved fp32 GFLOP/s on a jitted n x n x n matmul (median of 5 after a warm-up)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(jnp.dot)
+  jax.block_until_ready(f(a, a))
+  times = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a, a))
+    times.append(time.perf_counter() - t0)
+  return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Driver.
 
 
@@ -411,12 +718,13 @@ def _load_sequence(path: str, max_frames: int | None):
   if not paths:
     raise ValueError(f"--sequence {path}: no frames")
   frames = np.stack([read_frame(p) for p in paths])
-  return name, frames, first_box(seq)
+  return name, frames, first_box(seq), seq
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18) or CIA checkout (cia18)")
+  p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18, superdimp) or CIA "
+                                                                  "checkout (cia18, cia50)")
   p.add_argument("--arch", required=True, choices=ARCHS)
   p.add_argument("--checkpoint", required=True, help="reference-layout .pth (state dict under 'net' or bare)")
   p.add_argument("--create-checkpoint-seed", type=int, default=None,
@@ -443,6 +751,16 @@ def parse_args(argv=None):
   p.add_argument("--float64", action="store_true",
                  help="run both sides in float64 (JAX x64 + the parameters cast; torch_reference --float64 1): "
                       "separates float32 rounding from real differences; stage tolerances then mean float64")
+  p.add_argument("--speed", action="store_true",
+                 help="side-by-side speed instead of parity: per-frame time of our jitted tracker (cia-jax track's "
+                      "loop) and of the reference tracker over the same frames (default the first 40), --rounds "
+                      "alternating runs each, medians, ratio, and the reference's per-part breakdown")
+  p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
+  p.add_argument("--threads", type=int, default=2,
+                 help="--speed: CPUs for both sides (affinity mask; torch.set_num_threads in the reference)")
+  p.add_argument("--float64-truth", action="store_true",
+                 help="also run both sides in float64 (a second process) and report, per frame, each float32 "
+                      "run's distance from the float64 trajectory and the frame and stage where each leaves it first")
   p.add_argument("--skip-stages", action="store_true")
   p.add_argument("--skip-tracking", action="store_true")
   p.add_argument("--json", default=None, help="write all numbers (stages, per-frame IoU) to this file")
@@ -471,6 +789,10 @@ def _check_inputs(args) -> None:
                             "no pytracking/features/preprocessing.py")
   if args.sequences_root and not os.path.isdir(args.sequences_root):
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
+  if args.float64_truth and (args.float64 or args.skip_tracking or args.speed):
+    raise ValueError("--float64-truth compares float32 tracking runs: not with --float64, --skip-tracking, --speed")
+  if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
+    raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:
     raise ValueError(f"--max-frames {args.max_frames}: need at least 2 (the init frame and one tracked frame)")
 
@@ -495,6 +817,7 @@ def main(argv=None) -> int:
 
 def _main(args, work: str) -> int:
   ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
+  machine = _speed_header(args) if args.speed else None  # pins the CPUs before JAX starts its thread pool
   if args.float64:
     enable_float64()
   if args.create_checkpoint_seed is not None:
@@ -510,6 +833,12 @@ def _main(args, work: str) -> int:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
   settings = our_settings(args.arch, args.target_not_found_threshold)
+  if args.speed:
+    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings)}
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
   results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
   passed = True
   reports, floor_reports = [], []
@@ -517,7 +846,7 @@ def _main(args, work: str) -> int:
         f"{'float64' if args.float64 else 'float32'}\n")
   for i, seq_dir in enumerate(seq_dirs):
     try:
-      name, frames, box = _load_sequence(seq_dir, args.max_frames)
+      name, frames, box, _ = _load_sequence(seq_dir, args.max_frames)
     except (FileNotFoundError, ValueError) as e:
       print(f"compare_pytorch: --sequence {seq_dir}: {e}", file=sys.stderr)
       return 2
@@ -595,6 +924,9 @@ def _main(args, work: str) -> int:
     print(format_iou_table(floor_reports, args.iou_threshold))
     results["noise_floor"] = {r.name: {k: v for k, v in dataclasses.asdict(r).items() if k != "ious"}
                               for r in floor_reports}
+  if args.float64_truth:
+    results["float64_truth"] = report_float64_truth(results["tracking"], _float64_tracks(args, work, seq_dirs),
+                                                    args.iou_threshold)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

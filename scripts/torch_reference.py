@@ -1,6 +1,7 @@
 """The PyTorch reference side of `scripts/compare_pytorch.py` (runs in the torch venv, not the project's).
 
-Builds the real reference network -- pytracking `dimpnet18` (DiMP18) or CIA `cia18` (CIA18) -- on the CPU with the
+Builds the real reference network -- pytracking `dimpnet18` / `dimpnet50` (DiMP18 / SuperDiMP) or CIA `cia18` /
+`cia50` (CIA18 / CIA50) -- on the CPU with the
 import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` packages, the pure-torch CPU Precise
 RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
 (pytracking `DiMP`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are imported and run.
@@ -37,13 +38,22 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
 
 _HERE = pathlib.Path(__file__).resolve().parent
-ARCHS = ("dimp18", "cia18")
-_REPO = {"dimp18": "pytracking", "cia18": "cia"}
+ARCHS = ("dimp18", "superdimp", "cia18", "cia50")
+_REPO = {"dimp18": "pytracking", "superdimp": "pytracking", "cia18": "cia", "cia50": "cia"}
+# The reference's tracker parameter file of each network (pytracking's `dimp.super_dimp` is SuperDiMP).
+_PARAMS = {"dimp18": "pytracking.parameter.dimp.dimp18", "superdimp": "pytracking.parameter.dimp.super_dimp",
+           "cia18": "pytracking.parameter.CIA.CIA18", "cia50": "pytracking.parameter.CIA.CIA50"}
+
+
+def is_cia(arch: str) -> bool:
+  """CIA networks (CIA checkout, `CIA` tracker class, category encoder) as opposed to pytracking DiMP ones."""
+  return _REPO[arch] == "cia"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -123,7 +133,7 @@ def _install(root: pathlib.Path, arch: str):
   import make_interop_fixtures as interop  # noqa: E402
 
   root = root.resolve()  # absolute: the CIA tracker is imported from another working directory
-  marker = "ltr/models/upper_classifier/upper_classifier.py" if arch == "cia18" else "ltr/models/tracking/dimpnet.py"
+  marker = "ltr/models/upper_classifier/upper_classifier.py" if is_cia(arch) else "ltr/models/tracking/dimpnet.py"
   if not (root / marker).is_file():
     raise FileNotFoundError(f"--reference-root {root}: not a {_REPO[arch]} checkout for {arch} (no {marker})")
   interop._install_network_shims(root, golden)  # pylint: disable=protected-access
@@ -163,7 +173,7 @@ def load_network(root: pathlib.Path, arch: str, checkpoint: str):
   net.load_state_dict(state, strict=True)
   if torch.get_default_dtype() == torch.float64:
     net = net.double()
-  if arch == "cia18":
+  if is_cia(arch):
     up = net.upper_classifier
     # Point the dictionary at the trained weights (design.md §4.6); the constructor's copy is of the random init.
     up.cls_vectors = up.clf_fc.weight[:, up.upper_clf_channel:].detach()
@@ -195,8 +205,8 @@ class CPUNet:
 
 
 def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found_threshold: float | None):
-  """The reference parameter file of `arch` (pytracking dimp18 / CIA CIA18) as a TrackerParams, on the CPU."""
-  module = "pytracking.parameter.dimp.dimp18" if arch == "dimp18" else "pytracking.parameter.CIA.CIA18"
+  """The reference parameter file of `arch` (`_PARAMS`) as a TrackerParams, on the CPU."""
+  module = _PARAMS[arch]
   # The parameter file only constructs a NetWithBackbone (which would load a file onto the GPU): stub it.
   sys.modules["pytracking.features.net_wrappers"] = type(sys)("pytracking.features.net_wrappers")
   sys.modules["pytracking.features.net_wrappers"].NetWithBackbone = lambda **kw: None
@@ -206,7 +216,7 @@ def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found
   params.device = "cpu"
   params.debug = 0
   params.visualization = False
-  if arch == "cia18":
+  if is_cia(arch):
     params.use_upper_classifier = False
   if deterministic:
     params.random_shift_factor = 0
@@ -234,7 +244,7 @@ def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic:
                   target_not_found_threshold: float | None = 0.0, crop_from: str | None = None):
   net = CPUNet(load_network(root, arch, checkpoint))
   params = tracker_params(arch, net, deterministic, target_not_found_threshold)
-  if arch == "cia18":
+  if is_cia(arch):
     # CIA.py reads 'upper_cls_map.txt' from the working directory at import time (debug labels only).
     tmp = tempfile.mkdtemp(prefix="cia_ref_")
     with open(os.path.join(tmp, "upper_cls_map.txt"), "w") as f:
@@ -307,7 +317,7 @@ def cmd_stages(args) -> int:
   patches, feats = net.calls[0]
   out = {"patches": patches.permute(0, 2, 3, 1)}  # [13, S, S, 3] 0..255 (NHWC, as ours)
   inner = net.net
-  resnet = inner.feature_extractor.encoder_q if args.arch == "cia18" else inner.feature_extractor
+  resnet = inner.feature_extractor.encoder_q if is_cia(args.arch) else inner.feature_extractor
   with torch.no_grad():  # all five backbone outputs (the tracker's call stops at layer3 / layer4)
     layers = resnet((patches / 255 - net._mean) / net._std,  # pylint: disable=protected-access
                     ["conv1", "layer1", "layer2", "layer3", "layer4"])
@@ -315,7 +325,7 @@ def cmd_stages(args) -> int:
   with torch.no_grad():
     for k in ("conv1", "layer1", "layer2", "layer3", "layer4"):
       out[f"backbone/{k}"] = feats[k]
-    if args.arch == "cia18":
+    if is_cia(args.arch):
       out["cia/instance"] = feats["layer3_ins"]
       out["cia/category"] = inner.upper_classifier.semantic_trans(feats["layer3_ins"], training=False)
       clf_in = out["cia/category"]
@@ -419,23 +429,84 @@ def _instrument(tracker, frame_index: int, dump: dict) -> None:
   wrap("optimize_boxes", rec_boxes)
 
 
+# Per-part timing of the reference tracker (`track --timing 1`): wrappers installed from outside around the
+# tracker's own methods (nothing of the reference is edited). Part -> the reference methods whose time it counts.
+PARTS: dict[str, tuple[str, ...]] = {
+    "patch": ("numpy_to_torch", "extract_backbone_features"),  # image -> tensor, crop + resize (minus backbone)
+    "backbone": ("net.extract_backbone",),  # normalisation + ResNet to layer3 (CIA: + instance encoder)
+    "clf_features": ("get_classification_features",),  # [CIA: category encoder +] classification head
+    "localisation": ("get_sample_location", "classify_target", "localize_target"),  # score map + peak logic
+    "iou_refine": ("refine_target_box",),  # IoU-Net features, modulation and box ascent
+    "update": ("update_classifier",),  # sample memory + filter optimisation
+}
+
+
+class PartTimer:
+  """Exclusive wall time per part within one frame: a wrapped call's time minus that of the wrapped calls inside
+  it (e.g. `extract_backbone_features` minus `net.extract_backbone` = the crop). `frame` is reset per frame."""
+
+  def __init__(self):
+    self.frame: dict[str, float] = {}
+    self._inner: list[float] = []  # time spent in wrapped callees, one entry per active wrapped call
+
+  def wrap(self, part: str, fn):
+    def timed(*a, **k):
+      self._inner.append(0.0)
+      t0 = time.perf_counter()
+      try:
+        return fn(*a, **k)
+      finally:
+        elapsed = time.perf_counter() - t0
+        inner = self._inner.pop()
+        self.frame[part] = self.frame.get(part, 0.0) + elapsed - inner
+        if self._inner:
+          self._inner[-1] += elapsed
+    return timed
+
+
+def install_part_timer(tracker, net: CPUNet) -> PartTimer:
+  """Wraps the methods of `PARTS` on this tracker instance (and `numpy_to_torch` in its module's namespace)."""
+  timer = PartTimer()
+  module = sys.modules[type(tracker).__module__]
+  for part, names in PARTS.items():
+    for name in names:
+      if name == "numpy_to_torch":
+        module.numpy_to_torch = timer.wrap(part, module.numpy_to_torch)
+      elif name == "net.extract_backbone":
+        net.extract_backbone = timer.wrap(part, net.extract_backbone)
+      else:
+        setattr(tracker, name, timer.wrap(part, getattr(tracker, name)))
+  return timer
+
+
 def cmd_track(args) -> int:
   """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags (plus
   per-frame filters / centres with --save-filters and the internals of one frame with --dump-frame)."""
   frames = np.load(args.frames, mmap_mode="r")
   n = len(frames) if args.num_frames is None else min(args.num_frames, len(frames))
-  tracker, _ = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
-                             args.target_not_found_threshold, args.crop_from)
+  tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
+                               args.target_not_found_threshold, args.crop_from)
   box = _box(args.box)
   dump = {}
   if args.dump_frame is not None:
     _instrument(tracker, args.dump_frame, dump)
   boxes, scores, flags = [box], [np.nan], ["init"]
   filters, positions = [], []
+  images = [np.array(frames[t]) for t in range(n)] if args.timing else None  # decoded before any timing
+  timer = install_part_timer(tracker, net) if args.timing else None
+  times, parts = np.zeros(n), {p: np.zeros(n) for p in PARTS}
   # No outer no_grad: the IoU-Net refinement differentiates w.r.t. the boxes (the tracker scopes its own).
-  tracker.initialize(np.array(frames[0]), {"init_bbox": box})
+  t0 = time.perf_counter()
+  tracker.initialize(images[0] if images else np.array(frames[0]), {"init_bbox": box})
+  times[0] = time.perf_counter() - t0
   for t in range(1, n):
-    res = tracker.track(np.array(frames[t]))
+    if timer:
+      timer.frame = {}
+    t0 = time.perf_counter()
+    res = tracker.track(images[t] if images else np.array(frames[t]))
+    times[t] = time.perf_counter() - t0
+    for p in timer.frame if timer else ():
+      parts[p][t] = timer.frame[p]
     boxes.append(res["target_bbox"])
     scores.append(tracker.debug_info.get("max_score", np.nan))
     flags.append(str(tracker.debug_info.get("flag", "")))
@@ -447,6 +518,9 @@ def cmd_track(args) -> int:
   out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
          "flags": np.asarray(flags)}
   out.update({f"dump/{k}": v for k, v in dump.items()})
+  out["times"] = times  # [T] seconds: frame 0 = initialize, then tracker.track per frame
+  if args.timing:
+    out.update({f"parts/{p}": v for p, v in parts.items()})  # [T] exclusive seconds per part (0 at frame 0)
   if args.save_filters:
     out["filters"] = np.stack(filters)  # [T - 1, D, 4, 4] after each frame's update
     out["pos"] = np.stack(positions)  # [T - 1, 2] (y, x) target centre after each frame
@@ -455,12 +529,28 @@ def cmd_track(args) -> int:
   return 0
 
 
+def cmd_matmul_peak(args) -> int:
+  """Prints torch's achieved fp32 GFLOP/s on an n x n x n matmul (median of 5 after 2 warm-ups)."""
+  a, b = torch.randn(args.n, args.n), torch.randn(args.n, args.n)
+  times = []
+  for i in range(7):
+    t0 = time.perf_counter()
+    torch.mm(a, b)
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  print(f"torch matmul peak: {2 * args.n**3 / float(np.median(times)) / 1e9:.1f} GFLOP/s "
+        f"({torch.get_num_threads()} threads, n={args.n})")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
+  sub.add_parser("matmul-peak").add_argument("--n", type=int, default=2048)
   for name in ("make-checkpoint", "stages", "track"):
     p = sub.add_parser(name)
-    p.add_argument("--reference-root", required=True, help="pytracking (dimp18) or CIA (cia18) checkout")
+    p.add_argument("--reference-root", required=True, help="pytracking (dimp18, superdimp) or CIA (cia18, cia50) "
+                                                                 "checkout")
     p.add_argument("--arch", required=True, choices=ARCHS)
     p.add_argument("--out", required=True)
     if name == "make-checkpoint":
@@ -480,11 +570,14 @@ def main(argv=None) -> int:
       p.add_argument("--save-filters", type=int, default=0)
       p.add_argument("--verbose", type=int, default=0)
       p.add_argument("--dump-frame", type=int, default=None, help="record the internals of this 0-based frame")
+      p.add_argument("--timing", type=int, default=0,
+                     help="1: decode all frames first and record per-part times (PARTS) of every frame")
   args = parser.parse_args(argv)
   torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
   if getattr(args, "float64", 0):
     use_float64(pathlib.Path(args.reference_root))
-  return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track}[args.command](args)
+  return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track,
+          "matmul-peak": cmd_matmul_peak}[args.command](args)
 
 
 if __name__ == "__main__":

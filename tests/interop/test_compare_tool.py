@@ -257,3 +257,119 @@ def test_our_stages_shapes_and_consistency():
   plus[k] += eps
   minus[k] -= eps
   np.testing.assert_allclose((total(plus) - total(minus)) / (2 * eps), ours["iou/grad"][k], rtol=5e-2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Side-by-side speed (`--speed`): summaries, tables, CPU description, the reference's part timer.
+
+
+def test_cpu_description_reads_model_flags_and_cores():
+  text = ("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu sse avx2 fma\n\n"
+          "processor\t: 1\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu sse avx2 fma avx512f\n")
+  assert cp.cpu_description(text) == {"model": "Some CPU @ 2.0GHz", "avx2": True, "avx512f": False, "cores": 2}
+  assert cp.cpu_description("")["model"] == "unknown"
+
+
+def test_speed_summary_pools_rounds_and_skips_the_init_frame():
+  import statistics
+  a = [9.0, 0.10, 0.30, 0.20]  # frame 0 (init, compile) must not count
+  b = [7.0, 0.25, 0.05]
+  s = cp.speed_summary([a, b])
+  assert s["median"] == pytest.approx(statistics.median(a[1:] + b[1:]))
+  assert s["fps"] == pytest.approx(1 / statistics.median(a[1:] + b[1:]))
+  assert s["round_medians"] == pytest.approx([0.2, 0.15])
+  with pytest.raises(ValueError, match="tracked frame"):
+    cp.speed_summary([[1.0]])
+
+
+def test_part_breakdown_and_tables():
+  times = [np.array([5.0, 0.30, 0.50]), np.array([4.0, 0.40, 0.40])]
+  parts = [{"backbone": np.array([0, 0.1, 0.2]), "update": np.array([0, 0.05, 0.05])},
+           {"backbone": np.array([0, 0.2, 0.1]), "update": np.array([0, 0.05, 0.15])}]
+  b = cp.part_breakdown(parts, times)
+  assert b["total"] == pytest.approx(0.4) and b["backbone"] == pytest.approx(0.15)
+  assert b["update"] == pytest.approx(0.075) and b["other"] == pytest.approx(0.4 - 0.15 - 0.075)
+  table = cp.format_breakdown_table({"seqA": b})
+  assert "| IoU-Net refinement | - |" in table and "150.0 (38%)" in table and "400.0 (100%)" in table
+  ours, ref = cp.speed_summary(times), cp.speed_summary([np.array([1.0, 0.8, 0.8])])
+  row = cp.format_speed_table([("seqA", "360x240", 2, ours, ref)]).splitlines()[-1]
+  assert "| 2.00x |" in row and "| 400.0 (2.50) | 800.0 (1.25) |" in row
+
+
+def test_cli_rejects_speed_with_float64(tmp_path, capsys):
+  ckpt = tmp_path / "c.pth"
+  ckpt.write_bytes(b"x")
+  py = tmp_path / "python"
+  py.write_text("")
+  argv = ["--arch", "cia50", "--torch-python", str(py), "--reference-root", str(tmp_path), "--checkpoint", str(ckpt),
+          "--sequence", str(tmp_path), "--speed", "--float64"]
+  assert cp.main(argv) == 2
+  assert "--speed" in capsys.readouterr().err
+
+
+_TORCH_PYTHON = pathlib.Path(cp.DEFAULT_TORCH_PYTHON)
+
+
+@pytest.mark.skipif(not _TORCH_PYTHON.is_file(), reason=f"no torch venv at {_TORCH_PYTHON} (CIA_JAX_TORCH_PYTHON)")
+def test_reference_part_timer_counts_exclusive_time():
+  """torch_reference.PartTimer (run in the torch venv): a wrapped call inside another is not counted twice."""
+  import subprocess
+  code = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import torch_reference as tr
+t = tr.PartTimer()
+inner = t.wrap("backbone", lambda: time.sleep(0.2))
+def outer():
+  time.sleep(0.1)
+  inner()
+t.wrap("patch", outer)()
+t.wrap("patch", lambda: time.sleep(0.05))()
+print(t.frame["patch"], t.frame["backbone"])
+"""
+  res = subprocess.run([str(_TORCH_PYTHON), "-c", code, str(_SCRIPT.parent)], capture_output=True, text=True,
+                       timeout=120, check=True)
+  patch, backbone = (float(v) for v in res.stdout.split())
+  # 0.1 + 0.05 s of its own; counting the nested call's 0.2 s too would give >= 0.35 s (bounds allow for oversleep).
+  assert 0.15 <= patch < 0.34
+  assert 0.2 <= backbone < 0.4
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Float64 truth (`--float64-truth`).
+
+
+def _track(boxes, scores, flags):
+  return {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64), "flags": flags}
+
+
+def test_truth_distances_and_first_departure():
+  truth = _track([[10, 10, 20, 20]] * 4, [np.nan, 0.2, 0.2, 0.2], ["init", "normal", "normal", "normal"])
+  # Frame 2: score 0.20015 (7.5e-4 relative: within the 1e-3 tolerance); frame 3: box moved 5 px right.
+  run = _track([[10, 10, 20, 20], [10, 10, 20, 20], [10, 10, 20, 20], [15, 10, 20, 20]],
+               [np.nan, 0.2, 0.20015, 0.2], ["init", "normal", "normal", "normal"])
+  d = cp.truth_distances(run, truth)
+  np.testing.assert_allclose(d["box_px"], [0, 0, 0, 5])
+  assert d["iou"][3] == pytest.approx(15 * 20 / (2 * 400 - 15 * 20))
+  np.testing.assert_allclose(d["score_rel"], [0, 0, 7.5e-4, 0], atol=1e-12)
+  assert cp.first_departure(d) == (3, "box")
+  assert cp.first_departure(d, score_tol=5e-4) == (2, "max score")
+  run["boxes"][2, 0] += 0.05  # 0.05 px: IoU 0.995 passes the IoU test, the corner test catches it
+  assert cp.first_departure(cp.truth_distances(run, truth)) == (2, "box")
+  assert cp.first_departure(cp.truth_distances(run, truth), box_px_tol=0.1) == (3, "box")
+  run["boxes"][2, 0] -= 0.05
+  run["flags"] = ["init", "normal", "hard_negative", "normal"]
+  assert cp.first_departure(cp.truth_distances(run, truth)) == (2, "flag")
+  assert cp.first_departure(cp.truth_distances(truth, truth)) == (None, "-")
+  with pytest.raises(ValueError, match="shapes"):
+    cp.truth_distances(_track([[0, 0, 1, 1]], [0.1], ["init"]), truth)
+
+
+def test_truth_verdict_and_table():
+  assert cp.truth_verdict((5, "box"), (9, "flag"), None) == "ours"
+  assert cp.truth_verdict((12, "box"), (9, "max score"), 20) == "reference"
+  assert cp.truth_verdict((12, "box"), (None, "-"), 10) == "neither, while the float64 runs agree"
+  assert cp.truth_verdict((None, "-"), (None, "-"), None) == "neither, while the float64 runs agree"
+  assert cp.truth_verdict((4, "box"), (4, "flag"), None) == "both at the same frame"
+  row = cp.format_truth_table([("seq", 29, (None, "-"), (15, "max score"), (18, "box"))], 0.99).splitlines()[2]
+  assert row == "| seq | 29 | - | 15 (max score) | 18 (box) | ours |"
