@@ -370,10 +370,9 @@ def update_model(model, settings, state: TrackerState, x, train_box, flag, frame
   learn = (flag == FLAG_NORMAL) | hard
   lr = jnp.where(hard, settings.hard_negative_learning_rate, settings.learning_rate)
   certainties = tcm.certainties if keeptrack.certainty_weighted(settings) else None
-  updated = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
-                          settings.init_samples_minimum_weight, certainties)
   store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
-  memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
+  memory = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
+                         settings.init_samples_minimum_weight, certainties, store)
   hn_iter = keeptrack.hard_negative_iterations(settings, certainty) if settings.use_tcm else settings.net_opt_hn_iter
   n_iter = jnp.where(hard, hn_iter,
                      jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
