@@ -91,17 +91,21 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
 
 def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array, num_init: int,
                   learning_rate, init_samples_minimum_weight: float = 0.25,
-                  certainties: jax.Array | None = None) -> SampleMemory:
+                  certainties: jax.Array | None = None, store=True) -> SampleMemory:
   """Stores one training sample (design.md §5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot.
 
   `certainties` `[M]` (optional): evict by certainty * weight (see `update_sample_weights`); the new slot is
-  `previous_replace_ind` of the result.
+  `previous_replace_ind` of the result. `store` (traced bool): False returns the memory unchanged. Only the
+  replace slot is touched (no select over the whole `[M, h, w, D]` feature array).
   """
   w, r = update_sample_weights(memory.weights, memory.previous_replace_ind, memory.num_stored, num_init,
                                learning_rate, init_samples_minimum_weight, certainties)
+  store = jnp.asarray(store)
+  feature = jnp.where(store, feature.astype(memory.features.dtype), memory.features[r])
+  box = jnp.where(store, jnp.asarray(box_xywh, default_float()), memory.boxes_xywh[r])
   return SampleMemory(
-      features=memory.features.at[r].set(feature.astype(memory.features.dtype)),
-      boxes_xywh=memory.boxes_xywh.at[r].set(jnp.asarray(box_xywh, default_float())),
-      weights=w,
-      num_stored=memory.num_stored + 1,
-      previous_replace_ind=r)
+      features=memory.features.at[r].set(feature),
+      boxes_xywh=memory.boxes_xywh.at[r].set(box),
+      weights=jnp.where(store, w, memory.weights),
+      num_stored=memory.num_stored + store.astype(memory.num_stored.dtype),
+      previous_replace_ind=jnp.where(store, r, memory.previous_replace_ind))

@@ -5,11 +5,12 @@
 
 `settings` (a frozen `TrackerSettings`) and `model.net` are static: one compilation per image size, no
 host synchronisation inside a sequence. Every value-dependent decision of the reference (localisation
-flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.switch` over
-fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (same image size). Under
-`vmap` the filter-update `lax.switch` (0 / 1 / 2 steepest-descent iterations) becomes a select, so a
-batched step always pays for every branch; a single-sequence jitted step runs only the chosen one. The
-un-jitted `init_impl` / `step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
+flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.cond` /
+`lax.while_loop` over fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (one
+array shape; frames of different true sizes padded to it, with `image_sz_yx`). The filter update runs a
+traced number of steepest-descent iterations (0 / 1 / 2): a single-sequence step runs exactly that many (none
+at all on most frames), a batched step the batch's largest count once. The un-jitted `init_impl` /
+`step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
 
 Randomness (design.md §5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
 `step`'s key the 9 jittered IoU-Net boxes; with `settings.deterministic` the keys are unused.
@@ -72,7 +73,7 @@ class TrackerState:
     target_sz_yx: `[2]` target size (h, w), full-image pixels.
     target_scale: scalar, full-image pixels per patch pixel of the search patch (S * scale = crop side).
     base_target_sz_yx: `[2]` target size at scale 1 (target_sz / initial target_scale).
-    image_sz_yx: `[2]` float image size (H, W).
+    image_sz_yx: `[2]` float true image size (H, W) (a padded frame array may be larger).
     filter: `[4, 4, D]` target-classifier filter.
     memory: `SampleMemory` of the training samples.
     iou_mod3, iou_mod4: `[iou_dim]` IoU-Net modulation vectors of the first frame.
@@ -141,14 +142,32 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
 # --------------------------------------------------------------------------------------------------
 # Initialisation (design.md §5.4).
 
-def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+def _as_frame(image) -> jax.Array:
+  """A frame as a jax array in its own dtype (uint8 stays uint8: `sample_patch` converts only what it reads)."""
+  image = jnp.asarray(image)
+  if image.ndim != 3:
+    raise ValueError(f"tracker: image must be [H, W, C], got shape {image.shape}")
+  return image
+
+
+def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
+  """`[2]` float (h, w): `image_sz_yx` (the true size of a padded frame) or the array's own (H, W)."""
+  if image_sz_yx is None:
+    return jnp.asarray(image.shape[:2], default_float())
+  sz = jnp.asarray(image_sz_yx, default_float())
+  if sz.shape != (2,):
+    raise ValueError(f"tracker: image_sz_yx must be [2] (h, w), got shape {sz.shape}")
+  return sz
+
+def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key,
+              image_sz_yx=None) -> TrackerState:
   """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
-  image = jnp.asarray(image, default_float())
+  image = _as_frame(image)
   box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
   pos = jnp.stack([box[1] + (box[3] - 1.0) / 2.0, box[0] + (box[2] - 1.0) / 2.0])
   target_sz = jnp.stack([box[3], box[2]])
-  image_sz = jnp.asarray(image.shape[:2], default_float())
+  image_sz = true_image_size(image, image_sz_yx)
   target_scale = jnp.sqrt(jnp.prod(target_sz * settings.search_area_scale)) / s
   base_sz = target_sz / target_scale
 
@@ -167,7 +186,8 @@ def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, 
     tl, br = pos - (sample_sz - 1.0) / 2.0, pos + sample_sz / 2.0 + 1.0
     global_shift = -(jnp.maximum(-tl, 0.0) - jnp.maximum(br - image_sz, 0.0)) / init_scale
   e = augment.expanded_size(settings)
-  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate", rule=settings.crop_rule)
+  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate", rule=settings.crop_rule,
+                             image_sz_yx=image_sz)
   k_shift, k_drop = jax.random.split(key)
   patches, shifts = augment.augment_init_patches(expanded, settings, k_shift, global_shift)
   layer2, layer3, x = extract_features(model, patches)
@@ -324,22 +344,24 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 # --------------------------------------------------------------------------------------------------
 # One frame (design.md §5.5).
 
-def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_counts):
-  """Filter update with one of the static iteration counts `iter_counts`, chosen by a traced index."""
-  def branch(n):
-    def run(f):
-      if n == 0:
-        return f
-      out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
-                         memory.weights, n)
-      return out[0]
-    return run
-  if len(iter_counts) == 1:
-    return branch(iter_counts[0])(filt)
-  return jax.lax.switch(num_iter_index, [branch(n) for n in iter_counts], filt)
+def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: int):
+  """Filter update with a traced iteration count `num_iter` (0 .. static `max_iter`).
+
+  Single sequence: `lax.cond` skips everything (score targets, masking, loop) when the count is 0, and the
+  optimizer's `while_loop` runs exactly the count. Under `vmap` the cond becomes a select of both branches and
+  the loop runs the batch's largest count once (each sequence keeps its own result), not every count.
+  """
+  if max_iter == 0:
+    return filt
+
+  def run(f):
+    out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
+                       memory.weights, max_iter, num_iter)
+    return out[0]
+  return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
 
 
-def _update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
+def update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
   """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack.md §4.6).
 
   Returns (filter, memory, tcm state).
@@ -348,32 +370,31 @@ def _update_model(model, settings, state: TrackerState, x, train_box, flag, fram
   learn = (flag == FLAG_NORMAL) | hard
   lr = jnp.where(hard, settings.hard_negative_learning_rate, settings.learning_rate)
   certainties = tcm.certainties if keeptrack.certainty_weighted(settings) else None
-  updated = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
-                          settings.init_samples_minimum_weight, certainties)
   store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
-  memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
-  iter_counts = sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter})
+  memory = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
+                         settings.init_samples_minimum_weight, certainties, store)
   hn_iter = keeptrack.hard_negative_iterations(settings, certainty) if settings.use_tcm else settings.net_opt_hn_iter
   n_iter = jnp.where(hard, hn_iter,
                      jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
   n_iter = jnp.where(learn, n_iter, 0)
-  index = jnp.searchsorted(jnp.asarray(iter_counts), n_iter).astype(jnp.int32)
   opt_memory = memory
   if settings.use_tcm:
     tcm, opt_memory = keeptrack.certainty_memory(settings, tcm, memory, store, certainty, n_iter > 0)
-  filt = _optimize(model, settings, state.filter, opt_memory, index, iter_counts)
+  max_iter = max(settings.net_opt_hn_iter, settings.net_opt_update_iter)
+  filt = _optimize(model, settings, state.filter, opt_memory, n_iter.astype(jnp.int32), max_iter)
   return filt, memory, tcm
 
 
 def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
   """Un-jitted `step`; see `step`."""
-  image = jnp.asarray(image, default_float())
+  image = _as_frame(image)
   s = settings.image_sample_size
   frame_num = state.frame_num + 1
   k_box, _ = jax.random.split(key)
 
   patch, coord = sample_patch(image, state.pos_yx, state.target_scale * s, (s, s), settings.border_mode,
-                              settings.patch_max_scale_change, rule=settings.crop_rule)
+                              settings.patch_max_scale_change, rule=settings.crop_rule,
+                              image_sz_yx=state.image_sz_yx)
   sample_pos, sample_scale = sample_pos_scale(coord, s)
   layer2, layer3, x = extract_features(model, patch[None])
   scores = _apply(model, "classify", state.filter[None], x[:, None])[0, 0]  # [f + 1, f + 1]
@@ -409,7 +430,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
   # Model update (5.5 step 4, 5.7): normal and hard-negative frames only.
   train_box = patch_box(pos, target_sz, sample_pos, sample_scale, s)
-  filt, memory, tcm = _update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
+  filt, memory, tcm = update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
 
   # The reference then restores pos_iounet (possibly from an older frame if refinement bailed out now).
   pos = jnp.where(found & has_pos_iounet, pos_iounet, pos)
@@ -429,20 +450,26 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key, image_sz_yx=None) -> TrackerState:
   """Initialises the tracker on the first frame (design.md §5.4).
 
   Args:
     model: `TrackingModel` (static net, traced variables).
     settings: static `TrackerSettings`.
-    image: `[H, W, 3]` RGB, uint8 or float 0..255.
+    image: `[Hp, Wp, 3]` RGB, uint8 or float 0..255; may be padded at the bottom / right beyond the true frame
+      (e.g. to a size bucket shared by a batch of sequences). Kept in its dtype: only the pixels a patch
+      needs are gathered and converted (the per-frame cost does not grow with the frame size).
     box_xywh: `[4]` initial box (x, y, w, h), 0-based full-image pixels.
     key: PRNG key (random shifts and dropout; unused in deterministic mode).
+    image_sz_yx: `[2]` true frame size (h, w), int or float, traced (no recompilation per size); None: the
+      array's (Hp, Wp). Stored in the state: every crop clamp, replicate border, inside / inside_major shrink,
+      decimation offset and position clamp of `init` and `step` uses it, so a padded frame gives the boxes
+      of the unpadded one.
 
   Returns:
     `TrackerState` (frame_num = 1).
   """
-  return init_impl(model, settings, image, box_xywh, key)
+  return init_impl(model, settings, image, box_xywh, key, image_sz_yx)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -452,7 +479,8 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
   Args:
     model, settings: as in `init`.
     state: the previous `TrackerState`.
-    image: `[H, W, 3]` RGB, uint8 or float 0..255 (same size as the first frame).
+    image: `[Hp, Wp, 3]` RGB, uint8 or float 0..255, the array shape of the first frame (padded the same
+      way; the true size is `state.image_sz_yx`).
     key: PRNG key of the random IoU-Net boxes (unused in deterministic mode).
 
   Returns:

@@ -72,3 +72,23 @@ def test_weight_rule_vmaps():
   ref1, r1 = reference_update(w0, 7, 8, 5, 0.02)
   np.testing.assert_allclose(np.asarray(w), np.stack([ref0, ref1]), rtol=1e-6)
   assert list(np.asarray(r)) == [r0, r1]
+
+
+def test_update_memory_store_flag():
+  """store=False (traced) leaves every field as it was; store=True is the plain update (the tracker's
+  not-learning frames write nothing, its learning frames one slot)."""
+  rng = np.random.default_rng(1)
+  mem = memory.init_memory(jnp.asarray(rng.normal(size=(5, 2, 2, 3)), jnp.float32), jnp.ones((5, 4)), 12)
+  upd = jax.jit(lambda mm, s: memory.update_memory(mm, jnp.full((2, 2, 3), 7.0), jnp.asarray([1., 2., 3., 4.]), 5,
+                                                   0.01, 0.25, None, s))
+  for _ in range(3):
+    mem = upd(mem, jnp.asarray(True))
+  kept = upd(mem, jnp.asarray(False))
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(mem)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  stored = upd(mem, jnp.asarray(True))
+  plain = memory.update_memory(mem, jnp.full((2, 2, 3), 7.0), jnp.asarray([1., 2., 3., 4.]), 5, 0.01, 0.25)
+  for a, b in zip(jax.tree.leaves(stored), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+  assert int(stored.num_stored) == 9 and int(stored.previous_replace_ind) == 8
+  np.testing.assert_array_equal(np.asarray(stored.features[8]), 7.0)
