@@ -286,6 +286,15 @@ def build_model(model_config, dtype: str | None = None) -> CIANet:
   return CIANet(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
 
 
+def with_dtype(net: CIANet, dtype: str) -> CIANet:
+  """`net` computing in `dtype` ('float32' / 'bfloat16'); the same module when it already does (no recompile).
+
+  The tracker's `compute_dtype` setting goes through this: the variables (float32) fit either.
+  """
+  compute_dtype(dtype)
+  return net if getattr(net, "dtype", "float32") == dtype else net.clone(dtype=dtype)
+
+
 def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
   """Random `{'params', 'batch_stats'}` of a `CIANet`, from a dummy 1-sequence training forward.
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cia_jax.models.layers import BatchNorm, Conv2d, normal_fan_out_init
 
@@ -153,7 +154,7 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
   x: `[N, H, W, C]` -> `[N, floor((H - 1) / 2) + 1, floor((W - 1) / 2) + 1, C]`.
   """
-  return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+  return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
                                ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
