@@ -33,11 +33,13 @@ InfoNCE-V embeddings' normalisation and all BatchNorm statistics are float32.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cia_jax.data.categories import NUM_CATEGORIES
 from cia_jax.models.category import CategoryClassifier, CategoryEncoder
@@ -314,3 +316,28 @@ def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> di
 
   variables = init(key)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def random_variables(net, seed: int = 0) -> dict:
+  """Random `{'params', 'batch_stats'}` of a `CIANet` drawn with NumPy: nothing is compiled (the tree comes from
+  `jax.eval_shape` of `init_variables`), for tests and speed checks that need *some* weights quickly.
+
+  Kernels (rank >= 2, not named bias) He-normal N(0, 2 / fan_in) (fan_in = all axes but the last; the
+  attention's query / key / value kernels `[C, heads, head_dim]`: C), other parameters N(0, 0.01^2), BatchNorm /
+  LayerNorm scales 1 and running statistics 0 / 1. Not the reference's initialisation (`init_variables` is).
+  """
+  shapes = jax.eval_shape(lambda k: init_variables(net, k), jax.random.key(0))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.startswith("['batch_stats']"):
+      return np.full(leaf.shape, 1.0 if name.endswith("['var']") else 0.0, np.float32)
+    if name.endswith("['scale']"):
+      return np.ones(leaf.shape, np.float32)
+    if len(leaf.shape) >= 2 and not name.endswith("['bias']"):
+      fan_in = leaf.shape[0] if re.search(r"\['(query|key|value)'\]", name) else int(np.prod(leaf.shape[:-1]))
+      return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+    return rng.normal(0.0, 0.01, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax.extend import core as jcore
 
-from cia_jax.models.cia import build_model, init_variables, with_dtype
+from cia_jax.models.cia import build_model, init_variables, random_variables, with_dtype
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.stages import stage_outputs
 from cia_jax.data.processing.config import PROCESSING_PRESETS
@@ -39,26 +39,6 @@ BF16 = jnp.dtype(jnp.bfloat16)
 def rel_err(a, b) -> float:
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
-
-
-def random_variables(net, seed: int = 0) -> dict:
-  """He-normal kernels N(0, 2 / fan_in), small random biases, identity BN / LayerNorm: NumPy only, so no Flax
-  init is compiled (tree from `jax.eval_shape`)."""
-  shapes = jax.eval_shape(lambda k: init_variables(net, k), jax.random.key(0))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, s):
-    name = jax.tree_util.keystr(path)
-    if "batch_stats" in name:
-      return np.full(s.shape, 1.0 if name.endswith("'var']") else 0.0, np.float32)
-    if name.endswith("'scale']"):
-      return np.ones(s.shape, np.float32)
-    if len(s.shape) >= 2:
-      fan_in = s.shape[0] if re.search(r"'(query|key|value)'", name) else int(np.prod(s.shape[:-1]))
-      return rng.normal(0, np.sqrt(2.0 / fan_in), s.shape).astype(np.float32)
-    return rng.normal(0, 0.01, s.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def crops(size: int = 64, num: int = 2, num_proposals: int = 4, seed: int = 0):
