@@ -5,6 +5,8 @@
       --sequence ../shared/data/real/OTB_Crossing
   # the same with a checkpoint's weights (its own network and crop size)
   python scripts/mixed_precision_report.py stages --checkpoint /tmp/cia_tiny --size 64 --sequence ...
+  # training loss curves of two runs (e.g. scripts/train_tiny_convergence.py with model.dtype=float32 / bfloat16)
+  python scripts/mixed_precision_report.py curves /tmp/tiny_float32 /tmp/tiny_bfloat16 --every 20
   # whole real sequences tracked in fp32 and in bf16: per-frame IoU against the ground truth and AUC
   python scripts/mixed_precision_report.py track --checkpoint /tmp/cia_tiny --tracker cia18 \\
       --set image_sample_size=64 --set search_area_scale=4.0 --root ../shared/data/real
@@ -18,6 +20,7 @@ crop jittered around it. Prints Markdown tables.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -120,6 +123,22 @@ def cmd_track(args) -> None:
           f"{int((d > 0.05).sum())} |", flush=True)
 
 
+def cmd_curves(args) -> None:
+  runs = []
+  for workdir in args.workdirs:
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    runs.append({r["step"]: r for r in rows if r["split"] == "train" and "total" in r})
+  last = min(max(r) for r in runs)
+  names = [os.path.basename(w.rstrip("/")) for w in args.workdirs]
+  terms = ("total", "clf", "iou", "category", "contrastive")
+  print(f"| steps | {' | '.join(f'{n} {t}' for t in terms for n in names)} |")
+  print("|---|" + "---:|" * (len(terms) * len(names)))
+  for start in range(1, last + 1, args.every):
+    steps = range(start, min(start + args.every, last + 1))
+    cells = [f"{np.mean([r[s][t] for s in steps if s in r]):.3f}" for t in terms for r in runs]
+    print(f"| {start}-{steps[-1]} | {' | '.join(cells)} |")
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="cmd", required=True)
@@ -136,8 +155,11 @@ def main(argv=None) -> None:
   t.add_argument("--sequences", default=None)
   t.add_argument("--set", action="append", default=[], help="tracker setting KEY=VALUE")
   t.add_argument("--max-frames", type=int, default=None)
+  c = sub.add_parser("curves")
+  c.add_argument("workdirs", nargs="+", help="training workdirs (metrics.jsonl)")
+  c.add_argument("--every", type=int, default=20, help="steps per row (mean over them)")
   args = p.parse_args(argv)
-  (cmd_stages if args.cmd == "stages" else cmd_track)(args)
+  {"stages": cmd_stages, "track": cmd_track, "curves": cmd_curves}[args.cmd](args)
 
 
 if __name__ == "__main__":
