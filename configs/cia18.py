@@ -15,6 +15,8 @@ Variants (`configs/cia18.py:<variant>`, comma-separated to combine): the Table 1
 `cc_ce`, `cl`, `cl_ie`, `full`; `no_category` (CC and CE off), `no_contrastive` (no InfoNCE-V),
 `no_momentum` (keys from the query encoder, Fig. 6), `no_known_categories` (Table 2: random learned
 dictionary, no category labels).
+
+Mixed precision: `--config.model.dtype=bfloat16` (bf16 compute, float32 parameters; design.md §9.1).
 """
 
 import ml_collections

@@ -15,6 +15,8 @@ Launch:
     --config.data.train.coco.root=/data/coco
 
 Variants: as `configs/cia18.py` (Table 1 SuperDiMP rows: `dimp`, `cc`, `cc_ce`, `cl`, `cl_ie`, `full`).
+
+Mixed precision: `--config.model.dtype=bfloat16` (bf16 compute, float32 parameters; design.md §9.1).
 """
 
 import ml_collections

@@ -9,6 +9,8 @@ Launch:
     --config.val.datasets.got10k.split_file=/data/splits/got10k_vot_val_split.txt \
     --config.data.train.trackingnet.root=/data/trackingnet \
     --config.data.train.coco.root=/data/coco
+
+Mixed precision: `--config.model.dtype=bfloat16` (bf16 compute, float32 parameters; design.md §9.1).
 """
 
 import ml_collections

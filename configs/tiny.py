@@ -6,6 +6,8 @@ Every dataset root left None is filled with synthetic sequences generated into `
   cia-jax train --config configs/tiny.py --workdir /tmp/cia_tiny
 
 Variants: as `configs/cia18.py` (`configs/tiny.py:no_momentum` ...).
+
+Mixed precision: `--config.model.dtype=bfloat16` (bf16 compute, float32 parameters; design.md §9.1).
 """
 
 import ml_collections

@@ -23,12 +23,14 @@ Parameter mapping from the reference state dict (design.md §6.3; Linear weight 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cia_jax.models.layers import at_least_float32
 from cia_jax.ops.boxes import xywh_to_xyxy
 from cia_jax.ops.prroi_pool import prroi_pool_grouped
 
@@ -58,11 +60,13 @@ def _shared(init, init_key, tag):
   return lambda key, shape, dtype=jnp.float32: init(sub, shape, dtype)
 
 
-def _torch_linear(features: int, fan_in: int, name: str, tag: int | None = None, init_key=None) -> nn.Dense:
-  """nn.Dense with PyTorch's default Linear init, U(+-1/sqrt(fan_in)) for kernel and bias."""
+def _torch_linear(features: int, fan_in: int, name: str, tag: int | None = None, init_key=None,
+                  dtype: Any = None) -> nn.Dense:
+  """nn.Dense with PyTorch's default Linear init, U(+-1/sqrt(fan_in)) for kernel and bias (float32)."""
   bound = 1.0 / math.sqrt(fan_in)
   return nn.Dense(features, kernel_init=_shared(_uniform(bound), init_key, tag),
-                  bias_init=_shared(_uniform(bound), init_key, None if tag is None else tag + 1), name=name)
+                  bias_init=_shared(_uniform(bound), init_key, None if tag is None else tag + 1), name=name,
+                  dtype=dtype)
 
 
 class CategoryClassifier(nn.Module):
@@ -70,9 +74,11 @@ class CategoryClassifier(nn.Module):
 
   Attributes:
     num_classes: number of categories (70 LaSOT classes).
+    dtype: compute dtype of the two Linear layers (None: float32); the RoI pooling and the logits are float32.
   """
 
   num_classes: int = NUM_CATEGORIES
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, layer4: jax.Array, box_xywh: jax.Array) -> jax.Array:
@@ -89,9 +95,9 @@ class CategoryClassifier(nn.Module):
       raise ValueError(f"CategoryClassifier: layer4 must be [N, H, W, C] and box_xywh [N, 4], got "
                        f"{layer4.shape} and {box_xywh.shape}")
     c4 = layer4.shape[-1]
-    pooled = prroi_pool_grouped(layer4, xywh_to_xyxy(box_xywh)[:, None], 1, 1.0 / LAYER4_STRIDE)
-    h = nn.relu(_torch_linear(2 * c4, c4, "proj_fc")(pooled.reshape(-1, c4)))
-    return _torch_linear(self.num_classes, 2 * c4, "clf_fc")(h)
+    pooled = prroi_pool_grouped(at_least_float32(layer4), xywh_to_xyxy(box_xywh)[:, None], 1, 1.0 / LAYER4_STRIDE)
+    h = nn.relu(_torch_linear(2 * c4, c4, "proj_fc", dtype=self.dtype)(pooled.reshape(-1, c4)))
+    return at_least_float32(_torch_linear(self.num_classes, 2 * c4, "clf_fc", dtype=self.dtype)(h))
 
   def dictionary(self) -> jax.Array:
     """The category dictionary W: input columns C4:2C4 of `clf_fc`'s weight, from the live parameters.
@@ -159,10 +165,12 @@ class CrossAttention(nn.Module):
   Attributes:
     num_heads: attention heads.
     dropout_rate: dropout on the attention weights.
+    dtype: compute dtype of the projections and products (None: float32); the softmax is float32.
   """
 
   num_heads: int = 4
   dropout_rate: float = 0.1
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, tokens: jax.Array, atoms: jax.Array, deterministic: bool, init_key=None) -> jax.Array:
@@ -173,16 +181,17 @@ class CrossAttention(nn.Module):
 
     def proj(name, tag):
       return nn.DenseGeneral((self.num_heads, hd), kernel_init=_shared(_uniform(in_bound), init_key, tag),
-                             bias_init=nn.initializers.zeros, name=name)
+                             bias_init=nn.initializers.zeros, name=name, dtype=self.dtype)
 
     q = proj("query", 0)(tokens) / math.sqrt(hd)  # [L, h, hd]
     k = proj("key", 1)(atoms)  # [A, h, hd]
     v = proj("value", 2)(atoms)
-    weights = jax.nn.softmax(jnp.einsum("lhd,ahd->hla", q, k), axis=-1)
+    # The softmax in float32: bfloat16's exp of logits in the tens loses the small weights.
+    weights = jax.nn.softmax(at_least_float32(jnp.einsum("lhd,ahd->hla", q, k)), axis=-1).astype(v.dtype)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
     out = jnp.einsum("hla,ahd->lhd", weights, v)
     return nn.DenseGeneral(c, axis=(-2, -1), kernel_init=_shared(_uniform(1.0 / math.sqrt(c)), init_key, 3),
-                           bias_init=nn.initializers.zeros, name="out")(out)
+                           bias_init=nn.initializers.zeros, name="out", dtype=self.dtype)(out)
 
 
 class CategoryEncoderLayer(nn.Module):
@@ -192,11 +201,13 @@ class CategoryEncoderLayer(nn.Module):
     num_heads: attention heads.
     ffn_dim: hidden width of the feed-forward network.
     dropout_rate: attention-weight, residual and FFN dropout.
+    dtype: compute dtype (None: float32); LayerNorm statistics are float32 either way.
   """
 
   num_heads: int = 4
   ffn_dim: int = 2048
   dropout_rate: float = 0.1
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, tokens: jax.Array, atoms: jax.Array, deterministic: bool, init_key=None) -> jax.Array:
@@ -204,12 +215,12 @@ class CategoryEncoderLayer(nn.Module):
     c = tokens.shape[-1]
     drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     attn_key = None if init_key is None else jax.random.fold_in(init_key, 0)
-    attention = CrossAttention(self.num_heads, self.dropout_rate, name="self_attn")
+    attention = CrossAttention(self.num_heads, self.dropout_rate, self.dtype, name="self_attn")
     u = attention(tokens, atoms, deterministic, attn_key)
-    t = nn.LayerNorm(epsilon=LN_EPS, name="norm1")(tokens + drop(u))
-    h = drop(nn.relu(_torch_linear(self.ffn_dim, c, "linear1", 10, init_key)(t)))
-    h = _torch_linear(c, self.ffn_dim, "linear2", 12, init_key)(h)
-    return nn.LayerNorm(epsilon=LN_EPS, name="norm2")(t + drop(h))
+    t = nn.LayerNorm(epsilon=LN_EPS, name="norm1", dtype=self.dtype)(tokens + drop(u))
+    h = drop(nn.relu(_torch_linear(self.ffn_dim, c, "linear1", 10, init_key, self.dtype)(t)))
+    h = _torch_linear(c, self.ffn_dim, "linear2", 12, init_key, self.dtype)(h)
+    return nn.LayerNorm(epsilon=LN_EPS, name="norm2", dtype=self.dtype)(t + drop(h))
 
 
 class CategoryEncoder(nn.Module):
@@ -229,6 +240,7 @@ class CategoryEncoder(nn.Module):
       0 = a learned dictionary parameter `dictionary` `[num_atoms, dictionary_features]`, randomly
       initialised (U(+-1/sqrt(2 C4)), as clf_fc's weight) and trained only through this encoder.
     dictionary_features: C4, the atom width before projection; required when num_known_categories = 0.
+    dtype: compute dtype of every layer (None: float32); parameters stay float32.
   """
 
   num_layers: int = 3
@@ -238,6 +250,7 @@ class CategoryEncoder(nn.Module):
   num_atoms: int = NUM_CATEGORIES
   num_known_categories: int = NUM_CATEGORIES
   dictionary_features: int | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, dictionary: jax.Array | None = None, *, deterministic: bool) -> jax.Array:
@@ -273,12 +286,12 @@ class CategoryEncoder(nn.Module):
     else:
       raise ValueError(f"CategoryEncoder: num_known_categories must be {self.num_atoms} (classifier "
                        f"dictionary) or 0 (learned dictionary), got {self.num_known_categories}")
-    atoms = _torch_linear(c3, dictionary.shape[1], "proj_post")(dictionary)  # [A, C3]
+    atoms = _torch_linear(c3, dictionary.shape[1], "proj_post", dtype=self.dtype)(dictionary)  # [A, C3]
     # One key for every layer at init: identical initial weights (unused when applying).
     init_key = self.make_rng("params") if self.is_initializing() else None
     tokens = x.reshape(-1, c3)  # Pixels of all images are independent queries.
     t = tokens
     for i in range(self.num_layers):
-      t = CategoryEncoderLayer(self.num_heads, self.ffn_dim, self.dropout_rate, name=f"layers_{i}")(
+      t = CategoryEncoderLayer(self.num_heads, self.ffn_dim, self.dropout_rate, self.dtype, name=f"layers_{i}")(
           t, atoms, deterministic, init_key)
     return (tokens + t).reshape(x.shape)

@@ -23,22 +23,30 @@ Stage methods (for the tracker, with `net.apply(variables, ..., method=...)`): `
 `classification_input`, `classification_input_stages`, `classification_features`, `contrastive_embedding`,
 `key_embedding`, `category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`,
 `iou_features`, `predict_iou`. `__call__` is the training forward.
+
+Mixed precision (`dtype='bfloat16'`, design.md §9.1): the backbone, the heads' convs / linear layers and the
+category encoder compute in bfloat16 with float32 parameters; every stage method and the training forward return
+float32, and the filter initialiser's pooling, the steepest-descent optimiser, the scores, `predict_iou`, the
+InfoNCE-V embeddings' normalisation and all BatchNorm statistics are float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cia_jax.data.categories import NUM_CATEGORIES
 from cia_jax.models.category import CategoryClassifier, CategoryEncoder
 from cia_jax.models.dimp.classifier import LinearFilter
 from cia_jax.models.instance import AngleModulator, ContrastiveProjector
 from cia_jax.models.iou_net import AtomIoUNet
+from cia_jax.models.layers import at_least_float32, compute_dtype
 from cia_jax.models.resnet import ResNet, layer_channels
 
 _STAGES = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
@@ -64,6 +72,8 @@ class CIANet(nn.Module):
     encoder_layers, encoder_heads, encoder_ffn, encoder_dropout: category-encoder shape (3, 4, 2048, 0.1).
     joint_backbone_batch: CIA runs the backbone once on all 6B crops (one BN batch); DiMP runs train and
       test crops separately (two BN batches).
+    dtype: compute dtype, 'float32' or 'bfloat16' (mixed precision: parameters stay float32, see the module
+      docstring).
   """
 
   backbone_arch: str = "resnet18"
@@ -84,6 +94,7 @@ class CIANet(nn.Module):
   encoder_ffn: int = 2048
   encoder_dropout: float = 0.1
   joint_backbone_batch: bool = True
+  dtype: str = "float32"
 
   def setup(self):
     if self.backbone_arch not in _STAGES:
@@ -96,23 +107,25 @@ class CIANet(nn.Module):
                        "enable category_classification or set num_known_categories=0")
     block, stages = _STAGES[self.backbone_arch]
     chans = layer_channels(block, self.backbone_width)
-    self.backbone = ResNet(block, stages, width=self.backbone_width, frozen_layers=tuple(self.frozen_layers))
+    dtype = compute_dtype(self.dtype)
+    self.backbone = ResNet(block, stages, width=self.backbone_width, frozen_layers=tuple(self.frozen_layers),
+                           dtype=dtype)
     if self.contrastive or self.instance_encoder:
-      self.proj = ContrastiveProjector()
+      self.proj = ContrastiveProjector(dtype=dtype)
     if self.instance_encoder:
-      self.modulator = AngleModulator()
+      self.modulator = AngleModulator(dtype=dtype)
     if self.category_classification:
-      self.upper_classifier = CategoryClassifier()
+      self.upper_classifier = CategoryClassifier(dtype=dtype)
     if self.category_encoder:
       self.category_encoder_net = CategoryEncoder(
           num_layers=self.encoder_layers, num_heads=self.encoder_heads, ffn_dim=self.encoder_ffn,
           dropout_rate=self.encoder_dropout, num_known_categories=self.num_known_categories,
-          dictionary_features=chans["layer4"], name="category_encoder")
+          dictionary_features=chans["layer4"], dtype=dtype, name="category_encoder")
     self.classifier = LinearFilter(arch=self.clf_arch, out_dim=self.clf_dim, in_dim=chans["layer3"],
-                                   num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma)
+                                   num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma, dtype=dtype)
     self.bb_regressor = AtomIoUNet(input_dim=(chans["layer2"], chans["layer3"]),
                                    pred_input_dim=(self.iou_dim, self.iou_dim),
-                                   pred_inter_dim=(self.iou_dim, self.iou_dim))
+                                   pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype)
 
   # ----------------------------------------------------------------------------------------------
   # Stage methods.
@@ -128,7 +141,8 @@ class CIANet(nn.Module):
     """
     if layers is None:
       layers = ("layer2", "layer3") + (("layer4",) if self.needs_layer4 else ())
-    return self.backbone(images, output_layers=tuple(layers), train=train)
+    feats = self.backbone(images, output_layers=tuple(layers), train=train)
+    return {k: at_least_float32(v) for k, v in feats.items()}
 
   def classification_input_stages(self, layer3: jax.Array, deterministic: bool = True) -> dict[str, jax.Array]:
     """The three feature stages of the paper's Fig. 5, each `[N, H, W, C3]`.
@@ -145,7 +159,7 @@ class CIANet(nn.Module):
       dictionary = self.upper_classifier.dictionary() if self.num_known_categories else None
       x = self.category_encoder_net(x, dictionary, deterministic=deterministic)
     out["category"] = x
-    return out
+    return {k: at_least_float32(v) for k, v in out.items()}
 
   def classification_input(self, layer3: jax.Array, deterministic: bool = True) -> jax.Array:
     """layer3 `[N, H, W, C3]` -> the classifier's input: [IE] angle modulation, then [CE] category encoder."""
@@ -257,18 +271,31 @@ class CIANet(nn.Module):
     return out
 
 
-def build_model(model_config) -> CIANet:
+def build_model(model_config, dtype: str | None = None) -> CIANet:
   """`CIANet` from a mapping of its attributes (a ConfigDict, or JSON read back from a checkpoint).
 
   Lists become tuples (the module must stay hashable: it is a static argument of jitted functions);
-  unknown keys raise a ValueError that names them.
+  unknown keys raise a ValueError that names them. `dtype` ('float32' / 'bfloat16'), when given, overrides
+  the config's compute dtype (the same weights run in either).
   """
   known = {f.name for f in dataclasses.fields(CIANet)} - {"parent", "name"}
   cfg = dict(model_config)
+  if dtype is not None:
+    cfg["dtype"] = dtype
+  compute_dtype(cfg.get("dtype", "float32"))  # a bad name fails here, not at the first trace
   unknown = sorted(set(cfg) - known)
   if unknown:
     raise ValueError(f"model config: unknown CIANet field(s) {unknown}; known: {sorted(known)}")
   return CIANet(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+
+
+def with_dtype(net: CIANet, dtype: str) -> CIANet:
+  """`net` computing in `dtype` ('float32' / 'bfloat16'); the same module when it already does (no recompile).
+
+  The tracker's `compute_dtype` setting goes through this: the variables (float32) fit either.
+  """
+  compute_dtype(dtype)
+  return net if getattr(net, "dtype", "float32") == dtype else net.clone(dtype=dtype)
 
 
 def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
@@ -290,3 +317,28 @@ def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> di
 
   variables = init(key)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def random_variables(net, seed: int = 0) -> dict:
+  """Random `{'params', 'batch_stats'}` of a `CIANet` drawn with NumPy: nothing is compiled (the tree comes from
+  `jax.eval_shape` of `init_variables`), for tests and speed checks that need *some* weights quickly.
+
+  Kernels (rank >= 2, not named bias) He-normal N(0, 2 / fan_in) (fan_in = all axes but the last; the
+  attention's query / key / value kernels `[C, heads, head_dim]`: C), other parameters N(0, 0.01^2), BatchNorm /
+  LayerNorm scales 1 and running statistics 0 / 1. Not the reference's initialisation (`init_variables` is).
+  """
+  shapes = jax.eval_shape(lambda k: init_variables(net, k), jax.random.key(0))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.startswith("['batch_stats']"):
+      return np.full(leaf.shape, 1.0 if name.endswith("['var']") else 0.0, np.float32)
+    if name.endswith("['scale']"):
+      return np.ones(leaf.shape, np.float32)
+    if len(leaf.shape) >= 2 and not name.endswith("['bias']"):
+      fan_in = leaf.shape[0] if re.search(r"\['(query|key|value)'\]", name) else int(np.prod(leaf.shape[:-1]))
+      return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+    return rng.normal(0.0, 0.01, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

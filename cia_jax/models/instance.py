@@ -16,11 +16,13 @@ Parameter names follow the reference state dict (design.md §6.3; conv weight (O
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cia_jax.models.layers import Conv2d, normal_fan_out_init
+from cia_jax.models.layers import Conv2d, at_least_float32, normal_fan_out_init
 from cia_jax.ops.boxes import xywh_to_xyxy
 from cia_jax.ops.prroi_pool import prroi_pool_grouped
 
@@ -44,7 +46,13 @@ class ContrastiveProjector(nn.Module):
 
   PyTorch default init (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))). The key encoder uses
   the same module with the EMA parameters.
+
+  Attributes:
+    dtype: compute dtype of the convs (None: input and parameters promoted). `embed_target` pools the RoI and
+      L2-normalises in float32 whatever it is (InfoNCE-V's logits are dot products of these embeddings).
   """
+
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: int) -> jax.Array:
@@ -63,8 +71,8 @@ class ContrastiveProjector(nn.Module):
       raise ValueError(
           f"ContrastiveProjector: padding must be 0 (pooled RoI) or 1 (dense map), got {padding}")
     c = x.shape[-1]
-    y = Conv2d(c, kernel_size=3, padding=padding, use_bias=True, name="conv1")(x)
-    return Conv2d(c, kernel_size=1, use_bias=True, name="conv2")(nn.relu(y))
+    y = Conv2d(c, kernel_size=3, padding=padding, use_bias=True, name="conv1", dtype=self.dtype)(x)
+    return Conv2d(c, kernel_size=1, use_bias=True, name="conv2", dtype=self.dtype)(nn.relu(y))
 
   def embed_target(self, layer3: jax.Array, box_xywh: jax.Array) -> jax.Array:
     """InfoNCE-V embedding of the target: PrRoIPool 3x3 @1/16 on the box, projector (padding 0), L2 norm.
@@ -79,8 +87,9 @@ class ContrastiveProjector(nn.Module):
     if layer3.ndim != 4 or box_xywh.shape != (layer3.shape[0], 4):
       raise ValueError(f"embed_target: layer3 must be [N, H, W, C] and box_xywh [N, 4], got {layer3.shape} "
                        f"and {box_xywh.shape}")
+    layer3 = at_least_float32(layer3)
     pooled = prroi_pool_grouped(layer3, xywh_to_xyxy(box_xywh)[:, None], ROI_SIZE, 1.0 / LAYER3_STRIDE)[:, 0]
-    y = self(pooled, padding=0)  # [N, 1, 1, C3]
+    y = at_least_float32(self(pooled, padding=0))  # [N, 1, 1, C3]
     return l2_normalize(y.reshape(y.shape[0], -1))
 
 
@@ -91,7 +100,13 @@ class AngleModulator(nn.Module):
   (C3 -> C3, weights N(0, sqrt(2 / C3)), bias 0; its output is not renormalised), y = the dense
   projector output, stop-gradient'ed (tracking losses never reach the projector through this path).
   Norms are per pixel over channels with max(., 1e-12).
+
+  Attributes:
+    dtype: compute dtype of the two 1x1 convs (None: input and parameters promoted); the norms and the
+      rotation are computed in float32 whatever it is (the output's norm must equal the input's).
   """
+
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, y_dense: jax.Array) -> jax.Array:
@@ -109,10 +124,11 @@ class AngleModulator(nn.Module):
           f"AngleModulator: x and y_dense must both be [N, H, W, C], got {x.shape} and {y_dense.shape}")
     c = x.shape[-1]
     alpha_factor = self.param("alpha_factor", nn.initializers.zeros, (), jnp.float32)
+    x, y_dense = at_least_float32(x), at_least_float32(y_dense)
     y_hat = l2_normalize(jax.lax.stop_gradient(y_dense))
     conv = lambda name: Conv2d(c, kernel_size=1, use_bias=True, kernel_init=normal_fan_out_init(),
-                               bias_init=nn.initializers.zeros, name=name)
-    y_mod = conv("proj_2")(nn.relu(conv("proj_0")(y_hat)))
+                               bias_init=nn.initializers.zeros, name=name, dtype=self.dtype)
+    y_mod = at_least_float32(conv("proj_2")(nn.relu(conv("proj_0")(y_hat))))
     n = safe_norm(x)
     s = jnp.exp(alpha_factor) * x / n + y_mod
     return n * l2_normalize(s)

@@ -27,13 +27,13 @@ statistics (apply with `mutable=['batch_stats']`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cia_jax.models.layers import BatchNorm, Conv2d
+from cia_jax.models.layers import BatchNorm, Conv2d, at_least_float32
 from cia_jax.ops.boxes import xywh_to_xyxy
 from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.prroi_pool import prroi_pool_grouped
@@ -52,8 +52,8 @@ _POOL3T = (5, 1.0 / 8)
 _POOL4T = (3, 1.0 / 16)
 
 
-def _bn(name: str) -> BatchNorm:
-  return BatchNorm(momentum=_BN_MOMENTUM, epsilon=_BN_EPS, scale_init=_BN_SCALE_INIT, name=name)
+def _bn(name: str, dtype: Any = None) -> BatchNorm:
+  return BatchNorm(momentum=_BN_MOMENTUM, epsilon=_BN_EPS, scale_init=_BN_SCALE_INIT, name=name, dtype=dtype)
 
 
 class ConvBlock(nn.Module):
@@ -63,18 +63,20 @@ class ConvBlock(nn.Module):
     features: output channels.
     kernel_size: square kernel side.
     padding: zero padding on every side (cells).
+    dtype: compute dtype (None: float32).
   """
 
   features: int
   kernel_size: int = 3
   padding: int = 1
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, H + 2 * padding - kernel_size + 1, ..., features]`."""
     x = Conv2d(self.features, self.kernel_size, stride=1, padding=self.padding, use_bias=True,
-               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0")(x)
-    x = _bn("1")(x, use_running_average=not train)
+               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0", dtype=self.dtype)(x)
+    x = _bn("1", self.dtype)(x, use_running_average=not train)
     return nn.relu(x)
 
 
@@ -119,7 +121,7 @@ def _pool(features: jax.Array, box_xywh: jax.Array, size_and_scale: tuple[int, f
   """
   size, scale = size_and_scale
   box_xyxy = xywh_to_xyxy(jnp.asarray(box_xywh, default_float()))  # x2 = x + w, no half-pixel shift
-  pooled = prroi_pool_grouped(features, box_xyxy, size, scale)  # [N, P, ph, ph, C]
+  pooled = prroi_pool_grouped(at_least_float32(features), box_xyxy, size, scale)  # [N, P, ph, ph, C]
   return pooled.reshape((-1,) + pooled.shape[2:])
 
 
@@ -131,25 +133,29 @@ class AtomIoUNet(nn.Module):
       ResNet-50.
     pred_input_dim: channels of the modulated test features (and of `mod3`, `mod4`) at stride 8 and 16.
     pred_inter_dim: widths of `fc3_rt` and `fc4_rt`.
+    dtype: compute dtype of the conv blocks of `get_modulation` and `get_iou_feat` (None: float32); their
+      outputs, the RoI pooling and all of `predict_iou` (whose box gradient drives the tracker's box ascent,
+      design.md §9.1) are float32.
   """
 
   input_dim: tuple[int, int] = (128, 256)
   pred_input_dim: tuple[int, int] = (256, 256)
   pred_inter_dim: tuple[int, int] = (256, 256)
+  dtype: Any = None
 
   def setup(self):
     # Reference branch.
-    self.conv3_1r = ConvBlock(128, 3, padding=1)
-    self.conv4_1r = ConvBlock(256, 3, padding=1)
-    self.fc3_1r = ConvBlock(256, 3, padding=0)  # 3x3 RoI -> 1x1
-    self.fc34_3r = ConvBlock(self.pred_input_dim[0], 1, padding=0)
-    self.fc34_4r = ConvBlock(self.pred_input_dim[1], 1, padding=0)
+    self.conv3_1r = ConvBlock(128, 3, padding=1, dtype=self.dtype)
+    self.conv4_1r = ConvBlock(256, 3, padding=1, dtype=self.dtype)
+    self.fc3_1r = ConvBlock(256, 3, padding=0, dtype=self.dtype)  # 3x3 RoI -> 1x1
+    self.fc34_3r = ConvBlock(self.pred_input_dim[0], 1, padding=0, dtype=self.dtype)
+    self.fc34_4r = ConvBlock(self.pred_input_dim[1], 1, padding=0, dtype=self.dtype)
     # Test branch.
-    self.conv3_1t = ConvBlock(256, 3, padding=1)
-    self.conv3_2t = ConvBlock(self.pred_input_dim[0], 3, padding=1)
-    self.conv4_1t = ConvBlock(256, 3, padding=1)
-    self.conv4_2t = ConvBlock(self.pred_input_dim[1], 3, padding=1)
-    # Predictor.
+    self.conv3_1t = ConvBlock(256, 3, padding=1, dtype=self.dtype)
+    self.conv3_2t = ConvBlock(self.pred_input_dim[0], 3, padding=1, dtype=self.dtype)
+    self.conv4_1t = ConvBlock(256, 3, padding=1, dtype=self.dtype)
+    self.conv4_2t = ConvBlock(self.pred_input_dim[1], 3, padding=1, dtype=self.dtype)
+    # Predictor (float32 whatever `dtype` is).
     self.fc3_rt = LinearBlock(self.pred_inter_dim[0])
     self.fc4_rt = LinearBlock(self.pred_inter_dim[1])
     self.iou_predictor = nn.Dense(1, kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros)
@@ -182,7 +188,7 @@ class AtomIoUNet(nn.Module):
     fc34r = jnp.concatenate([fc3r, roi4r.astype(fc3r.dtype)], axis=-1)
     mod3 = self.fc34_3r(fc34r, train).reshape(b, -1)
     mod4 = self.fc34_4r(fc34r, train).reshape(b, -1)
-    return mod3, mod4
+    return at_least_float32(mod3), at_least_float32(mod4)
 
   def get_iou_feat(self, feat2: jax.Array, feat3: jax.Array,
                    train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -203,7 +209,7 @@ class AtomIoUNet(nn.Module):
                        f"{feat3.shape[0]}")
     c3t = self.conv3_2t(self.conv3_1t(feat2, train), train)
     c4t = self.conv4_2t(self.conv4_1t(feat3, train), train)
-    return c3t, c4t
+    return at_least_float32(c3t), at_least_float32(c4t)
 
   def predict_iou(self, mod3: jax.Array, mod4: jax.Array, c3t: jax.Array, c4t: jax.Array,
                   proposals_xywh: jax.Array, train: bool = False) -> jax.Array:

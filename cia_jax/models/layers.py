@@ -9,6 +9,8 @@
   pads asymmetrically for stride 2 on even inputs and shifts features by half
   a pixel relative to PyTorch.
 * Initialisers used by the reference code.
+* Mixed precision (design.md §9.1): every layer takes a compute `dtype` (None = float32) and keeps float32
+  parameters; `at_least_float32` marks the float32 islands.
 """
 
 from __future__ import annotations
@@ -21,6 +23,22 @@ import jax
 import jax.numpy as jnp
 
 Initializer = Callable[..., jax.Array]
+
+
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """bfloat16 / float16 -> float32; float32 and float64 unchanged: the float32 islands of mixed precision."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def compute_dtype(name: str | None) -> Any:
+  """A model config's `dtype` string -> the Flax `dtype=` of its layers: 'float32' (or None) -> None (inputs
+  and float32 parameters promoted, i.e. float32, float64 under `jax_enable_x64`), 'bfloat16' -> jnp.bfloat16."""
+  if name in (None, "float32"):
+    return None
+  if name == "bfloat16":
+    return jnp.bfloat16
+  raise ValueError(f"model config: dtype must be 'float32' or 'bfloat16', got {name!r}")
 
 
 def torch_default_kernel_init() -> Initializer:

@@ -30,11 +30,12 @@ does that — before applying with deeper outputs.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cia_jax.models.layers import BatchNorm, Conv2d, normal_fan_out_init
 
@@ -46,14 +47,15 @@ _BN_MOMENTUM = 0.9  # Flax convention: PyTorch momentum 0.1.
 _BN_EPS = 1e-5
 
 
-def _conv(features: int, kernel_size: int, stride: int = 1, name: str | None = None) -> Conv2d:
+def _conv(features: int, kernel_size: int, stride: int = 1, name: str | None = None, dtype: Any = None) -> Conv2d:
   """Bias-free conv with 'same-size' symmetric padding (k // 2) and the ResNet He-normal fan-out init."""
   return Conv2d(features, kernel_size, stride=stride, padding=kernel_size // 2, use_bias=False,
-                kernel_init=normal_fan_out_init(), name=name)
+                kernel_init=normal_fan_out_init(), name=name, dtype=dtype)
 
 
-def _bn(name: str) -> BatchNorm:
-  return BatchNorm(momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name)
+def _bn(name: str, dtype: Any = None) -> BatchNorm:
+  """BatchNorm (statistics in float32 whatever `dtype` is; `dtype` is only its output's)."""
+  return BatchNorm(momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name, dtype=dtype)
 
 
 class Downsample(nn.Module):
@@ -66,12 +68,13 @@ class Downsample(nn.Module):
 
   features: int
   stride: int = 1
+  dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, ceil(H / stride), ceil(W / stride), features]`."""
-    x = _conv(self.features, 1, self.stride, name="0")(x)
-    return _bn("1")(x, use_running_average=use_running_average)
+    x = _conv(self.features, 1, self.stride, name="0", dtype=self.dtype)(x)
+    return _bn("1", self.dtype)(x, use_running_average=use_running_average)
 
 
 class BasicBlock(nn.Module):
@@ -87,18 +90,19 @@ class BasicBlock(nn.Module):
   planes: int
   stride: int = 1
   use_downsample: bool = False
+  dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, ceil(H / stride), ceil(W / stride), planes]`."""
     _check_shortcut(self, x, self.planes)
-    out = _conv(self.planes, 3, self.stride, name="conv1")(x)
-    out = nn.relu(_bn("bn1")(out, use_running_average=use_running_average))
-    out = _conv(self.planes, 3, 1, name="conv2")(out)
-    out = _bn("bn2")(out, use_running_average=use_running_average)
+    out = _conv(self.planes, 3, self.stride, name="conv1", dtype=self.dtype)(x)
+    out = nn.relu(_bn("bn1", self.dtype)(out, use_running_average=use_running_average))
+    out = _conv(self.planes, 3, 1, name="conv2", dtype=self.dtype)(out)
+    out = _bn("bn2", self.dtype)(out, use_running_average=use_running_average)
     shortcut = x
     if self.use_downsample:
-      shortcut = Downsample(self.planes, self.stride, name="downsample")(x, use_running_average)
+      shortcut = Downsample(self.planes, self.stride, self.dtype, name="downsample")(x, use_running_average)
     return nn.relu(out + shortcut)
 
 
@@ -116,21 +120,22 @@ class Bottleneck(nn.Module):
   planes: int
   stride: int = 1
   use_downsample: bool = False
+  dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, ceil(H / stride), ceil(W / stride), 4 * planes]`."""
     out_ch = self.planes * BLOCK_EXPANSION["bottleneck"]
     _check_shortcut(self, x, out_ch)
-    out = _conv(self.planes, 1, 1, name="conv1")(x)
-    out = nn.relu(_bn("bn1")(out, use_running_average=use_running_average))
-    out = _conv(self.planes, 3, self.stride, name="conv2")(out)
-    out = nn.relu(_bn("bn2")(out, use_running_average=use_running_average))
-    out = _conv(out_ch, 1, 1, name="conv3")(out)
-    out = _bn("bn3")(out, use_running_average=use_running_average)
+    out = _conv(self.planes, 1, 1, name="conv1", dtype=self.dtype)(x)
+    out = nn.relu(_bn("bn1", self.dtype)(out, use_running_average=use_running_average))
+    out = _conv(self.planes, 3, self.stride, name="conv2", dtype=self.dtype)(out)
+    out = nn.relu(_bn("bn2", self.dtype)(out, use_running_average=use_running_average))
+    out = _conv(out_ch, 1, 1, name="conv3", dtype=self.dtype)(out)
+    out = _bn("bn3", self.dtype)(out, use_running_average=use_running_average)
     shortcut = x
     if self.use_downsample:
-      shortcut = Downsample(out_ch, self.stride, name="downsample")(x, use_running_average)
+      shortcut = Downsample(out_ch, self.stride, self.dtype, name="downsample")(x, use_running_average)
     return nn.relu(out + shortcut)
 
 
@@ -149,7 +154,7 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
   x: `[N, H, W, C]` -> `[N, floor((H - 1) / 2) + 1, floor((W - 1) / 2) + 1, C]`.
   """
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+  return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
                                ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
@@ -175,6 +180,7 @@ class ResLayer(nn.Module):
   planes: int
   num_blocks: int
   stride: int = 1
+  dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -184,7 +190,7 @@ class ResLayer(nn.Module):
     for i in range(self.num_blocks):
       stride = self.stride if i == 0 else 1
       use_downsample = i == 0 and (stride != 1 or x.shape[-1] != out_ch)
-      x = cls(self.planes, stride, use_downsample, name=str(i))(x, use_running_average)
+      x = cls(self.planes, stride, use_downsample, self.dtype, name=str(i))(x, use_running_average)
     return x
 
 
@@ -207,6 +213,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int]
   width: int = 64
   frozen_layers: Sequence[str] = ()
+  dtype: Any = None  # compute dtype, e.g. jnp.bfloat16 (parameters and BN statistics stay float32)
 
   @nn.compact
   def __call__(self, x: jax.Array, output_layers: Sequence[str] = ("layer3",),
@@ -241,8 +248,8 @@ class ResNet(nn.Module):
       return jax.lax.stop_gradient(y) if name in frozen else y
 
     outputs = {}
-    y = _conv(self.width, 7, 2, name="conv1")(x)
-    y = _bn("bn1")(y, use_running_average=not train or "conv1" in frozen)
+    y = _conv(self.width, 7, 2, name="conv1", dtype=self.dtype)(x)
+    y = _bn("bn1", self.dtype)(y, use_running_average=not train or "conv1" in frozen)
     y = finish("conv1", nn.relu(y))
     if "conv1" in output_layers:
       outputs["conv1"] = y
@@ -251,8 +258,8 @@ class ResNet(nn.Module):
       name = LAYER_NAMES[i + 1]
       if i + 1 > last:
         break
-      y = ResLayer(self.block, self.width * 2**i, self.stage_sizes[i], 1 if i == 0 else 2, name=name)(
-          y, not train or name in frozen)
+      y = ResLayer(self.block, self.width * 2**i, self.stage_sizes[i], 1 if i == 0 else 2, self.dtype,
+                   name=name)(y, not train or name in frozen)
       y = finish(name, y)
       if name in output_layers:
         outputs[name] = y

@@ -90,6 +90,10 @@ class TrackerSettings:
   # cia_jax additions.
   deterministic: bool = False  # No random shifts, no dropout copies, only the unjittered IoU box.
   return_score_map: bool = False  # Add the raw score map to `step`'s output.
+  # Compute dtype of the network's backbone and heads: 'float32' or 'bfloat16' (mixed precision, design.md §9.1;
+  # the filter optimiser, box refinement and every output stay float32). `runner.load_model` builds the network
+  # with it, whatever dtype the checkpoint was trained in.
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     validate(self)
@@ -148,6 +152,8 @@ def validate(s: TrackerSettings) -> None:
     bad("augmentation_expansion_factor", "must be >= 1")
   if s.candidate_capacity < 1:
     bad("candidate_capacity", "must be >= 1")
+  if s.compute_dtype not in ("float32", "bfloat16"):
+    bad("compute_dtype", "must be 'float32' or 'bfloat16'")
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,

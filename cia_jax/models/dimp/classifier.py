@@ -10,6 +10,8 @@ training forward. Training applies with `mutable=['batch_stats']` (R18's residua
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -31,6 +33,8 @@ class LinearFilter(nn.Module):
     num_iter: default optimizer iterations (5 in training).
     init_step_length, init_filter_reg, init_gauss_sigma, num_dist_bins, bin_displacement, mask_init_factor,
     min_filter_reg, alpha_eps: `DiMPSteepestDescentGN` settings (design.md §2.4).
+    dtype: compute dtype of the feature block and the initializer's conv (None: float32); the classification
+      features, the filters, the steepest-descent optimiser and the scores are float32 (design.md §9.1).
   """
 
   arch: str = "r18"
@@ -47,10 +51,12 @@ class LinearFilter(nn.Module):
   mask_init_factor: float = 3.0
   min_filter_reg: float = 1e-3
   alpha_eps: float = 0.0
+  dtype: Any = None
 
   def setup(self):
-    self.feature_extractor = ClassificationFeatures(self.arch, self.out_dim, self.in_dim, self.filter_size)
-    self.filter_initializer = FilterInitializerLinear(self.filter_size, self.feat_stride)
+    self.feature_extractor = ClassificationFeatures(self.arch, self.out_dim, self.in_dim, self.filter_size,
+                                                    self.dtype)
+    self.filter_initializer = FilterInitializerLinear(self.filter_size, self.feat_stride, self.dtype)
     self.filter_optimizer = DiMPSteepestDescentGN(
         num_iter=self.num_iter, feat_stride=self.feat_stride, init_step_length=self.init_step_length,
         init_filter_reg=self.init_filter_reg, init_gauss_sigma=self.init_gauss_sigma,

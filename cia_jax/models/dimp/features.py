@@ -11,12 +11,13 @@ Flax names are the torch Sequential indices: torch `classifier.feature_extractor
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cia_jax.models.layers import Conv2d, normal_fan_out_init
+from cia_jax.models.layers import Conv2d, at_least_float32, normal_fan_out_init
 from cia_jax.models.resnet import BasicBlock
 
 # Backbone (layer3) channels of the real networks.
@@ -65,12 +66,15 @@ class ClassificationFeatures(nn.Module):
     in_dim: expected input channels C (None: the real network's, 256 for r18 and 1024 for r50). Tests with
       tiny widths set it explicitly; a mismatch raises ValueError instead of a parameter-shape error.
     filter_size: classifier filter size, used only in the norm scale sqrt(1 / (D * fs * fs)).
+    dtype: compute dtype of the block and conv (None: float32); the L2 norm and the output are float32 (the
+      steepest-descent optimiser's input, design.md §9.1).
   """
 
   arch: str
   out_dim: int
   in_dim: int | None = None
   filter_size: int = 4
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -87,8 +91,8 @@ class ClassificationFeatures(nn.Module):
                        f"got shape {x.shape}")
     conv_init = normal_fan_out_init()  # N(0, sqrt(2 / (9 * out_channels)))
     if self.arch == "r18":
-      x = BasicBlock(in_dim, name="0")(x, use_running_average=not train)
-      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="1")(x)
+      x = BasicBlock(in_dim, dtype=self.dtype, name="0")(x, use_running_average=not train)
+      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="1", dtype=self.dtype)(x)
     else:
-      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="0")(x)
-    return InstanceL2Norm(feat_norm_scale(self.out_dim, self.filter_size))(x)
+      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="0", dtype=self.dtype)(x)
+    return InstanceL2Norm(feat_norm_scale(self.out_dim, self.filter_size))(at_least_float32(x))
