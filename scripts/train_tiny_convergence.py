@@ -45,7 +45,7 @@ def main(argv=None) -> int:
   wall = time.perf_counter() - start
   rows = [json.loads(line) for line in open(os.path.join(args.workdir, "metrics.jsonl"))]
   train = [r for r in rows if r["split"] == "train"]
-  val = [r for r in rows if r["split"] == "val"]
+  val = [r for r in rows if r["split"] == "val" and "total" in r]  # tracking-check rows carry only AUC
   totals = [r["total"] for r in train]
   print("step,total,clf,iou,category,contrastive")
   for r in train:
