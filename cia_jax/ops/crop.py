@@ -5,7 +5,13 @@ padding and resizes it bilinearly to the network's input size. Every size in tha
 data (target scale, decimation factor df), so a literal port would recompile per frame. Here the whole
 chain is folded into index arithmetic instead: output pixel j -> bilinear source position u in the crop
 (align_corners=False, no antialias) -> crop index i -> decimated-image index clamp(tl + i) (= replicate
-padding) -> full-image index o + df * that. Only the image shape and the output size are static.
+padding) -> full-image index o + df * that. Only the image array's shape and the output size are static.
+
+Padded frames: the array may be larger than the true frame (padded at the bottom / right, e.g. to a size
+bucket); `image_sz_yx` (traced) is the true size, and every clamp, shrink and decimation uses it, so the
+padding is never read and the result equals that of the unpadded frame. The frame stays in its dtype (uint8
+in the tracker) until the gather: only the 4 * S_y * S_x source pixels of the bilinear taps are converted to
+float, so the cost does not grow with the frame size.
 
 Coordinates: 0-based full-image pixels, (y, x) order for positions and sizes. `patch_coord` is
 (T_y, T_x, E_y, E_x) = df * (tl, br): the crop window [T, E) in full-image pixels (E exclusive).
@@ -29,12 +35,12 @@ def _as_pair(v) -> jax.Array:
   return jnp.broadcast_to(jnp.asarray(v, default_float()), (2,))
 
 
-def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
+def crop_window(image_hw, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
                 mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
   """The integer crop geometry of design.md §5.3 (steps 1-5), without touching pixels.
 
   Args:
-    image_hw: static (H, W) of the full image.
+    image_hw: (H, W) of the true image: static ints or a traced `[2]` int / float array (integer values).
     pos_yx: `[2]` crop centre (y, x) in full-image pixels (any real value).
     sample_sz_yx: `[2]` (or scalar) requested crop size in full-image pixels (target_scale * S).
     output_sz_yx: static (S_y, S_x) output patch size.
@@ -54,20 +60,20 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     raise ValueError(f"sample_patch: mode must be one of {MODES}, got {mode!r}")
   if rule not in CROP_RULES:
     raise ValueError(f"sample_patch: rule must be one of {CROP_RULES}, got {rule!r}")
-  h, w = int(image_hw[0]), int(image_hw[1])
   f = default_float()
+  im_sz = jnp.broadcast_to(jnp.asarray(image_hw, f), (2,))
+  im_int = jnp.round(im_sz).astype(jnp.int32)
   out_sz = jnp.asarray([float(output_sz_yx[0]), float(output_sz_yx[1])], f)
   pos = _as_pair(pos_yx)
   sz = _as_pair(sample_sz_yx)
   posl = jnp.trunc(pos).astype(jnp.int32)  # torch .long(): toward zero.
-  im_sz = jnp.asarray([h, w], f)
   if mode != "replicate":
     ratio = sz / im_sz
     shrink = jnp.max(ratio) if mode == "inside" else jnp.min(ratio)
     shrink = jnp.maximum(shrink, 1.0)
     if max_scale_change is not None:
       shrink = jnp.minimum(shrink, float(max_scale_change))
-    # .long() in the reference. Under jit XLA turns `sz / im_sz` (a constant) into a reciprocal product, so the
+    # .long() in the reference. Under jit XLA may turn `sz / im_sz` into a reciprocal product, so the
     # quotient can land a few ulp below an exact integer (the common case here: sz / (sz / image_size) =
     # image_size) and would truncate one pixel short; quotients within 4 ulp of an integer are snapped to it.
     q = sz / shrink
@@ -86,7 +92,7 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
     tl = posl.astype(f) - (szl - 1).astype(f) / 2.0
     br = posl.astype(f) + szl.astype(f) / 2.0 + 1.0
   if mode != "replicate":
-    im2_sz = ((jnp.asarray([h, w], jnp.int32) - offset + df - 1) // df).astype(tl.dtype)  # Decimated size.
+    im2_sz = ((im_int - offset + df - 1) // df).astype(tl.dtype)  # Decimated size.
     shift = jnp.maximum(-tl, 0) - jnp.maximum(br - im2_sz, 0)
     tl, br = tl + shift, br + shift
     # Still larger than the image: centre it (equal overflow on both sides).
@@ -99,12 +105,12 @@ def crop_window(image_hw: Sequence[int], pos_yx, sample_sz_yx, output_sz_yx: Seq
   return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": patch_coord}
 
 
-def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
+def _axis_taps(tl, br, offset, df, size_full, out_len: int):
   """Bilinear taps along one axis: full-image indices (i0, i1) `[out_len]` int32 and weight of i1.
 
   Source position in the crop of length n = br - tl (align_corners=False, negative positions clamped to 0
   as PyTorch does); crop index -> decimated index clamped into the decimated image (replicate padding)
-  -> full-image index offset + df * index.
+  -> full-image index offset + df * index. size_full: int32 scalar (may be traced), the true image length.
   """
   n = br - tl
   size_dec = (size_full - offset + df - 1) // df
@@ -118,17 +124,22 @@ def _axis_taps(tl, br, offset, df, size_full: int, out_len: int):
 
 
 def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
-                 mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia"):
+                 mode: str = "replicate", max_scale_change: float | None = None, rule: str = "cia",
+                 image_sz_yx=None):
   """Crops and resizes one tracker patch (design.md §5.3), jittable for a fixed image shape and output size.
 
   Args:
-    image: `[H, W, C]` float (or uint8) image, values kept as they are (0..255 in the tracker).
+    image: `[Hp, Wp, C]` uint8 or float image, values kept as they are (0..255 in the tracker); may be padded
+      at the bottom / right beyond the true frame (see `image_sz_yx`). Only the gathered source pixels are
+      converted to float.
     pos_yx: `[2]` crop centre (y, x) in full-image pixels; dynamic.
     sample_sz_yx: `[2]` or scalar requested crop size (y, x) in full-image pixels; dynamic.
     output_sz_yx: static (S_y, S_x).
     mode: 'replicate' (pad by edge replication), 'inside' / 'inside_major' (shrink by at most
       `max_scale_change` and shift the window into the image; what still sticks out is replicated).
     max_scale_change, rule: see `crop_window`.
+    image_sz_yx: true (H, W) <= (Hp, Wp), `[2]` int or float, may be traced; None: the array's (Hp, Wp).
+      Pixels at or beyond it are never read.
 
   Returns:
     (patch `[S_y, S_x, C]`, patch_coord `[4]` = (T_y, T_x, E_y, E_x) in full-image pixels), float32 (float64
@@ -137,15 +148,21 @@ def sample_patch(image: jax.Array, pos_yx, sample_sz_yx, output_sz_yx: Sequence[
   image = jnp.asarray(image)
   if image.ndim != 3:
     raise ValueError(f"sample_patch: image must be [H, W, C], got shape {image.shape}")
-  h, w = image.shape[:2]
+  hw = image.shape[:2] if image_sz_yx is None else image_sz_yx
   out_h, out_w = int(output_sz_yx[0]), int(output_sz_yx[1])
-  geo = crop_window((h, w), pos_yx, sample_sz_yx, (out_h, out_w), mode, max_scale_change, rule)
+  geo = crop_window(hw, pos_yx, sample_sz_yx, (out_h, out_w), mode, max_scale_change, rule)
   df, o, tl, br = geo["df"], geo["offset"], geo["tl"], geo["br"]
-  y0, y1, ly = _axis_taps(tl[0], br[0], o[0], df, h, out_h)
-  x0, x1, lx = _axis_taps(tl[1], br[1], o[1], df, w, out_w)
-  image = image.astype(default_float())
-  rows = (1.0 - ly)[:, None, None] * image[y0] + ly[:, None, None] * image[y1]  # [S_y, W, C]
-  patch = (1.0 - lx)[None, :, None] * rows[:, x0] + lx[None, :, None] * rows[:, x1]
+  size = jnp.round(jnp.broadcast_to(jnp.asarray(hw, default_float()), (2,))).astype(jnp.int32)
+  y0, y1, ly = _axis_taps(tl[0], br[0], o[0], df, size[0], out_h)
+  x0, x1, lx = _axis_taps(tl[1], br[1], o[1], df, size[1], out_w)
+  # Gather the four taps from the frame in its own dtype, then convert only those S_y x S_x x 4 pixels. The
+  # arithmetic (rows first, then columns) is that of resizing the whole float frame row-wise then column-wise.
+  f = default_float()
+  px = lambda yi, xi: image[yi[:, None], xi[None, :]].astype(f)  # noqa: E731  [S_y, S_x, C]
+  ly, lx = ly[:, None, None], lx[None, :, None]
+  col0 = (1.0 - ly) * px(y0, x0) + ly * px(y1, x0)
+  col1 = (1.0 - ly) * px(y0, x1) + ly * px(y1, x1)
+  patch = (1.0 - lx) * col0 + lx * col1
   return patch, geo["patch_coord"]
 
 

@@ -72,7 +72,7 @@ class TrackerState:
     target_sz_yx: `[2]` target size (h, w), full-image pixels.
     target_scale: scalar, full-image pixels per patch pixel of the search patch (S * scale = crop side).
     base_target_sz_yx: `[2]` target size at scale 1 (target_sz / initial target_scale).
-    image_sz_yx: `[2]` float image size (H, W).
+    image_sz_yx: `[2]` float true image size (H, W) (a padded frame array may be larger).
     filter: `[4, 4, D]` target-classifier filter.
     memory: `SampleMemory` of the training samples.
     iou_mod3, iou_mod4: `[iou_dim]` IoU-Net modulation vectors of the first frame.
@@ -141,14 +141,32 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
 # --------------------------------------------------------------------------------------------------
 # Initialisation (design.md §5.4).
 
-def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+def _as_frame(image) -> jax.Array:
+  """A frame as a jax array in its own dtype (uint8 stays uint8: `sample_patch` converts only what it reads)."""
+  image = jnp.asarray(image)
+  if image.ndim != 3:
+    raise ValueError(f"tracker: image must be [H, W, C], got shape {image.shape}")
+  return image
+
+
+def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
+  """`[2]` float (h, w): `image_sz_yx` (the true size of a padded frame) or the array's own (H, W)."""
+  if image_sz_yx is None:
+    return jnp.asarray(image.shape[:2], default_float())
+  sz = jnp.asarray(image_sz_yx, default_float())
+  if sz.shape != (2,):
+    raise ValueError(f"tracker: image_sz_yx must be [2] (h, w), got shape {sz.shape}")
+  return sz
+
+def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key,
+              image_sz_yx=None) -> TrackerState:
   """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
-  image = jnp.asarray(image, default_float())
+  image = _as_frame(image)
   box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
   pos = jnp.stack([box[1] + (box[3] - 1.0) / 2.0, box[0] + (box[2] - 1.0) / 2.0])
   target_sz = jnp.stack([box[3], box[2]])
-  image_sz = jnp.asarray(image.shape[:2], default_float())
+  image_sz = true_image_size(image, image_sz_yx)
   target_scale = jnp.sqrt(jnp.prod(target_sz * settings.search_area_scale)) / s
   base_sz = target_sz / target_scale
 
@@ -167,7 +185,8 @@ def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, 
     tl, br = pos - (sample_sz - 1.0) / 2.0, pos + sample_sz / 2.0 + 1.0
     global_shift = -(jnp.maximum(-tl, 0.0) - jnp.maximum(br - image_sz, 0.0)) / init_scale
   e = augment.expanded_size(settings)
-  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate", rule=settings.crop_rule)
+  expanded, _ = sample_patch(image, init_pos, init_scale * e, (e, e), "replicate", rule=settings.crop_rule,
+                             image_sz_yx=image_sz)
   k_shift, k_drop = jax.random.split(key)
   patches, shifts = augment.augment_init_patches(expanded, settings, k_shift, global_shift)
   layer2, layer3, x = extract_features(model, patches)
@@ -367,13 +386,14 @@ def _update_model(model, settings, state: TrackerState, x, train_box, flag, fram
 
 def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
   """Un-jitted `step`; see `step`."""
-  image = jnp.asarray(image, default_float())
+  image = _as_frame(image)
   s = settings.image_sample_size
   frame_num = state.frame_num + 1
   k_box, _ = jax.random.split(key)
 
   patch, coord = sample_patch(image, state.pos_yx, state.target_scale * s, (s, s), settings.border_mode,
-                              settings.patch_max_scale_change, rule=settings.crop_rule)
+                              settings.patch_max_scale_change, rule=settings.crop_rule,
+                              image_sz_yx=state.image_sz_yx)
   sample_pos, sample_scale = sample_pos_scale(coord, s)
   layer2, layer3, x = extract_features(model, patch[None])
   scores = _apply(model, "classify", state.filter[None], x[:, None])[0, 0]  # [f + 1, f + 1]
@@ -429,20 +449,26 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key) -> TrackerState:
+def init(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key, image_sz_yx=None) -> TrackerState:
   """Initialises the tracker on the first frame (design.md §5.4).
 
   Args:
     model: `TrackingModel` (static net, traced variables).
     settings: static `TrackerSettings`.
-    image: `[H, W, 3]` RGB, uint8 or float 0..255.
+    image: `[Hp, Wp, 3]` RGB, uint8 or float 0..255; may be padded at the bottom / right beyond the true frame
+      (e.g. to a size bucket shared by a batch of sequences). Kept in its dtype: only the pixels a patch
+      needs are gathered and converted (the per-frame cost does not grow with the frame size).
     box_xywh: `[4]` initial box (x, y, w, h), 0-based full-image pixels.
     key: PRNG key (random shifts and dropout; unused in deterministic mode).
+    image_sz_yx: `[2]` true frame size (h, w), int or float, traced (no recompilation per size); None: the
+      array's (Hp, Wp). Stored in the state: every crop clamp, replicate border, inside / inside_major shrink,
+      decimation offset and position clamp of `init` and `step` uses it, so a padded frame gives the boxes
+      of the unpadded one.
 
   Returns:
     `TrackerState` (frame_num = 1).
   """
-  return init_impl(model, settings, image, box_xywh, key)
+  return init_impl(model, settings, image, box_xywh, key, image_sz_yx)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -452,7 +478,8 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
   Args:
     model, settings: as in `init`.
     state: the previous `TrackerState`.
-    image: `[H, W, 3]` RGB, uint8 or float 0..255 (same size as the first frame).
+    image: `[Hp, Wp, 3]` RGB, uint8 or float 0..255, the array shape of the first frame (padded the same
+      way; the true size is `state.image_sz_yx`).
     key: PRNG key of the random IoU-Net boxes (unused in deterministic mode).
 
   Returns:
