@@ -28,7 +28,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import heapq
-import inspect
 import math
 import os
 import queue
@@ -54,9 +53,6 @@ LANES = "lanes"  # the mesh axis of the lanes
 # they fail that sequence, not the run. Anything else (a bug, an XLA error) still stops the run.
 DATA_ERRORS = (ValueError, OSError)
 
-# Whether `tracker.init` takes the true image size of a padded frame (any frame size in one batch).
-PADDED_FRAMES = "image_sz_yx" in inspect.signature(trk.init_impl).parameters
-
 
 def sequence_key(seed: int, name: str):
   """The PRNG key of one sequence: a function of the run seed and the sequence name only."""
@@ -81,18 +77,10 @@ def size_error(path: str, shape: tuple[int, ...], expected: tuple[int, ...], aga
 # Buckets and the lane schedule (host only).
 
 def bucket_shape(sizes: SequenceT[tuple[int, int]], multiple: int = BUCKET_MULTIPLE) -> tuple[int, int]:
-  """The padded frame shape (H, W) of a run: the largest height and width of `sizes`, rounded up to `multiple`.
-
-  Without `PADDED_FRAMES` (a tracker that reads the image size from the frame) every size must be the same,
-  and the shape is that size.
-  """
+  """The padded frame shape (H, W) of a run: the largest height and width of `sizes`, rounded up to `multiple`."""
   sizes = [tuple(int(v) for v in s) for s in sizes]
   if not sizes:
     raise ValueError("bucket_shape: no frame sizes")
-  if not PADDED_FRAMES:
-    if len(set(sizes)) > 1:
-      raise ValueError(f"this tracker cannot pad frames: one run needs one frame size, got {sorted(set(sizes))}")
-    return sizes[0]
   height = max(s[0] for s in sizes)
   width = max(s[1] for s in sizes)
   return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
@@ -165,9 +153,7 @@ def lane_fns(settings: TrackerSettings, mesh: Mesh) -> dict[str, Callable]:
 
   def init_one(model, image, box, key, size):
     key = jax.random.fold_in(jax.random.wrap_key_data(key), 0)
-    if PADDED_FRAMES:
-      return trk.init_impl(model, settings, image, box, key, image_sz_yx=size)
-    return trk.init_impl(model, settings, image, box, key)
+    return trk.init_impl(model, settings, image, box, key, image_sz_yx=size)
 
   def vinit(model, images, boxes, keys, sizes):
     return jax.vmap(init_one, in_axes=(None, 0, 0, 0, 0))(model, images, boxes, keys, sizes)

@@ -2,27 +2,28 @@
 
     cia-jax track --tracker cia18 --checkpoint runs/cia18 --dataset otb --root /data/OTB100 --results res/cia18
     cia-jax track --tracker dimp18 --random-weights --dataset folder --root ../shared/data/real --results /tmp/r \\
-        --set target_not_found_threshold=0 --batch-sequences 4
+        --set target_not_found_threshold=0 --batch-sequences 4 --chunk-frames 8
 
 A run has three phases, so that one bad sequence never costs the good ones:
 1. Check (`prepare_run`), cheap and before the network is built: a sequence's frame files exist, it has one
    box per frame, its first box is finite, has a positive size and is not entirely outside the image (the size
    from frame 0's header). A sequence folder the reader rejects (`--dataset folder`) fails here, with the
    reader's error. Finished sequences (`cia_jax.results.is_finished`) are skipped, which makes runs resumable.
-2. Track (`execute_plan`) every sequence that passed. A sequence that fails while tracking (a frame that
-   cannot be decoded, a frame whose size differs from the first frame's) is recorded with its reason, nothing
-   of it is written, and the run goes on; `fail_fast` stops after the first failure instead.
-3. Record: boxes and times in a layout of `cia_jax.results`, the failures in `<results>/failures.json`, a
-   table of failed sequences on the console and exit code 1 when any failed (`track_benchmark`).
+2. Track (`execute_plan`) every sequence that passed, on the lanes of `cia_jax.track.batching` (K sequences per
+   local device, any frame sizes padded to one bucket, C frames per device call; design.md §5.9). A sequence
+   that fails while tracking (a frame that cannot be decoded, a frame whose size differs from the first
+   frame's) is recorded with its reason, nothing of it is written, and the run goes on (its lane is masked, so
+   the others' boxes are those of a clean run); `fail_fast` stops after the first failure instead.
+3. Record: boxes and times in a layout of `cia_jax.results` as each sequence ends, the failures in
+   `<results>/failures.json`, `<results>/run_summary.json`, a table of failed sequences on the console and exit
+   code 1 when any failed (`finish_run`, `track_benchmark`).
 
-Batched offline tracking (`--batch-sequences K`): sequences with the same frame size are tracked K at a time
-in lockstep with `jax.vmap` over the tracker state; a sequence that ends early keeps being fed its last frame
-(its extra outputs are dropped). A sequence that fails inside a batch leaves the lockstep the same way, so
-the compiled program and the other sequences' inputs are those of a clean run, and so are their boxes. The
-random stream of a sequence depends only on `--seed` and the sequence name, so K > 1 gives the same boxes as
-K = 1 (up to float32 reassociation).
+Several processes (`jax.distributed`): each tracks its share (`cia_jax.track.distributed`). The random stream
+of a sequence depends only on `--seed` and the sequence name, so results do not depend on devices, hosts, K or
+C (up to float32 reassociation).
 
-Frames are decoded (OpenCV) in a background thread ahead of the tracker.
+`track_sequence` (one sequence, unpadded, one frame per call) is the reference the lanes are tested against;
+`track_batch` (K sequences of one size in lockstep, frame by frame) serves the tracking check while training.
 """
 
 from __future__ import annotations

@@ -25,8 +25,6 @@ GROUPS = (((96, 80), 6, 2), ((112, 64), 4, 2), ((80, 96), 2, 1))
 # K = 3 vs K = 1 check); a wrong crop, key or frame moves a box by whole pixels.
 ATOL = 2e-3
 
-pytestmark = pytest.mark.skipif(not batching.PADDED_FRAMES, reason="the tracker cannot pad frames yet")
-
 # Builds the tiny tracker of test_runner.py (also run in subprocesses: keep it self-contained).
 _MODEL = textwrap.dedent("""
     import jax
@@ -108,7 +106,7 @@ def test_padded_frames_are_zeros_below_and_right():
   assert batching.bucket_shape([(720, 1280), (360, 480)]) == (768, 1280)
 
 
-@pytest.mark.parametrize("k, c", [(2, 3), (1, 1)])
+@pytest.mark.parametrize("k, c", [(2, 3)])
 def test_mixed_sizes_in_one_batch_and_chunks_give_the_reference_boxes(mixed, tmp_path, k, c):
   root, model, settings, reference = mixed
   seqs = runner.folder_sequences(str(root))
@@ -168,6 +166,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_sequences(mixed, tmp_path):
   import json
 
