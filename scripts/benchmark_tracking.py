@@ -14,7 +14,7 @@ the process maximum (`resource.getrusage`).
 
 Lanes (`--lanes`, what `cia-jax track` runs): every sequence of --root (mixed frame sizes, padded to one
 bucket) tracked by `batching.track_lanes` with K lanes per device and C frames per call, for each (K, C) of
-`--lanes-ks` x `--chunks`; total frames/s = frames of all sequences / wall time of the run (init, decoding and
+`--configs`; total frames/s = frames of all sequences / wall time of the run (init, decoding and
 writing included, compilation excluded: a short run of the same shapes first), median of `--rounds` rounds
 that alternate the configurations. GFLOP/s = XLA's cost analysis of the compiled chunk and init programs x
 calls / wall time. Then the projected LaSOT-test wall time (`--lasot-frames` in `--lasot-sequences`): one CPU
@@ -54,8 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="fp32 matmul peak in GFLOP/s (442 measured on the 2-core dev machine, see BENCHMARKS.md)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--lanes", action="store_true", help="run the lanes benchmark (cia-jax track's engine) instead")
-  p.add_argument("--lanes-ks", type=int, nargs="+", default=[1, 4, 8], help="lanes per device K")
-  p.add_argument("--chunks", type=int, nargs="+", default=[1, 8], help="frames per device call C")
+  p.add_argument("--configs", nargs="+", default=["1x1", "4x1", "8x1", "1x8", "4x8", "8x8"],
+                 help="KxC: K lanes per device, C frames per device call")
   p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")
   p.add_argument("--lasot-frames", type=float, default=690e3, help="frames of the projected benchmark")
   p.add_argument("--lasot-sequences", type=int, default=280)
@@ -78,7 +78,7 @@ def lanes_benchmark(args, seqs) -> int:
   lengths = [min(len(s), args.max_frames) for s in seqs]
   sizes = [runner.frame_size(s) for s in seqs]
   total = sum(lengths)
-  configs = [(k, c) for k in args.lanes_ks for c in args.chunks]
+  configs = [tuple(int(v) for v in cfg.lower().split("x")) for cfg in args.configs]
   mesh = batching.lane_mesh(jax.local_devices()[:1])
   h, w = batching.bucket_shape(sizes)
   print(f"lanes: {len(seqs)} sequences, {total} frames, sizes {sorted(set(sizes))} padded to {w}x{h}; "
@@ -102,8 +102,7 @@ def lanes_benchmark(args, seqs) -> int:
       state = fns["empty"](*args_init)
       f_init = flops_of(fns["init"].lower(model, state, *args_init[1:], np.ones(L, bool)).compile())
       f_chunk = flops_of(fns["chunk"].lower(model, state, np.zeros((c, L, h, w, 3), np.uint8),
-                                            np.zeros((L, 2), np.uint32), np.zeros((c, L), np.int32),
-                                            np.ones((c, L), bool)).compile())
+                                            np.zeros((L, 2), np.uint32), np.zeros((c, L), np.int32)).compile())
       slots = batching.schedule(lengths, L, c)
       chunks = max(s.chunk + s.chunks for s in slots)
       inits = len({s.chunk for s in slots})

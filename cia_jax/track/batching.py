@@ -3,8 +3,8 @@
 A run keeps L = D * K *lanes* busy (K per device, D local devices). Every lane tracks one sequence at a time
 and takes the next one as soon as its sequence ends (`schedule`: longest sequences first, each to the lane
 that frees up first). One device call advances every lane by C frames (`lax.scan` over a chunk of frames,
-`--chunk-frames`); a lane whose sequence ends inside a chunk, or that has nothing to do, is masked: its
-state is not updated and its outputs are dropped. A lane that starts a sequence is initialised, before the
+`--chunk-frames`); a lane whose sequence ends inside a chunk, or that has nothing to do, is masked on the
+host: its outputs are dropped, and its state is replaced by its next sequence's init. A lane that starts a sequence is initialised, before the
 chunk, by one call over all lanes whose results are kept only for the starting ones.
 
 Frames of every size share one batch: they are padded with zeros at the bottom and right to the run's
@@ -143,12 +143,17 @@ def lane_fns(settings: TrackerSettings, mesh: Mesh) -> dict[str, Callable]:
   """Jitted lane functions over `mesh` (lanes sharded, model replicated), each called with the model first:
 
     init(model, state, images [L, H, W, 3], boxes [L, 4], keys [L, 2], sizes [L, 2], start [L]) -> state
-    chunk(model, state, images [C, L, H, W, 3], keys [L, 2], frames [C, L], active [C, L])
+    chunk(model, state, images [C, L, H, W, 3], keys [L, 2], frames [C, L])
         -> (state, {box_xywh [C, L, 4], max_score [C, L], flag [C, L]})
     empty(model, images, boxes, keys, sizes) -> a zero state of the lanes (the shapes of `init`'s)
 
   `keys` are the sequences' key data (`jax.random.key_data(sequence_key(...))`); a lane's frame key is
   `fold_in(key, frame)`, as in a one-sequence run. The state argument is donated.
+
+  `chunk` steps every lane on every frame: a lane past its sequence's end (or idle, or failed) steps on
+  whatever it is given and its outputs are dropped on the host. Its state is never read again (the lane's next
+  sequence starts with `init`, which replaces it), so no per-frame select of the whole state (the sample memory
+  is tens of MB per lane) is needed.
   """
 
   def init_one(model, image, box, key, size):
@@ -161,30 +166,28 @@ def lane_fns(settings: TrackerSettings, mesh: Mesh) -> dict[str, Callable]:
   def init(model, state, images, boxes, keys, sizes, start):
     return _select(start, vinit(model, images, boxes, keys, sizes), state)
 
-  def chunk(model, state, images, keys, frames, active):
+  def chunk(model, state, images, keys, frames):
     def one(st, image, key, frame):
       return trk.step_impl(model, settings, st, image, jax.random.fold_in(jax.random.wrap_key_data(key), frame))
 
     def body(st, xs):
-      image, frame, act = xs
+      image, frame = xs
       new, out = jax.vmap(one)(st, image, keys, frame)
-      out = {k: out[k] for k in ("box_xywh", "max_score", "flag")}
-      return _select(act, new, st), out
+      return new, {k: out[k] for k in ("box_xywh", "max_score", "flag")}
 
-    return jax.lax.scan(body, state, (images, frames, active))
+    return jax.lax.scan(body, state, (images, frames))
 
   lane, per_frame, rep = P(LANES), P(None, LANES), P()
   smap = functools.partial(jax.shard_map, mesh=mesh, check_vma=False)
   init_sm = smap(init, in_specs=(rep, lane, lane, lane, lane, lane, lane), out_specs=lane)
-  chunk_sm = smap(chunk, in_specs=(rep, lane, per_frame, lane, per_frame, per_frame), out_specs=(lane, per_frame))
-  shardings = NamedSharding(mesh, lane)
+  chunk_sm = smap(chunk, in_specs=(rep, lane, per_frame, lane, per_frame), out_specs=(lane, per_frame))
 
   def empty(model, images, boxes, keys, sizes):
     shapes = jax.eval_shape(vinit, model, images, boxes, keys, sizes)
-    return jax.jit(lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), out_shardings=shardings)()
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
   return {"init": jax.jit(init_sm, donate_argnums=1), "chunk": jax.jit(chunk_sm, donate_argnums=1),
-          "empty": empty}
+          "empty": jax.jit(empty, out_shardings=NamedSharding(mesh, lane))}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ class ChunkInput:
   Attributes:
     starts: slots whose init runs before this chunk (empty: no init call).
     init: (images, boxes, keys, sizes, start) device arrays of the init call, or None.
-    steps: (images, keys, frames, active) device arrays of the chunk call.
+    steps: (images, keys, frames) device arrays of the chunk call.
     lanes: lane -> (slot, frame index of each of the C chunk positions, active flags `[C]`).
     errors: sequence index -> the data error found while reading its frames for this chunk.
   """
@@ -294,7 +297,6 @@ class ChunkReader:
     images = np.zeros((C, L, H, W, 3), np.uint8)
     keys = np.zeros((L, 2), np.uint32)
     frame_idx = np.zeros((C, L), np.int32)
-    active = np.zeros((C, L), bool)
     for lane, (s, frames, act) in lanes.items():
       keys[lane] = self.keys[s.index]
       frame_idx[:, lane] = frames
@@ -304,9 +306,7 @@ class ChunkReader:
           act[c:] = False  # a sequence that failed stays masked; so do frames past its end
           break
         images[c, lane] = pad_frame(image, self.shape)
-      active[:, lane] = act
-    steps = (self._put(images, P(None, LANES)), self._put(keys, P(LANES)), self._put(frame_idx, P(None, LANES)),
-             self._put(active, P(None, LANES)))
+    steps = (self._put(images, P(None, LANES)), self._put(keys, P(LANES)), self._put(frame_idx, P(None, LANES)))
     return ChunkInput(starts, init, steps, lanes, errors)
 
   def _work(self):

@@ -101,7 +101,7 @@ def test_short_ground_truth_fails_its_sequence_and_a_rerun_retries_only_it(clean
   printed = capsys.readouterr()
   assert str(gt) in printed.err and "seq002" in printed.err  # the table names the file
   assert str(gt) in _failures(out)["seq002"] and list(_failures(out)) == ["seq002"]
-  assert "compiling the tracker for 1 lane(s) (1 device(s) x 1) of 96x80 frames" in printed.out
+  assert "compiling the tracker for 1 lane(s) (1 device(s) x 1) of 128x128 frames" in printed.out
   assert "seq001: 5 frames" in printed.out
   _assert_good_ones_as_clean(out, clean_dirs[1], "seq002")
 
