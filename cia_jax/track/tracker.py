@@ -5,11 +5,12 @@
 
 `settings` (a frozen `TrackerSettings`) and `model.net` are static: one compilation per image size, no
 host synchronisation inside a sequence. Every value-dependent decision of the reference (localisation
-flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.switch` over
-fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (same image size). Under
-`vmap` the filter-update `lax.switch` (0 / 1 / 2 steepest-descent iterations) becomes a select, so a
-batched step always pays for every branch; a single-sequence jitted step runs only the chosen one. The
-un-jitted `init_impl` / `step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
+flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.where` / `lax.cond` /
+`lax.while_loop` over fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (one
+array shape; frames of different true sizes padded to it, with `image_sz_yx`). The filter update runs a
+traced number of steepest-descent iterations (0 / 1 / 2): a single-sequence step runs exactly that many (none
+at all on most frames), a batched step the batch's largest count once. The un-jitted `init_impl` /
+`step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
 
 Randomness (design.md §5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
 `step`'s key the 9 jittered IoU-Net boxes; with `settings.deterministic` the keys are unused.
@@ -343,22 +344,24 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 # --------------------------------------------------------------------------------------------------
 # One frame (design.md §5.5).
 
-def _optimize(model, settings, filt, memory: SampleMemory, num_iter_index, iter_counts):
-  """Filter update with one of the static iteration counts `iter_counts`, chosen by a traced index."""
-  def branch(n):
-    def run(f):
-      if n == 0:
-        return f
-      out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
-                         memory.weights, n)
-      return out[0]
-    return run
-  if len(iter_counts) == 1:
-    return branch(iter_counts[0])(filt)
-  return jax.lax.switch(num_iter_index, [branch(n) for n in iter_counts], filt)
+def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: int):
+  """Filter update with a traced iteration count `num_iter` (0 .. static `max_iter`).
+
+  Single sequence: `lax.cond` skips everything (score targets, masking, loop) when the count is 0, and the
+  optimizer's `while_loop` runs exactly the count. Under `vmap` the cond becomes a select of both branches and
+  the loop runs the batch's largest count once (each sequence keeps its own result), not every count.
+  """
+  if max_iter == 0:
+    return filt
+
+  def run(f):
+    out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
+                       memory.weights, max_iter, num_iter)
+    return out[0]
+  return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
 
 
-def _update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
+def update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
   """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack.md §4.6).
 
   Returns (filter, memory, tcm state).
@@ -371,16 +374,15 @@ def _update_model(model, settings, state: TrackerState, x, train_box, flag, fram
                           settings.init_samples_minimum_weight, certainties)
   store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
   memory = jax.tree.map(lambda a, b: jnp.where(store, a, b), updated, state.memory)
-  iter_counts = sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter})
   hn_iter = keeptrack.hard_negative_iterations(settings, certainty) if settings.use_tcm else settings.net_opt_hn_iter
   n_iter = jnp.where(hard, hn_iter,
                      jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
   n_iter = jnp.where(learn, n_iter, 0)
-  index = jnp.searchsorted(jnp.asarray(iter_counts), n_iter).astype(jnp.int32)
   opt_memory = memory
   if settings.use_tcm:
     tcm, opt_memory = keeptrack.certainty_memory(settings, tcm, memory, store, certainty, n_iter > 0)
-  filt = _optimize(model, settings, state.filter, opt_memory, index, iter_counts)
+  max_iter = max(settings.net_opt_hn_iter, settings.net_opt_update_iter)
+  filt = _optimize(model, settings, state.filter, opt_memory, n_iter.astype(jnp.int32), max_iter)
   return filt, memory, tcm
 
 
@@ -429,7 +431,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
   # Model update (5.5 step 4, 5.7): normal and hard-negative frames only.
   train_box = patch_box(pos, target_sz, sample_pos, sample_scale, s)
-  filt, memory, tcm = _update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
+  filt, memory, tcm = update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
 
   # The reference then restores pos_iounet (possibly from an older frame if refinement bailed out now).
   pos = jnp.where(found & has_pos_iounet, pos_iounet, pos)

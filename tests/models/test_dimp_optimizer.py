@@ -245,3 +245,31 @@ def test_errors():
     opt.apply(v, filt, feat[0], box)
   with pytest.raises(ValueError, match="disagree"):
     opt.apply(v, filt[..., :2], feat, box)
+
+
+def test_traced_iteration_count_matches_the_numpy_iterates():
+  """`active_iter` (traced, one compilation for every count) gives the NumPy iterate of that count, also per
+  sequence under `vmap` (each sequence stops at its own count; a batch runs the largest count once)."""
+  filt, feat, box = make_problem(seed=9)
+  v = perturbed_variables(filt, feat, box)
+  sw = jnp.asarray(np.random.default_rng(4).uniform(0.05, 0.6, (NIMG, B)), jnp.float32)
+  traced = jax.jit(lambda n: OPT.apply(v, filt, feat, box, sw, num_iter=3, active_iter=n)[0])
+  ref_it, _ = np_steepest_descent(v["params"], filt, feat, box, 3, np.asarray(sw))
+  static = [APPLY(v, filt, feat, box, sw, num_iter=n)[0] for n in range(4)]
+  for n in range(-1, 6):
+    got = np.asarray(traced(jnp.asarray(n)))
+    k = min(max(n, 0), 3)  # clamped to [0, num_iter]
+    np.testing.assert_allclose(got, ref_it[k], rtol=1e-5, atol=1e-5 * np.abs(ref_it[k]).max())
+    np.testing.assert_allclose(got, np.asarray(static[k]), rtol=1e-6, atol=1e-7)
+  assert traced._cache_size() == 1
+
+  # Per sequence: sequence b's own problem (its features, boxes, weights) with its own count.
+  def one(f, x, bx, w, n):
+    return OPT.apply(v, f[None], x[:, None], bx[:, None], w[:, None], num_iter=3, active_iter=n)[0][0]
+  counts = jnp.asarray([2, 0])
+  batched = jax.jit(jax.vmap(one, in_axes=(0, 1, 1, 1, 0)))(filt, feat, box, sw, counts)
+  for b in range(B):
+    ref_b, _ = np_steepest_descent(v["params"], filt[b:b + 1], feat[:, b:b + 1], box[:, b:b + 1],
+                                   int(counts[b]), np.asarray(sw[:, b:b + 1]))
+    np.testing.assert_allclose(np.asarray(batched[b]), ref_b[-1][0], rtol=1e-5, atol=1e-5 * np.abs(ref_b).max())
+  np.testing.assert_array_equal(np.asarray(batched[1]), np.asarray(filt[1]))  # count 0: untouched

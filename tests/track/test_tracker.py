@@ -3,6 +3,7 @@ long runs with a fixed-shape state. Tiny random-weight CIA network (width-8 ResN
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -108,6 +109,34 @@ def test_step_jit_matches_eager(model):
   np.testing.assert_allclose(jit_boxes, eager_boxes, rtol=1e-4, atol=2e-3)
   np.testing.assert_allclose(np.asarray(jit_state.filter), np.asarray(eager_state.filter), rtol=1e-3, atol=1e-4)
   assert int(jit_state.memory.num_stored) == int(eager_state.memory.num_stored)
+
+
+def test_filter_update_runs_the_frames_iteration_count(model):
+  """The per-frame filter update (one traced count, no `lax.switch`) = the frame's count of separate
+  single-iteration optimizer calls on the memory after the write: 0 (memory only), 1 (hard negative) or 2
+  (every train_skipping-th frame), by the rule of design.md §5.5 step 4."""
+  settings = dataclasses.replace(SMALL, hard_sample_threshold=0.62)  # max scores 0.59-0.74: some hard negatives
+  frames, gt = textured_sequence(7, size=96, target=16)
+  state = tracker.init(model, settings, frames[0], jnp.asarray(gt[0], jnp.float32), jax.random.key(0))
+  one_iter = jax.jit(lambda f, m: model.net.apply(model.variables, f[None], m.features[:, None],
+                                                  m.boxes_xywh[:, None], m.weights, 1,
+                                                  method=CIANet.optimize_filter)[0][0])
+  counts = []
+  for t in range(1, len(frames)):
+    new, out = tracker.step(model, settings, state, frames[t], jax.random.key(t))
+    flag, frame_num = int(out["flag"]), int(new.frame_num)
+    n = {tracker.FLAG_HARD_NEGATIVE: settings.net_opt_hn_iter,
+         tracker.FLAG_NORMAL: settings.net_opt_update_iter if (frame_num - 1) % settings.train_skipping == 0 else 0
+         }.get(flag, 0)
+    expected = state.filter
+    for _ in range(n):
+      expected = one_iter(expected, new.memory)
+    np.testing.assert_allclose(np.asarray(new.filter), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    if n == 0:
+      np.testing.assert_array_equal(np.asarray(new.filter), np.asarray(state.filter))
+    counts.append(n)
+    state = new
+  assert {0, 1, 2} <= set(counts), counts  # every count was exercised
 
 
 def test_float64_run_under_x64(model):

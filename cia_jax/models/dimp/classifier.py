@@ -75,12 +75,15 @@ class LinearFilter(nn.Module):
     return self.filter_initializer(feat, box_xywh)
 
   def optimize_filter(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
-                      sample_weight: jax.Array | None = None, num_iter: int | None = None):
+                      sample_weight: jax.Array | None = None, num_iter: int | None = None,
+                      active_iter: jax.Array | None = None):
     """Steepest-descent refinement of `filt` `[B, fs, fs, D]`; see `DiMPSteepestDescentGN.__call__`.
 
-    Returns (filter, iterates `[num_iter + 1, B, fs, fs, D]`, losses `[num_iter + 1]`).
+    Returns (filter, iterates `[num_iter + 1, B, fs, fs, D]`, losses `[num_iter + 1]`); with a traced
+    `active_iter` (at most `num_iter` iterations) (filter, None, None).
     """
-    return self.filter_optimizer(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter)
+    return self.filter_optimizer(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter,
+                                 active_iter=active_iter)
 
   def get_filter(self, feat: jax.Array, box_xywh: jax.Array, num_iter: int | None = None,
                  sample_weight: jax.Array | None = None):

@@ -7,6 +7,12 @@ Per sequence b, with features x (all images of b), filter f, label y, target mas
   q = v a'(s, m) (x * g),   alpha = sum(g^2) / max(sum(q^2) + (lambda + alpha_eps) sum(g^2), 1e-8)
   f <- f - exp(log_step_length) alpha g,   lambda = max(filter_reg^2, min_filter_reg^2)
 J^T is the exact adjoint of f -> x * f (`jax.vjp`), so the unrolled loop is differentiable end to end.
+
+The iteration count is static (`num_iter`: a `lax.scan` that also returns every iterate and loss, for training
+and the tracker's initialisation) or traced (`active_iter`: a `lax.while_loop` of at most `num_iter` steps
+that returns only the final filter). The traced form is the tracker's per-frame update: one compiled program
+runs 0, 1 or 2 iterations as the frame needs, and under `vmap` a batch runs max(active_iter) iterations
+once (the while loop's batched predicate) instead of every branch of a `lax.switch`.
 """
 
 from __future__ import annotations
@@ -112,10 +118,9 @@ class DiMPSteepestDescentGN(nn.Module):
     return label, mask, spatial_weight
 
   @nn.compact
-  def __call__(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
-               sample_weight: jax.Array | None = None,
-               num_iter: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Runs `num_iter` steepest-descent steps from `filt`.
+  def __call__(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array, sample_weight: jax.Array | None = None,
+               num_iter: int | None = None, active_iter: jax.Array | None = None):
+    """Runs `num_iter` (or, traced, `active_iter`) steepest-descent steps from `filt`.
 
     Args:
       filt: `[B, fh, fw, D]` initial filters.
@@ -126,11 +131,15 @@ class DiMPSteepestDescentGN(nn.Module):
         per-sample weights `[Nimg, B]` or `[Nimg]` (shared by all sequences) -> v = sqrt(w) * spatial weight.
         Samples of weight 0 contribute nothing (their features are masked: empty memory slots may hold
         anything, NaN included).
-      num_iter: static Python int overriding the default number of iterations (0 returns `filt` unchanged).
+      num_iter: static Python int overriding the default number of iterations (0 returns `filt` unchanged);
+        with `active_iter`, the upper bound of the traced count.
+      active_iter: optional traced int scalar: run min(active_iter, num_iter) iterations (0 or less: none) in a
+        `lax.while_loop`. The iterates are the same numbers as the first active_iter of the static loop.
 
     Returns:
       (final filter `[B, fh, fw, D]`, iterates `[num_iter + 1, B, fh, fw, D]` (f0 = filt first),
-       losses `[num_iter + 1]`: (sum r^2 + lambda ||f||^2) / B at every iterate).
+       losses `[num_iter + 1]`: (sum r^2 + lambda ||f||^2) / B at every iterate); with `active_iter`
+      (final filter, None, None): the number of iterates is data-dependent, so none are kept.
     """
     check_filter_inputs(feat, filt, "DiMPSteepestDescentGN")
     nimg, nseq, h, w, _ = feat.shape
@@ -183,10 +192,20 @@ class DiMPSteepestDescentGN(nn.Module):
       f_new = (f - (step * g2 / den)[:, None, None, None] * g).astype(f.dtype)
       return f_new, (f_new, loss)
 
+    if active_iter is not None:
+      return _while_steps(lambda f: body(f, None)[0], filt, active_iter, num_iter), None, None
     final, (later, losses) = jax.lax.scan(body, filt, None, length=num_iter)
     iterates = jnp.concatenate([filt[None], later], axis=0)
     losses = jnp.concatenate([losses, loss_of(final)[None]], axis=0)
     return final, iterates, losses
+
+
+def _while_steps(step, filt: jax.Array, count, max_count: int) -> jax.Array:
+  """`step` applied min(count, max_count) times (count traced; 0 or less: `filt`) in a `lax.while_loop`."""
+  stop = jnp.minimum(jnp.asarray(count, jnp.int32), max_count)
+  _, final = jax.lax.while_loop(lambda c: c[0] < stop, lambda c: (c[0] + 1, step(c[1])),
+                                (jnp.asarray(0, jnp.int32), filt))
+  return final
 
 
 def _sample_weight(sample_weight: jax.Array, nimg: int, nseq: int) -> jax.Array:
