@@ -107,6 +107,8 @@ def lanes_benchmark(args, seqs) -> int:
       chunks = max(s.chunk + s.chunks for s in slots)
       inits = len({s.chunk for s in slots})
       flops[(k, c)] = (f_init * inits + f_chunk * chunks, compile_s)
+      print(f"  {name} K={k} C={c}: compile + first run {compile_s:.0f} s, {f_init / 1e9:.1f} GFLOP per init call, "
+            f"{f_chunk / 1e9:.1f} GFLOP per chunk call, {inits} init and {chunks} chunk calls", flush=True)
     for _ in range(args.rounds):
       for cfg in configs:
         t0 = time.perf_counter()
@@ -122,6 +124,8 @@ def lanes_benchmark(args, seqs) -> int:
       rows.append((name, cfg[0], cfg[1], wall, fps, fps / base if base else float("nan"), gf, flops[cfg][1]))
       if fps > best.get(name, (0.0, None))[0]:
         best[name] = (fps, cfg, flops[cfg][0] / total)
+      print(f"  {name} K={cfg[0]} C={cfg[1]}: {fps:.2f} frames/s (median of {len(walls[cfg])}), "
+            f"{fps / base if base else float('nan'):.2f}x K=1 C=1, {gf:.0f} GFLOP/s", flush=True)
   print()
   print(f"fp32 peak for the % column: {args.peak_gflops:.0f} GFLOP/s. Load average now {os.getloadavg()[0]:.2f}.")
   print()
