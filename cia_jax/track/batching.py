@@ -368,8 +368,8 @@ class _Outputs:
   """The host side of a run's outputs: fills each sequence's arrays from the chunks' outputs, shares the wall
   time out over the frames, and hands each sequence over when its last chunk is filed."""
 
-  def __init__(self, seqs, lengths, slots, on_frame, on_done):
-    self.seqs, self.on_frame, self.on_done = seqs, on_frame, on_done
+  def __init__(self, seqs, lengths, slots, on_frame, on_done, on_compiled):
+    self.seqs, self.on_frame, self.on_done, self.on_compiled = seqs, on_frame, on_done, on_compiled
     self.boxes = [np.zeros((m, 4)) for m in lengths]
     self.times = [np.zeros(m) for m in lengths]
     self.scores = [np.full(m, np.nan) for m in lengths]
@@ -385,6 +385,9 @@ class _Outputs:
     """Files chunk `t`'s outputs (waits for them); True when `on_done` asked to stop."""
     outs = jax.tree.map(np.asarray, outs)
     now = time.perf_counter()
+    if self.on_compiled is not None:  # the first chunk's outputs: its programs are compiled
+      self.on_compiled()
+      self.on_compiled = None
     self.errors.update(item.errors)
     cells = []
     for s in item.starts:
@@ -436,7 +439,7 @@ def track_lanes(model, settings: TrackerSettings, seqs: SequenceT, lengths: Sequ
   mesh = mesh or lane_mesh()
   num_lanes = lanes_per_device * mesh.size
   slots = schedule(lengths, num_lanes, chunk)
-  outputs = _Outputs(seqs, lengths, slots, on_frame, on_done)
+  outputs = _Outputs(seqs, lengths, slots, on_frame, on_done, on_compiled)
   if not slots:
     return outputs.results
   fns = lane_fns(settings, mesh)
@@ -454,15 +457,11 @@ def track_lanes(model, settings: TrackerSettings, seqs: SequenceT, lengths: Sequ
       pending.append((t, item, outs))
       if len(pending) > 1:  # file the previous chunk while the devices run this one
         stop = outputs.file(*pending.pop(0))
-        if t == 1 and on_compiled is not None:
-          on_compiled()
         if stop:
           break
     while pending and not stop:
       t, item, outs = pending.pop(0)
       stop = outputs.file(t, item, outs)
-      if t == 0 and on_compiled is not None:
-        on_compiled()
   finally:
     chunks.close()
   return outputs.results
