@@ -11,6 +11,17 @@ frames 2..N (median and mean ms per frame). Batched: the first --batch sequences
 in lockstep with `jax.vmap` (copies of one sequence under different names when no K sequences share a size),
 frames/s counted over all K. FLOPs per `step` come from XLA's cost analysis of the compiled step. Peak RSS is
 the process maximum (`resource.getrusage`).
+
+Lanes (`--lanes`, what `cia-jax track` runs): every sequence of --root (mixed frame sizes, padded to one
+bucket) tracked by `batching.track_lanes` with K lanes per device and C frames per call, for each (K, C) of
+`--configs`; total frames/s = frames of all sequences / wall time of the run (init, decoding and
+writing included, compilation excluded: a short run of the same shapes first), median of `--rounds` rounds
+that alternate the configurations. GFLOP/s = XLA's cost analysis of the compiled chunk and init programs x
+calls / wall time. Then the projected LaSOT-test wall time (`--lasot-frames` in `--lasot-sequences`): one CPU
+host at the best measured rate, and N accelerators at an assumed sustained rate (`--accel-tflops`, see the
+printed assumptions).
+
+  .venv/bin/python scripts/benchmark_tracking.py --lanes --trackers dimp18 cia18 --max-frames 40
 """
 
 from __future__ import annotations
@@ -42,7 +53,102 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--peak-gflops", type=float, default=442.0,
                  help="fp32 matmul peak in GFLOP/s (442 measured on the 2-core dev machine, see BENCHMARKS.md)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--lanes", action="store_true", help="run the lanes benchmark (cia-jax track's engine) instead")
+  p.add_argument("--configs", nargs="+", default=["1x1", "4x1", "8x1", "1x8", "4x8", "8x8"],
+                 help="KxC: K lanes per device, C frames per device call")
+  p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")
+  p.add_argument("--lasot-frames", type=float, default=690e3, help="frames of the projected benchmark")
+  p.add_argument("--lasot-sequences", type=int, default=280)
+  p.add_argument("--accel-tflops", type=float, default=20.0,
+                 help="assumed sustained fp32 TFLOP/s of one accelerator for the projection (not measured)")
+  p.add_argument("--accel-counts", type=int, nargs="+", default=[1, 8, 64])
   return p.parse_args(argv)
+
+
+def lanes_benchmark(args, seqs) -> int:
+  """The `--lanes` tables (module docstring)."""
+  import jax
+  import numpy as np
+
+  from cia_jax.models.cia import build_model, init_variables
+  from cia_jax.models.presets import model_kwargs
+  from cia_jax.track import batching, params, runner
+  from cia_jax.track import tracker as trk
+
+  lengths = [min(len(s), args.max_frames) for s in seqs]
+  sizes = [runner.frame_size(s) for s in seqs]
+  total = sum(lengths)
+  configs = [tuple(int(v) for v in cfg.lower().split("x")) for cfg in args.configs]
+  mesh = batching.lane_mesh(jax.local_devices()[:1])
+  h, w = batching.bucket_shape(sizes)
+  print(f"lanes: {len(seqs)} sequences, {total} frames, sizes {sorted(set(sizes))} padded to {w}x{h}; "
+        f"1 device; configurations (K, C) {configs}")
+  rows, best = [], {}
+  for name in args.trackers:
+    net = build_model(model_kwargs(name))
+    model = trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed)))
+    settings = params.get_settings(name, target_not_found_threshold=0.0)
+    fns = batching.lane_fns(settings, mesh)
+    flops, walls = {}, {cfg: [] for cfg in configs}
+    for k, c in configs:  # compile (a short run of the same shapes) and count FLOPs per call
+      t0 = time.perf_counter()
+      batching.track_lanes(model, settings, seqs, [min(n, c + 1) for n in lengths], sizes, seed=args.seed,
+                           lanes_per_device=k, chunk=c, mesh=mesh)
+      compile_s = time.perf_counter() - t0
+      L = k
+      img = np.zeros((L, h, w, 3), np.uint8)
+      args_init = (model, img, np.zeros((L, 4), np.float32) + 8, np.zeros((L, 2), np.uint32),
+                   np.full((L, 2), [h, w], np.float32))
+      state = fns["empty"](*args_init)
+      f_init = flops_of(fns["init"].lower(model, state, *args_init[1:], np.ones(L, bool)).compile())
+      f_chunk = flops_of(fns["chunk"].lower(model, state, np.zeros((c, L, h, w, 3), np.uint8),
+                                            np.zeros((L, 2), np.uint32), np.zeros((c, L), np.int32)).compile())
+      f_chunk *= c  # XLA's cost analysis counts a loop body (the scan over the chunk) once
+      slots = batching.schedule(lengths, L, c)
+      chunks = max(s.chunk + s.chunks for s in slots)
+      inits = len({s.chunk for s in slots})
+      flops[(k, c)] = (f_init * inits + f_chunk * chunks, compile_s, f_chunk / (k * c))
+      print(f"  {name} K={k} C={c}: compile + first run {compile_s:.0f} s, {f_init / 1e9:.1f} GFLOP per init call, "
+            f"{f_chunk / 1e9:.1f} GFLOP per chunk call, {inits} init and {chunks} chunk calls", flush=True)
+    for _ in range(args.rounds):
+      for cfg in configs:
+        t0 = time.perf_counter()
+        batching.track_lanes(model, settings, seqs, lengths, sizes, seed=args.seed, lanes_per_device=cfg[0],
+                             chunk=cfg[1], mesh=mesh)
+        walls[cfg].append(time.perf_counter() - t0)
+        print(f"  {name} K={cfg[0]} C={cfg[1]}: {walls[cfg][-1]:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
+    base = total / statistics.median(walls[(1, 1)]) if (1, 1) in walls else None
+    for cfg in configs:
+      wall = statistics.median(walls[cfg])
+      fps = total / wall
+      gf = flops[cfg][0] / wall / 1e9
+      rows.append((name, cfg[0], cfg[1], wall, fps, fps / base if base else float("nan"), gf, flops[cfg][1]))
+      if fps > best.get(name, (0.0, None))[0]:
+        # Projection: a long sequence costs about one lane-step per frame (inits and masked steps amortised).
+        best[name] = (fps, cfg, flops[cfg][2])
+      print(f"  {name} K={cfg[0]} C={cfg[1]}: {fps:.2f} frames/s (median of {len(walls[cfg])}), "
+            f"{fps / base if base else float('nan'):.2f}x K=1 C=1, {gf:.0f} GFLOP/s", flush=True)
+  print()
+  print(f"fp32 peak for the % column: {args.peak_gflops:.0f} GFLOP/s. Load average now {os.getloadavg()[0]:.2f}.")
+  print()
+  print("| tracker | K | C | wall s (median) | total frames/s | vs K=1 C=1 | GFLOP/s (% peak) | compile s |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  for (name, k, c, wall, fps, ratio, gf, cs) in rows:
+    pct = 100 * gf / args.peak_gflops
+    print(f"| {name} | {k} | {c} | {wall:.1f} | {fps:.1f} | {ratio:.2f}x | {gf:.0f} ({pct:.0f}%) | {cs:.0f} |")
+  print()
+  print(f"Projected wall time of {args.lasot_frames:.0f} frames in {args.lasot_sequences} sequences:")
+  print("| tracker | where | assumption | frames/s | wall time |")
+  print("|---|---|---|---:|---:|")
+  for name, (fps, (k, c), gflop_frame) in best.items():
+    print(f"| {name} | 1 CPU host (this one) | measured best: K={k}, C={c} | {fps:.1f} | "
+          f"{args.lasot_frames / fps / 3600:.1f} h |")
+    per_device = args.accel_tflops * 1e12 / gflop_frame
+    for n in args.accel_counts:
+      print(f"| {name} | {n} accelerator(s) | {args.accel_tflops:.0f} TFLOP/s sustained each, "
+            f"{gflop_frame / 1e9:.1f} GFLOP per lane-step, linear in N | {n * per_device:.0f} | "
+            f"{args.lasot_frames / (n * per_device) / 3600:.2f} h |")
+  return 0
 
 
 
@@ -67,6 +173,8 @@ def main(argv=None) -> int:
     print(f"benchmark_tracking: no sequences at {args.root}", file=sys.stderr)
     return 2
   seqs = runner.select_sequences(runner.folder_sequences(args.root), args.sequences)
+  if args.lanes:
+    return lanes_benchmark(args, seqs)
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, {platform.machine()}, "
         f"load avg (1 min) {os.getloadavg()[0]:.2f}; {len(seqs)} sequences, first {args.max_frames} frames")
   rows, brows = [], []

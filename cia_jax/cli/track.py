@@ -9,6 +9,7 @@ index) instead of `--dataset` / `--root`: `cia_jax.track.video.track_video`.
 from __future__ import annotations
 
 import argparse
+import os
 
 from cia_jax.results import RESULT_FORMATS
 
@@ -25,6 +26,11 @@ def _at_least_one(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
   return value
+
+
+def _devices(text: str) -> int | None:
+  """argparse type of `--devices`: `all` (None) or a whole number >= 1."""
+  return None if text.strip().lower() == "all" else _at_least_one(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a tracker setting (repeatable), e.g. --set target_not_found_threshold=0")
   parser.add_argument("--batch-sequences", type=_at_least_one, default=1, metavar="K",
-                      help="track K sequences of equal frame size in lockstep (vmap)")
+                      help="lanes per device: each device tracks K sequences (any frame sizes) at once (vmap)")
+  parser.add_argument("--chunk-frames", type=_at_least_one, default=1, metavar="C",
+                      help="frames per device call (lax.scan over C prefetched frames of every lane)")
+  parser.add_argument("--devices", type=_devices, default=None, metavar="all|N",
+                      help="local devices to spread the lanes over (default: all)")
+  parser.add_argument("--coordinator-address", default=None, help="multi-host: HOST:PORT of process 0")
+  parser.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+  parser.add_argument("--process-id", type=int, default=None, help="multi-host: this process (0-based)")
+  parser.add_argument("--distributed", action="store_true",
+                      help="multi-host: jax.distributed.initialize() with cluster auto-detection (TPU pods)")
   parser.add_argument("--max-frames", type=_at_least_one, default=None, metavar="N",
                       help="track only the first N frames")
   parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation / IoU-Net randomness")
@@ -72,8 +87,9 @@ def _run_video(args: argparse.Namespace) -> int:
   from cia_jax.track import runner, video  # pylint: disable=g-import-not-at-top  (jax)
   from cia_jax.track.params import apply_overrides, get_settings  # pylint: disable=g-import-not-at-top
 
-  if args.dataset or args.root or args.sequences or args.batch_sequences != 1:
-    raise ValueError("--video tracks one source: --dataset, --root, --sequences and --batch-sequences do not apply")
+  if args.dataset or args.root or args.sequences or args.batch_sequences != 1 or args.chunk_frames != 1:
+    raise ValueError("--video tracks one source: --dataset, --root, --sequences, --batch-sequences and "
+                     "--chunk-frames do not apply")
   if not args.init_box:
     raise ValueError("--video needs --init-box x,y,w,h (the target in the first frame)")
   if args.format != "raw":
@@ -93,9 +109,9 @@ def _run_vot(args: argparse.Namespace) -> int:
   """`cia-jax track --protocol vot`: the reset-based experiment (`cia_jax.track.vot_protocol`)."""
   from cia_jax.track import vot_protocol  # pylint: disable=g-import-not-at-top  (jax)
 
-  if args.format != "raw" or args.batch_sequences != 1 or args.max_frames is not None:
+  if args.format != "raw" or args.batch_sequences != 1 or args.chunk_frames != 1 or args.max_frames is not None:
     raise ValueError("--protocol vot writes the VOT layout, one sequence at a time, every frame: "
-                     "--format, --batch-sequences and --max-frames do not apply")
+                     "--format, --batch-sequences, --chunk-frames and --max-frames do not apply")
   return vot_protocol.track_vot_benchmark(
       tracker=args.tracker, dataset=args.dataset, root=args.root, results_dir=args.results,
       checkpoint=args.checkpoint, random_weights=args.random_weights, split=args.split,
@@ -112,10 +128,18 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError("give --dataset and --root (a benchmark), or --video (one video, folder or camera)")
   if args.protocol == "vot":
     return _run_vot(args)
+  if (args.distributed or args.coordinator_address or args.num_processes is not None or args.process_id is not None
+      or os.environ.get("CIA_JAX_COORDINATOR_ADDRESS")):
+    # Before any other JAX call; every process then tracks its share (cia_jax.track.distributed). Imported only
+    # here: the training module takes seconds to import.
+    from cia_jax.train.trainer import initialize_distributed  # pylint: disable=g-import-not-at-top  (jax)
+
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, args.distributed)
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top  (jax)
 
   return runner.track_benchmark(
       tracker=args.tracker, dataset=args.dataset, root=args.root, results_dir=args.results,
       checkpoint=args.checkpoint, random_weights=args.random_weights, split=args.split,
       sequences=args.sequences, fmt=args.format, overrides=args.set, batch_sequences=args.batch_sequences,
-      max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress, fail_fast=args.fail_fast)
+      max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress, fail_fast=args.fail_fast,
+      chunk_frames=args.chunk_frames, devices=args.devices)

@@ -2,39 +2,40 @@
 
     cia-jax track --tracker cia18 --checkpoint runs/cia18 --dataset otb --root /data/OTB100 --results res/cia18
     cia-jax track --tracker dimp18 --random-weights --dataset folder --root ../shared/data/real --results /tmp/r \\
-        --set target_not_found_threshold=0 --batch-sequences 4
+        --set target_not_found_threshold=0 --batch-sequences 4 --chunk-frames 8
 
 A run has three phases, so that one bad sequence never costs the good ones:
 1. Check (`prepare_run`), cheap and before the network is built: a sequence's frame files exist, it has one
    box per frame, its first box is finite, has a positive size and is not entirely outside the image (the size
    from frame 0's header). A sequence folder the reader rejects (`--dataset folder`) fails here, with the
    reader's error. Finished sequences (`cia_jax.results.is_finished`) are skipped, which makes runs resumable.
-2. Track (`execute_plan`) every sequence that passed. A sequence that fails while tracking (a frame that
-   cannot be decoded, a frame whose size differs from the first frame's) is recorded with its reason, nothing
-   of it is written, and the run goes on; `fail_fast` stops after the first failure instead.
-3. Record: boxes and times in a layout of `cia_jax.results`, the failures in `<results>/failures.json`, a
-   table of failed sequences on the console and exit code 1 when any failed (`track_benchmark`).
+2. Track (`execute_plan`) every sequence that passed, on the lanes of `cia_jax.track.batching` (K sequences per
+   local device, any frame sizes padded to one bucket, C frames per device call; design.md §5.9). A sequence
+   that fails while tracking (a frame that cannot be decoded, a frame whose size differs from the first
+   frame's) is recorded with its reason, nothing of it is written, and the run goes on (its lane is masked, so
+   the others' boxes are those of a clean run); `fail_fast` stops after the first failure instead.
+3. Record: boxes and times in a layout of `cia_jax.results` as each sequence ends, the failures in
+   `<results>/failures.json`, `<results>/run_summary.json`, a table of failed sequences on the console and exit
+   code 1 when any failed (`finish_run`, `track_benchmark`).
 
-Batched offline tracking (`--batch-sequences K`): sequences with the same frame size are tracked K at a time
-in lockstep with `jax.vmap` over the tracker state; a sequence that ends early keeps being fed its last frame
-(its extra outputs are dropped). A sequence that fails inside a batch leaves the lockstep the same way, so
-the compiled program and the other sequences' inputs are those of a clean run, and so are their boxes. The
-random stream of a sequence depends only on `--seed` and the sequence name, so K > 1 gives the same boxes as
-K = 1 (up to float32 reassociation).
+Several processes (`jax.distributed`): each tracks its share (`cia_jax.track.distributed`). The random stream
+of a sequence depends only on `--seed` and the sequence name, so results do not depend on devices, hosts, K or
+C (up to float32 reassociation).
 
-Frames are decoded (OpenCV) in a background thread ahead of the tracker.
+`track_sequence` (one sequence, unpadded, one frame per call) is the reference the lanes are tested against;
+`track_batch` (K sequences of one size in lockstep, frame by frame) serves the tracking check while training.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import queue
 import sys
 import threading
 import time
-import zlib
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence as SequenceT
 
 import jax
@@ -49,13 +50,11 @@ from cia_jax.data.frames import image_size, missing_frames, read_frame
 from cia_jax.models.cia import build_model, init_variables, with_dtype
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.tcm import TargetCandidateMatchingNet
-from cia_jax.track import keeptrack, tracker as trk
+from cia_jax.track import batching, distributed, keeptrack, tracker as trk
+from cia_jax.track.batching import DATA_ERRORS, first_box, sequence_key, size_error  # noqa: F401  (the runner's API)
 from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
 from cia_jax.checkpoints import load_for_tracking
 
-# Errors that come from a sequence's data (a missing or undecodable frame, an annotation that does not fit):
-# they fail that sequence, not the run. Anything else (a bug, an XLA error) still stops the run.
-DATA_ERRORS = (ValueError, OSError)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,32 +99,13 @@ def prefetch_frames(paths: SequenceT[str], depth: int = 8,
         thread.join(timeout=0.05)
 
 
-def sequence_key(seed: int, name: str):
-  """The PRNG key of one sequence: a function of the run seed and the sequence name only."""
-  return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF)
-
-
 def _frame_key(seq_key, frame: int):
   return jax.random.fold_in(seq_key, frame)
-
-
-def first_box(seq) -> np.ndarray:
-  """The initialisation box `[4]` (frame 0's ground truth); ValueError naming the sequence if it is unusable."""
-  box = np.asarray(seq.boxes[0], np.float64)
-  if not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-    raise ValueError(f"sequence {seq.name!r}: the first frame has no valid box ({box.tolist()}); "
-                     "cannot initialise the tracker")
-  return box
 
 
 def num_frames(seq, max_frames: int | None) -> int:
   """Frames of `seq` a run tracks: all, or the first `max_frames`."""
   return len(seq) if max_frames is None else min(len(seq), int(max_frames))
-
-
-def _size_error(path: str, shape: tuple[int, ...], expected: tuple[int, ...], against: str) -> ValueError:
-  """The error of a frame `[H, W, 3]` whose size is not the `expected` one of `against` (words)."""
-  return ValueError(f"{path}: frame size {shape[1]}x{shape[0]} differs from {against} ({expected[1]}x{expected[0]})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +158,7 @@ def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None =
   for i in range(n):
     image = next(frames)
     if shape is not None and image.shape != shape:
-      raise _size_error(seq.frame_paths[i], image.shape, shape, f"the first frame {seq.frame_paths[0]}")
+      raise size_error(seq.frame_paths[i], image.shape, shape, f"the first frame {seq.frame_paths[0]}")
     t0 = time.perf_counter()
     if i == 0:
       shape = image.shape
@@ -203,7 +183,7 @@ def _lockstep_frames(seqs: SequenceT, streams: list, running: list[int], i: int,
       image = next(streams[k])
       expected = shape or next(iter(images.values()), image).shape
       if image.shape != expected:
-        raise _size_error(seqs[k].frame_paths[i], image.shape, expected,
+        raise size_error(seqs[k].frame_paths[i], image.shape, expected,
                           "the other sequences of its batch" if i == 0 else "the sequence's first frame")
       images[k] = image
     except DATA_ERRORS as e:
@@ -313,17 +293,17 @@ def batch_groups(seqs: SequenceT, k: int, sizes: Mapping[str, tuple[int, int]] |
 
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
-  """What a run will do, decided before any tracking (`prepare_run`).
+  """What a run (this process's share of it) will do, decided before any tracking (`prepare_run`).
 
   Attributes:
-    groups: the sequences to track, in lockstep groups (one sequence each with `batch_sequences=1`).
+    sequences: the sequences to track, longest first.
     skipped: names of the sequences already finished in the results directory.
     failed: name -> reason, for sequences that failed the checks (or folders the reader rejected).
     sizes: name -> frame size (height, width) of each sequence to track.
     max_frames: frames tracked per sequence (None: all).
   """
 
-  groups: list[list[Sequence]]
+  sequences: list[Sequence]
   skipped: list[str]
   failed: dict[str, str]
   sizes: dict[str, tuple[int, int]]
@@ -331,20 +311,22 @@ class RunPlan:
 
   def total_frames(self) -> int:
     """Frames the run will track in total."""
-    return sum(num_frames(s, self.max_frames) for group in self.groups for s in group)
+    return sum(num_frames(s, self.max_frames) for s in self.sequences)
 
 
 def prepare_run(seqs: SequenceT, results_dir: str, fmt: str = "raw", max_frames: int | None = None,
-                batch_sequences: int = 1, failed: Mapping[str, str] | None = None) -> RunPlan:
-  """Checks the options and every unfinished sequence (`check_sequence`), and groups the good ones.
+                failed: Mapping[str, str] | None = None, process_index: int = 0, num_processes: int = 1) -> RunPlan:
+  """Checks the options and every unfinished sequence of this process's share (`check_sequence`).
 
   Args:
     seqs: the benchmark's sequences.
     results_dir: where results go; created here (ValueError naming it if it is an existing file).
     fmt: result layout (`cia_jax.results.RESULT_FORMATS`).
     max_frames: track only the first N frames (None: all); N >= 1.
-    batch_sequences: K >= 1 sequences of one frame size tracked in lockstep.
-    failed: name -> reason of sequences that already failed (e.g. folders the reader rejected).
+    failed: name -> reason of sequences that already failed (e.g. folders the reader rejected); process 0
+      reports them.
+    process_index, num_processes: this process's share is `distributed.assign_processes` of all of `seqs`
+      (finished or not, so that a rerun shares them the same way).
 
   Returns:
     A `RunPlan`. Only ValueError for bad options; a bad sequence is a `failed` entry, printed right away
@@ -352,14 +334,13 @@ def prepare_run(seqs: SequenceT, results_dir: str, fmt: str = "raw", max_frames:
   """
   if max_frames is not None and int(max_frames) < 1:
     raise ValueError(f"max_frames must be at least 1 (or None for every frame), got {max_frames}")
-  if batch_sequences < 1:
-    raise ValueError(f"batch_sequences must be at least 1, got {batch_sequences}")
   if fmt not in results.RESULT_FORMATS:
     raise ValueError(f"unknown result format {fmt!r}; expected one of {results.RESULT_FORMATS}")
   results.check_results_dir(results_dir)
-  failed = dict(failed or {})
+  failed = dict(failed or {}) if process_index == 0 else {}
+  share = distributed.assign_processes([num_frames(s, max_frames) for s in seqs], num_processes)[process_index]
   todo, skipped, sizes = [], [], {}
-  for s in seqs:
+  for s in (seqs[i] for i in share):
     if results.is_finished(results_dir, s.name, num_frames(s, max_frames), fmt):
       skipped.append(s.name)
       continue
@@ -371,8 +352,7 @@ def prepare_run(seqs: SequenceT, results_dir: str, fmt: str = "raw", max_frames:
     todo.append(s)
   for name, reason in failed.items():
     print(_failed_line(name, reason), flush=True)
-  groups = batch_groups(todo, batch_sequences, sizes) if batch_sequences > 1 else [[s] for s in todo]
-  return RunPlan(groups=groups, skipped=skipped, failed=failed, sizes=sizes, max_frames=max_frames)
+  return RunPlan(sequences=todo, skipped=skipped, failed=failed, sizes=sizes, max_frames=max_frames)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -383,69 +363,41 @@ def _failed_line(name: str, reason: str) -> str:
 
 
 class _Console:
-  """A run's console output: the frame bar (when `bar`), one line per finished or failed sequence, and a
-  "compiling ..." line around the first frames of each new (batch, frame size), whose jit takes a while."""
+  """A run's console output: one frame bar over the whole run (frames/s and ETA; when `bar`), one line per
+  finished or failed sequence, and a "compiling ..." line until the first chunk's outputs arrive."""
 
-  def __init__(self, total_frames: int, bar: bool):
-    self.bar = tqdm(total=total_frames, unit="frame", disable=not bar, desc="track")
-    self._compiled: set = set()
-    self._compiling: list | None = None  # [key, what, start time, frames seen]
+  def __init__(self, total_frames: int, bar: bool, desc: str = "track"):
+    self.bar = tqdm(total=total_frames, unit="frame", disable=not bar, desc=desc, smoothing=0.05)
+    self._compiling: tuple[str, float] | None = None
 
   def say(self, text: str) -> None:
     tqdm.write(text, file=sys.stdout)  # above the bar when there is one
     sys.stdout.flush()
 
-  def expect_compile(self, key: tuple, what: str) -> None:
-    if key not in self._compiled:
-      self._compiled.add(key)
-      self._compiling = [key, what, time.perf_counter(), 0]
-      self.say(f"compiling the tracker for {what} ...")
+  def compiling(self, what: str) -> None:
+    self._compiling = (what, time.perf_counter())
+    self.say(f"compiling the tracker for {what} ...")
 
-  def _compiled_now(self) -> None:
-    if self._compiling is None:
-      return
-    key, what, start, frames = self._compiling
-    if frames:
-      self.say(f"compiled the tracker for {what} in {time.perf_counter() - start:.1f} s")
-    else:  # failed before its first frame: nothing was compiled, the next sequence of this size will be
-      self._compiled.discard(key)
-    self._compiling = None
-
-  def frame(self, count: int) -> None:
-    """After each (lockstep) frame: init is the first, the first step the second; both compile."""
-    self.bar.update(count)
+  def compiled(self) -> None:
     if self._compiling is not None:
-      self._compiling[3] += 1
-      if self._compiling[3] == 2:
-        self._compiled_now()
+      what, start = self._compiling
+      self.say(f"compiled the tracker for {what} in {time.perf_counter() - start:.1f} s (with the first frames)")
+      self._compiling = None
 
   def finished(self, name: str, frames: int, seconds: float) -> None:
-    self._compiled_now()
     self.say(f"{name}: {frames} frames, {frames / max(seconds, 1e-9):.1f} fps")
 
   def failed(self, name: str, reason: str) -> None:
-    self._compiled_now()
     self.say(_failed_line(name, reason))
 
   def close(self) -> None:
     self.bar.close()
 
 
-def _track_group(model, settings, group: list, seed: int, max_frames: int | None, fns: dict,
-                 on_frame: Callable[[int], None]) -> list[Tracked]:
-  """`track_sequence` on a group of one (the unbatched jit), `track_batch` otherwise; errors as `Tracked`."""
-  if len(group) > 1:
-    return track_batch(model, settings, group, seed, max_frames, fns=fns, on_frame=on_frame)
-  try:
-    boxes, times = track_sequence(model, settings, group[0], seed, max_frames, fns=fns, on_frame=on_frame)
-  except DATA_ERRORS as e:
-    return [Tracked(np.zeros((0, 4)), np.zeros(0), e)]
-  return [Tracked(boxes, times)]
-
-
 def execute_plan(model, settings, plan: RunPlan, results_dir: str, fmt: str = "raw", seed: int = 0,
-                 progress: bool = True, fail_fast: bool = False) -> dict:
-  """Tracks the plan's groups, writes each finished sequence's results and the run's `failures.json`.
+                 progress: bool = True, fail_fast: bool = False, batch_sequences: int = 1, chunk_frames: int = 1,
+                 devices: SequenceT | None = None) -> dict:
+  """Tracks the plan's sequences on the lanes (`batching.track_lanes`), writes each finished sequence's results.
 
   Args:
     model: the `TrackingModel`; None only when there is nothing to track.
@@ -454,48 +406,87 @@ def execute_plan(model, settings, plan: RunPlan, results_dir: str, fmt: str = "r
     results_dir, fmt: where and in which layout results go (`cia_jax.results`).
     seed: run seed (`sequence_key`).
     progress: show a frame bar (the per-sequence lines are printed either way).
-    fail_fast: stop after the first failure (a group in lockstep still finishes together); by default every
-      sequence is tried.
+    fail_fast: stop after the first failure (sequences ending in the same chunk are still written); by
+      default every sequence is tried.
+    batch_sequences: K >= 1 lanes per device; chunk_frames: C >= 1 frames per device call.
+    devices: the local devices to spread the lanes over (default: all).
 
   Returns:
-    Summary dict: `tracked` / `skipped` (sequence names), `failed` (name -> reason, this run's), `frames`,
-    `seconds` (tracking time of the tracked frames, init and compilation included), `fps`.
+    This process's summary dict: `tracked` / `skipped` (sequence names), `failed` (name -> reason, this
+    run's), `frames`, `seconds` (wall time of the tracking, compilation included), `fps` (frames / seconds).
+    The failure list (`failures.json`) is written by `finish_run`.
   """
-  console = _Console(plan.total_frames(), progress)
+  if batch_sequences < 1 or chunk_frames < 1:
+    raise ValueError(f"batch_sequences and chunk_frames must be at least 1, got {batch_sequences}, {chunk_frames}")
+  desc = "track" if jax.process_count() == 1 else f"track [process {jax.process_index()}/{jax.process_count()}]"
+  console = _Console(plan.total_frames(), progress, desc)
   failed, tracked = dict(plan.failed), []
-  seconds, frames = 0.0, 0
+  seqs = plan.sequences
+  frames = 0
+  start = time.perf_counter()
+
+  def done(i: int, run: batching.LaneResult) -> bool:
+    nonlocal frames
+    seq = seqs[i]
+    if run.error is not None:
+      failed[seq.name] = str(run.error)
+      console.failed(seq.name, failed[seq.name])
+      return fail_fast
+    results.write_results(results_dir, seq.name, run.boxes, run.times, fmt)
+    tracked.append(seq.name)
+    frames += len(run.times)
+    console.finished(seq.name, len(run.times), float(np.sum(run.times)))
+    return False
+
   try:
-    for group in plan.groups:
-      if fail_fast and failed:
-        break
-      height, width = plan.sizes[group[0].name]
-      batch = f"{len(group)} sequences of " if len(group) > 1 else ""
-      console.expect_compile((len(group), height, width), f"{batch}{width}x{height} frames")
-      for seq, run in zip(group, _track_group(model, settings, group, seed, plan.max_frames,
-                                              tracker_fns(settings), console.frame)):
-        if run.error is not None:
-          failed[seq.name] = str(run.error)
-          console.failed(seq.name, failed[seq.name])
-          continue
-        results.write_results(results_dir, seq.name, run.boxes, run.times, fmt)
-        tracked.append(seq.name)
-        seconds += float(np.sum(run.times))
-        frames += len(run.times)
-        console.finished(seq.name, len(run.times), float(np.sum(run.times)))
+    if seqs and not (fail_fast and failed):
+      mesh = batching.lane_mesh(devices)
+      sizes = [plan.sizes[s.name] for s in seqs]
+      height, width = batching.bucket_shape(sizes)
+      console.compiling(f"{batch_sequences * mesh.size} lane(s) ({mesh.size} device(s) x {batch_sequences}) of "
+                        f"{width}x{height} frames, {chunk_frames} frame(s) per call")
+      batching.track_lanes(model, settings, seqs, [num_frames(s, plan.max_frames) for s in seqs], sizes, seed=seed,
+                           lanes_per_device=batch_sequences, chunk=chunk_frames, mesh=mesh,
+                           on_frame=console.bar.update, on_done=done, on_compiled=console.compiled)
   finally:
     console.close()
-    # Also on an interruption: what this run settled is recorded, the rest stays as it was.
-    results.update_failures(results_dir, plan.skipped + tracked, failed)
+    seconds = time.perf_counter() - start
+    if jax.process_count() == 1:  # also on an interruption: what this run settled is recorded
+      results.update_failures(results_dir, plan.skipped + tracked, failed)
   return {"tracked": tracked, "skipped": list(plan.skipped), "failed": failed, "frames": frames,
-          "seconds": seconds, "fps": frames / seconds if seconds else float("nan")}
+          "seconds": seconds, "fps": frames / seconds if frames else float("nan")}
+
+
+def finish_run(results_dir: str, summary: dict) -> dict:
+  """Combines the summaries of every process (`distributed.gather`); process 0 writes `failures.json` (with
+  several processes) and `<results_dir>/run_summary.json`. Returns the combined summary (same on every process):
+  `tracked` / `skipped` / `failed` over all processes, `frames`, `seconds` (the slowest process's), `fps`,
+  `processes`."""
+  parts = distributed.gather(summary)
+  total = {"tracked": [n for p in parts for n in p["tracked"]], "skipped": [n for p in parts for n in p["skipped"]],
+           "failed": {k: v for p in parts for k, v in p["failed"].items()},
+           "frames": sum(p["frames"] for p in parts), "seconds": max(p["seconds"] for p in parts),
+           "processes": len(parts)}
+  total["fps"] = total["frames"] / total["seconds"] if total["frames"] else float("nan")
+  if jax.process_index() == 0:
+    if len(parts) > 1:
+      results.update_failures(results_dir, total["skipped"] + total["tracked"], total["failed"])
+    per_process = [{k: p[k] for k in ("frames", "seconds")} | {"sequences": len(p["tracked"])} for p in parts]
+    text = json.dumps({**total, "per_process": per_process}, indent=1, default=float)
+    with open(os.path.join(results_dir, distributed.SUMMARY_FILE), "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+  return total
 
 
 def run_benchmark(model, settings, seqs: SequenceT, results_dir: str, fmt: str = "raw", seed: int = 0,
                   batch_sequences: int = 1, max_frames: int | None = None, progress: bool = True,
-                  fail_fast: bool = False) -> dict:
-  """`prepare_run` + `execute_plan`: tracks every unfinished sequence of `seqs`; returns the summary dict."""
-  plan = prepare_run(seqs, results_dir, fmt, max_frames, batch_sequences)
-  return execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast)
+                  fail_fast: bool = False, chunk_frames: int = 1, devices: SequenceT | None = None) -> dict:
+  """`prepare_run` + `execute_plan` + `finish_run`: tracks every unfinished sequence of `seqs` (this process's
+  share); returns the combined summary dict."""
+  plan = prepare_run(seqs, results_dir, fmt, max_frames, None, jax.process_index(), jax.process_count())
+  summary = execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast, batch_sequences,
+                         chunk_frames, devices)
+  return finish_run(results_dir, summary)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,28 +615,48 @@ def load_benchmark(dataset: str, root: str, split: str | None = None, names: str
   return selected, broken
 
 
+def local_devices(count: int | None = None) -> list:
+  """The first `count` local devices (None: all); ValueError naming `--devices` when there are fewer."""
+  devices = jax.local_devices()
+  if count is None:
+    return devices
+  if not 1 <= count <= len(devices):
+    raise ValueError(f"--devices {count}: this process has {len(devices)} local device(s) "
+                     f"({devices[0].platform}); give 1..{len(devices)} or all")
+  return devices[:count]
+
+
 def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, checkpoint: str | None = None,
                     random_weights: bool = False, split: str | None = None, sequences: str | None = None,
                     fmt: str = "raw", overrides: SequenceT[str] = (), batch_sequences: int = 1,
                     max_frames: int | None = None, seed: int = 0, progress: bool = True,
-                    fail_fast: bool = False) -> int:
+                    fail_fast: bool = False, chunk_frames: int = 1, devices: int | None = None) -> int:
   """`cia-jax track`: checks, tracks and records a benchmark (see the module docstring); returns the exit code.
 
+  `devices`: how many local devices to use (None: all). With several processes (`jax.distributed` initialised
+  by the caller) each tracks its share; the exit code is the same on every process.
   ValueError / FileNotFoundError for bad options, before any work. Otherwise 0 when every selected sequence
   is finished, 1 when some failed (listed in a table and in `<results_dir>/failures.json`).
   """
   settings = apply_overrides(get_settings(tracker), overrides)
   _check_weights(checkpoint, random_weights, settings.use_tcm)
+  if batch_sequences < 1 or chunk_frames < 1:
+    raise ValueError(f"--batch-sequences and --chunk-frames must be at least 1, got {batch_sequences}, "
+                     f"{chunk_frames}")
+  mesh_devices = local_devices(devices)
   seqs, broken = load_benchmark(dataset, root, split, sequences)
-  plan = prepare_run(seqs, results_dir, fmt, max_frames, batch_sequences, broken)
+  plan = prepare_run(seqs, results_dir, fmt, max_frames, broken, jax.process_index(), jax.process_count())
   # The network is built (30-50 s for a checkpoint) only when the checks leave something to track.
   model = None
-  if plan.groups and not (fail_fast and plan.failed):
+  if plan.sequences and not (fail_fast and plan.failed):
     model = load_model(tracker, checkpoint, random_weights, seed, tcm=settings.use_tcm)
-  summary = execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast)
-  speed = f"; {summary['frames']} frames at {summary['fps']:.1f} fps" if summary["frames"] else ""
+  summary = finish_run(results_dir, execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast,
+                                                 batch_sequences, chunk_frames, mesh_devices))
+  speed = (f"; {summary['frames']} frames in {summary['seconds']:.1f} s, {summary['fps']:.1f} frames/s"
+           if summary["frames"] else "")
+  hosts = f" on {summary['processes']} processes" if summary["processes"] > 1 else ""
   print(f"tracked {len(summary['tracked'])} sequence(s), skipped {len(summary['skipped'])} finished, "
-        f"{len(summary['failed'])} failed{speed} -> {results_dir}", flush=True)
+        f"{len(summary['failed'])} failed{speed}{hosts} -> {results_dir}", flush=True)
   if summary["failed"]:
     print(f"{len(summary['failed'])} sequence(s) failed (listed in {results.failures_path(results_dir)}; "
           f"a rerun retries them):\n{format_failures(summary['failed'])}", file=sys.stderr, flush=True)

@@ -101,7 +101,8 @@ def test_short_ground_truth_fails_its_sequence_and_a_rerun_retries_only_it(clean
   printed = capsys.readouterr()
   assert str(gt) in printed.err and "seq002" in printed.err  # the table names the file
   assert str(gt) in _failures(out)["seq002"] and list(_failures(out)) == ["seq002"]
-  assert "compiling the tracker for 96x80 frames" in printed.out and "seq001: 5 frames" in printed.out
+  assert "compiling the tracker for 1 lane(s) (1 device(s) x 1) of 128x128 frames" in printed.out
+  assert "seq001: 5 frames" in printed.out
   _assert_good_ones_as_clean(out, clean_dirs[1], "seq002")
 
   gt.write_text(full)  # fixed: the rerun tracks only the missing sequence and clears the failure file
@@ -195,7 +196,8 @@ def test_fail_fast_stops_at_the_first_failure(clean, damaged, tmp_path, capsys):
   assert "tracked 1 sequence(s), skipped 0 finished, 1 failed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag, value", [("--max-frames", "0"), ("--max-frames", "-1"), ("--batch-sequences", "0")])
+@pytest.mark.parametrize("flag, value", [("--max-frames", "0"), ("--max-frames", "-1"), ("--batch-sequences", "0"),
+                                         ("--chunk-frames", "0"), ("--devices", "0")])
 def test_counts_below_one_name_the_flag(damaged, tmp_path, capsys, flag, value):
   root, calls = damaged
   with pytest.raises(SystemExit) as e:
@@ -213,3 +215,13 @@ def test_results_path_that_is_a_file_fails_before_tracking(damaged, tmp_path, ca
   err = capsys.readouterr().err
   assert f"results directory {target} is an existing file" in err and "Traceback" not in err
   assert not calls and target.read_text() == "not a folder\n"
+
+
+def test_more_devices_than_the_process_has_fail_before_tracking(damaged, tmp_path, capsys):
+  import jax
+
+  root, calls = damaged
+  n = jax.local_device_count() + 1
+  assert _track(root, tmp_path / "res", "--devices", str(n)) == 2
+  assert f"--devices {n}: this process has {n - 1} local device(s)" in capsys.readouterr().err
+  assert not calls and not os.path.exists(tmp_path / "res")
