@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--tracker", required=True, choices=TRACKERS, help="tracker parameter preset")
   parser.add_argument("--checkpoint", default=None,
                       help="training workdir or converted checkpoint (cia-jax convert) holding the network")
+  parser.add_argument("--tcm-checkpoint", default=None,
+                      help="keeptrack / cia50_tcm: the association network (cia-jax convert --arch keeptrack, or "
+                           "cia-jax train --config configs/keeptrack.py) next to the base --checkpoint")
   parser.add_argument("--random-weights", action="store_true",
                       help="track with a randomly initialised network, the association network of keeptrack / "
                            "cia50_tcm included (tests and benchmarks only)")
@@ -96,7 +99,8 @@ def _run_video(args: argparse.Namespace) -> int:
     raise ValueError("--video writes the raw layout (<results>/<name>.txt); --format does not apply")
   box = video.parse_box(args.init_box)
   settings = apply_overrides(get_settings(args.tracker), args.set)
-  model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed)
+  model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed,
+                             tcm_checkpoint=args.tcm_checkpoint)
   result = video.track_video(model, settings, args.video, box, args.results, out=args.out, seed=args.seed,
                              max_frames=args.max_frames)
   stopped = " (stopped by Ctrl-C)" if result.interrupted else ""
@@ -114,7 +118,8 @@ def _run_vot(args: argparse.Namespace) -> int:
                      "--format, --batch-sequences, --chunk-frames and --max-frames do not apply")
   return vot_protocol.track_vot_benchmark(
       tracker=args.tracker, dataset=args.dataset, root=args.root, results_dir=args.results,
-      checkpoint=args.checkpoint, random_weights=args.random_weights, split=args.split,
+      checkpoint=args.checkpoint, tcm_checkpoint=args.tcm_checkpoint, random_weights=args.random_weights,
+      split=args.split,
       sequences=args.sequences, overrides=args.set, seed=args.seed)
 
 
@@ -139,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
   return runner.track_benchmark(
       tracker=args.tracker, dataset=args.dataset, root=args.root, results_dir=args.results,
-      checkpoint=args.checkpoint, random_weights=args.random_weights, split=args.split,
+      checkpoint=args.checkpoint, tcm_checkpoint=args.tcm_checkpoint, random_weights=args.random_weights,
+      split=args.split,
       sequences=args.sequences, fmt=args.format, overrides=args.set, batch_sequences=args.batch_sequences,
       max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress, fail_fast=args.fail_fast,
       chunk_frames=args.chunk_frames, devices=args.devices)

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--tracker", required=True, choices=TRACKERS, help="tracker parameter preset")
   parser.add_argument("--checkpoint", default=None,
                       help="training workdir or converted checkpoint (cia-jax convert) holding the network")
+  parser.add_argument("--tcm-checkpoint", default=None,
+                      help="keeptrack / cia50_tcm: the association network (cia-jax convert --arch keeptrack, or "
+                           "cia-jax train --config configs/keeptrack.py) next to the base --checkpoint")
   parser.add_argument("--random-weights", action="store_true",
                       help="serve a randomly initialised network (tests and benchmarks only)")
   parser.add_argument("--warmup-size", action="append", default=[], metavar="WxH",
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
   sizes = tuple(vot_server.parse_size(s) for s in args.warmup_size)
   settings = apply_overrides(get_settings(args.tracker), args.set)
-  model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed)
+  model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed,
+                             tcm_checkpoint=args.tcm_checkpoint)
   init, step = vot_protocol.model_tracker(model, settings, args.seed, "vot")
   return vot_server.run_server(init, step, read_frame, sizes)

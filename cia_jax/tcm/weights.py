@@ -20,6 +20,7 @@ import numpy as np
 from cia_jax import checkpoints
 from cia_jax.models.tcm import TargetCandidateMatchingNet
 from cia_jax.track.keeptrack import init_tcm_variables
+from cia_jax.track.tracker import layer3_channels
 
 ROLE = "tcm"
 _FIELDS = tuple(f.name for f in dataclasses.fields(TargetCandidateMatchingNet) if f.name not in ("parent", "name"))
@@ -72,6 +73,12 @@ def load_tcm(path: str) -> tuple[TargetCandidateMatchingNet, dict, dict]:
 
 
 def attach_tcm(model, path: str):
-  """`model` (a `cia_jax.track.tracker.TrackingModel`) with the association net of checkpoint `path`."""
-  net, variables, _ = load_tcm(os.fspath(path))
+  """`model` (a `cia_jax.track.tracker.TrackingModel`) with the association net of checkpoint `path`.
+
+  ValueError when the association net was made for another layer3 width than `model`'s base network.
+  """
+  net, variables, meta = load_tcm(os.fspath(path))
+  if meta["layer3_channels"] != layer3_channels(model):
+    raise ValueError(f"{path}: the association net reads {meta['layer3_channels']} layer3 channels, the base "
+                     f"network has {layer3_channels(model)} (keeptrack: superdimp / ResNet-50 -> 1024)")
   return model.replace(tcm_net=net, tcm_variables=jax.tree.map(np.asarray, variables))

@@ -44,16 +44,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cia_jax import results
+from cia_jax.checkpoints import load_for_tracking
 from cia_jax.data import datasets
 from cia_jax.data.datasets.base import Sequence
 from cia_jax.data.frames import image_size, missing_frames, read_frame
 from cia_jax.models.cia import build_model, init_variables, with_dtype
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.tcm.weights import attach_tcm
 from cia_jax.track import batching, distributed, keeptrack, tracker as trk
 from cia_jax.track.batching import DATA_ERRORS, first_box, sequence_key, size_error  # noqa: F401  (the runner's API)
 from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
-from cia_jax.checkpoints import load_for_tracking
 
 
 
@@ -496,29 +497,38 @@ def run_benchmark(model, settings, seqs: SequenceT, results_dir: str, fmt: str =
 TCM_BASE_NETWORKS = {"keeptrack": "superdimp", "keeptrack_fast": "superdimp", "cia50_tcm": "cia50"}
 
 
-def _check_weights(checkpoint: str | None, random_weights: bool, tcm: bool = False) -> None:
+def _check_weights(checkpoint: str | None, random_weights: bool, tcm: bool = False,
+                   tcm_checkpoint: str | None = None) -> None:
   if not checkpoint and not random_weights:
     raise ValueError("no --checkpoint given: refusing to track with random weights "
                      "(pass --random-weights for tests and benchmarks)")
-  if checkpoint and tcm:
-    raise ValueError("target candidate matching (keeptrack / cia50_tcm): the association network cannot be loaded "
-                     "from a checkpoint yet (its conversion and training are still to come, issue #17); "
-                     "use --random-weights")
+  if tcm_checkpoint and not tcm:
+    raise ValueError("--tcm-checkpoint is only for the target-candidate-matching trackers (keeptrack, "
+                     "keeptrack_fast, cia50_tcm)")
+  if checkpoint and tcm and not tcm_checkpoint:
+    raise ValueError("keeptrack / cia50_tcm with --checkpoint also need --tcm-checkpoint: the association network "
+                     "(`cia-jax convert --arch keeptrack` or `cia-jax train --config configs/keeptrack.py`)")
+  if tcm_checkpoint and not checkpoint:
+    raise ValueError("--tcm-checkpoint needs --checkpoint (the base network the association net was trained on)")
 
 
 def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, seed: int = 0,
-               tcm: bool | None = None) -> trk.TrackingModel:
+               tcm: bool | None = None, tcm_checkpoint: str | None = None) -> trk.TrackingModel:
   """A `TrackingModel` from a checkpoint (training workdir or converted), or random weights when asked.
 
-  `tcm` (default: whether the preset `tracker_name` uses target candidate matching) adds a randomly initialised
-  association network (`TargetCandidateMatchingNet`, reading the base network's layer3) as `tcm_net` /
-  `tcm_variables`; the base network of keeptrack / cia50_tcm is the superdimp / cia50 preset.
+  `tcm` (default: whether the preset `tracker_name` uses target candidate matching) adds the association network
+  (`TargetCandidateMatchingNet`, reading the base network's layer3) as `tcm_net` / `tcm_variables`: from
+  `tcm_checkpoint` (`cia_jax.tcm.weights`) next to a base `checkpoint`, randomly initialised with random weights.
+  The base network of keeptrack / cia50_tcm is the superdimp / cia50 preset.
   """
   tcm = get_settings(tracker_name).use_tcm if tcm is None else tcm
-  _check_weights(checkpoint, random_weights, tcm)
+  _check_weights(checkpoint, random_weights, tcm, tcm_checkpoint)
   if checkpoint:
     net, variables, _ = load_for_tracking(checkpoint)
-    return trk.TrackingModel(net=net, variables=variables)
+    model = trk.TrackingModel(net=net, variables=variables)
+    if not tcm:
+      return model
+    return attach_tcm(model, tcm_checkpoint)
   key = jax.random.key(seed)
   net = build_model(model_kwargs(TCM_BASE_NETWORKS.get(tracker_name, tracker_name)))
   model = trk.TrackingModel(net=net, variables=init_variables(net, key))
@@ -630,7 +640,8 @@ def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, 
                     random_weights: bool = False, split: str | None = None, sequences: str | None = None,
                     fmt: str = "raw", overrides: SequenceT[str] = (), batch_sequences: int = 1,
                     max_frames: int | None = None, seed: int = 0, progress: bool = True,
-                    fail_fast: bool = False, chunk_frames: int = 1, devices: int | None = None) -> int:
+                    fail_fast: bool = False, chunk_frames: int = 1, devices: int | None = None,
+                    tcm_checkpoint: str | None = None) -> int:
   """`cia-jax track`: checks, tracks and records a benchmark (see the module docstring); returns the exit code.
 
   `devices`: how many local devices to use (None: all). With several processes (`jax.distributed` initialised
@@ -639,7 +650,7 @@ def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, 
   is finished, 1 when some failed (listed in a table and in `<results_dir>/failures.json`).
   """
   settings = apply_overrides(get_settings(tracker), overrides)
-  _check_weights(checkpoint, random_weights, settings.use_tcm)
+  _check_weights(checkpoint, random_weights, settings.use_tcm, tcm_checkpoint)
   if batch_sequences < 1 or chunk_frames < 1:
     raise ValueError(f"--batch-sequences and --chunk-frames must be at least 1, got {batch_sequences}, "
                      f"{chunk_frames}")
@@ -649,7 +660,7 @@ def track_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, 
   # The network is built (30-50 s for a checkpoint) only when the checks leave something to track.
   model = None
   if plan.sequences and not (fail_fast and plan.failed):
-    model = load_model(tracker, checkpoint, random_weights, seed, tcm=settings.use_tcm)
+    model = load_model(tracker, checkpoint, random_weights, seed, tcm=settings.use_tcm, tcm_checkpoint=tcm_checkpoint)
   summary = finish_run(results_dir, execute_plan(model, settings, plan, results_dir, fmt, seed, progress, fail_fast,
                                                  batch_sequences, chunk_frames, mesh_devices))
   speed = (f"; {summary['frames']} frames in {summary['seconds']:.1f} s, {summary['fps']:.1f} frames/s"

@@ -110,7 +110,7 @@ def track_sequence_vot(model, settings, seq, seed: int = 0) -> tuple[list[vot.Re
 
 def track_vot_benchmark(*, tracker: str, dataset: str, root: str, results_dir: str, checkpoint: str | None = None,
                         random_weights: bool = False, split: str | None = None, sequences: str | None = None,
-                        overrides: SequenceT[str] = (), seed: int = 0) -> int:
+                        overrides: SequenceT[str] = (), seed: int = 0, tcm_checkpoint: str | None = None) -> int:
   """`cia-jax track --protocol vot`: one reset-based run per sequence; returns the exit code (1: some failed).
 
   A finished sequence (its trajectory file exists) is skipped; a sequence whose frames cannot be read is reported
@@ -120,7 +120,7 @@ def track_vot_benchmark(*, tracker: str, dataset: str, root: str, results_dir: s
   seqs, broken = runner.load_benchmark(dataset, root, split, sequences)
   failed = dict(broken)
   todo = [s for s in seqs if not os.path.isfile(vot.trajectory_path(results_dir, s.name))]
-  model = runner.load_model(tracker, checkpoint, random_weights, seed) if todo else None
+  model = runner.load_model(tracker, checkpoint, random_weights, seed, tcm_checkpoint=tcm_checkpoint) if todo else None
   tracked = 0
   for seq in todo:
     try:

@@ -13,11 +13,11 @@ import pytest
 from cia_jax import checkpoints, cli
 from cia_jax.data import candidate_matching as cm
 from cia_jax.data.datasets.base import Sequence
-from cia_jax.models.cia import build_model, init_variables
+from cia_jax.models.cia import build_model, init_variables, random_variables
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.tcm import TargetCandidateMatchingNet
 from cia_jax.tcm.weights import attach_tcm, load_tcm, save_tcm
-from cia_jax.track import params, tracker
+from cia_jax.track import params, runner, tracker
 from cia_jax.track.keeptrack import init_tcm_variables
 
 CFG = cm.MatchingSamplerConfig(output_sz=64, score_size=23)
@@ -171,3 +171,32 @@ def test_real_candidates_sample_pads_and_labels_only_the_gt_pair():
   np.testing.assert_array_equal(s["cells0"][:4], record(4)["target_candidate_coords"])
   with pytest.raises(ValueError, match="exceed the validation capacity 3"):
     cm.real_candidates_sample([img, img], [record(4), record(3)], CFG, capacity=3)
+
+
+def test_track_loads_a_base_and_an_association_checkpoint(tmp_path):
+  """`cia-jax track --tracker keeptrack --checkpoint BASE --tcm-checkpoint TCM` (runner.load_model)."""
+  kwargs = model_kwargs("superdimp", backbone_width=8, clf_dim=16, iou_dim=16, encoder_ffn=32)
+  base = build_model(kwargs)
+  base_vars = random_variables(base)
+  base_path = checkpoints.save_variables(str(tmp_path / "base"), base_vars, {"model": kwargs})
+  c3 = tracker.layer3_channels(tracker.TrackingModel(net=base, variables=base_vars))
+  net = TargetCandidateMatchingNet(descriptor_dim=8, keypoint_encoder=(8,))
+  tcm_vars = jax.tree.map(np.asarray, init_tcm_variables(net, c3, jax.random.key(3)))
+  tcm_path = save_tcm(str(tmp_path / "tcm"), net, tcm_vars, c3)
+
+  model = runner.load_model("keeptrack", base_path, False, tcm_checkpoint=tcm_path)
+  assert model.tcm_net.descriptor_dim == 8
+  for (path, want), (_, got) in zip(jax.tree_util.tree_flatten_with_path(tcm_vars)[0],
+                                    jax.tree_util.tree_flatten_with_path(model.tcm_variables)[0]):
+    np.testing.assert_array_equal(np.asarray(got), want, err_msg=jax.tree_util.keystr(path))
+  for want, got in zip(jax.tree.leaves(base_vars), jax.tree.leaves(model.variables)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  other = jax.tree.map(np.asarray, init_tcm_variables(net, c3 + 4, jax.random.key(3)))
+  wrong = save_tcm(str(tmp_path / "wrong"), net, other, c3 + 4)  # made for another base network
+  with pytest.raises(ValueError, match=f"reads {c3 + 4} layer3 channels.*has {c3}"):
+    runner.load_model("keeptrack", base_path, False, tcm_checkpoint=wrong)
+  with pytest.raises(ValueError, match="also need --tcm-checkpoint"):
+    runner.load_model("cia50_tcm", base_path, False)
+  with pytest.raises(ValueError, match="only for the target-candidate-matching trackers"):
+    runner.load_model("superdimp", base_path, False, tcm_checkpoint=tcm_path)
