@@ -125,7 +125,7 @@ def _module(name: str, path: pathlib.Path | None = None, **attrs) -> types.Modul
   return golden._module(name, path, **attrs)  # pylint: disable=protected-access
 
 
-def _load_file(name: str, path: pathlib.Path) -> types.ModuleType:
+def load_file(name: str, path: pathlib.Path) -> types.ModuleType:
   spec = importlib.util.spec_from_file_location(name, path)
   mod = importlib.util.module_from_spec(spec)
   sys.modules[name] = mod
@@ -152,15 +152,15 @@ def _install_cia_shims(root: pathlib.Path):
   _module("ltr.models.layers", None)
   _module("ltr.models.layers.normalization", None, InstanceL2Norm=None)
   _module("ltr.models.neck", models / "neck")
-  modulator = _load_file("ltr.models.neck.modulator", models / "neck" / "modulator.py")
+  modulator = load_file("ltr.models.neck.modulator", models / "neck" / "modulator.py")
   for n in ("Modulator", "Modulator_v2", "Modulator_v3"):
     setattr(sys.modules["ltr.models.neck"], n, getattr(modulator, n))
   _module("ltr.models.backbone", models / "backbone")
   _module("ltr.models.backbone.resnet", None, resnet18=None, resnet50=None)
-  moco = _load_file("ltr.models.backbone.moco", models / "backbone" / "moco.py")
+  moco = load_file("ltr.models.backbone.moco", models / "backbone" / "moco.py")
   _module("ltr.models.upper_classifier", models / "upper_classifier")
-  _load_file("ltr.models.upper_classifier.transformer", models / "upper_classifier" / "transformer.py")
-  upper = _load_file("ltr.models.upper_classifier.upper_classifier",
+  load_file("ltr.models.upper_classifier.transformer", models / "upper_classifier" / "transformer.py")
+  upper = load_file("ltr.models.upper_classifier.upper_classifier",
                      models / "upper_classifier" / "upper_classifier.py")
   return moco, modulator, upper, golden
 

@@ -18,7 +18,6 @@ ResNet-50, already in `reference_keys.json.gz`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -28,17 +27,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from make_interop_fixtures import load_file as _load  # noqa: E402  (a reference file as a named module)
 from tcm_fixture_values import B, IMAGE_HW, inputs, loss_labels, tensor_value  # noqa: E402
 
 _HERE = pathlib.Path(__file__).resolve().parent
-def _load(name: str, path: pathlib.Path) -> types.ModuleType:
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  sys.modules[name] = mod
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def build_reference(root: pathlib.Path):
   """(descriptor_extractor, matcher) of the KeepTrack constructor, imported from `root` with bare `ltr` stand-ins."""
   pkg = root / "ltr" / "models" / "target_candidate_matching"

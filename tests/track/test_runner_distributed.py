@@ -7,7 +7,6 @@ single-sequence tracker, one frame per call. Data: 5 synthetic sequences (an odd
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import pytest
 
 from cia_jax import results
 from cia_jax.track import batching, distributed, runner
+from subprocess_hosts import free_port, last_json, run_hosts, subprocess_env  # tests/subprocess_hosts.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # (W, H), frames, sequences of each size.
@@ -54,12 +54,6 @@ _RUN = textwrap.dedent("""
 """)
 
 
-def _env(**extra):
-  env = dict(os.environ)
-  env.update(JAX_COMPILATION_CACHE_DIR=os.environ.get("CIA_JAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", JAX_THREEFRY_PARTITIONABLE="false",
-             TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=ROOT, **extra)
-  return env
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +135,6 @@ def test_a_killed_run_resumes_with_the_unfinished_sequences(mixed, tmp_path, mon
   _assert_as_reference(tmp_path, reference)
 
 
-def _last_json(out: str) -> dict:
-  import json
-
-  return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
 def test_eight_cpu_devices(mixed, tmp_path):
@@ -153,17 +143,13 @@ def test_eight_cpu_devices(mixed, tmp_path):
   script.write_text(_RUN)
   out = tmp_path / "res"
   res = subprocess.run([sys.executable, str(script), str(root), str(out), "1", "3"], capture_output=True, text=True,
-                       timeout=600, cwd=ROOT, env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+                       timeout=600, cwd=ROOT, env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
   assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-  assert _last_json(res.stdout) == {"devices": 8, "processes": 1, "tracked": sorted(reference),
+  assert last_json(res.stdout) == {"devices": 8, "processes": 1, "tracked": sorted(reference),
                                     "frames": sum(frames * count for _, frames, count in GROUPS)}
   _assert_as_reference(out, reference)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -174,24 +160,14 @@ def test_two_processes_share_the_sequences(mixed, tmp_path):
   script = tmp_path / "run.py"
   script.write_text(_RUN)
   out = tmp_path / "res"  # shared, as a pod's result bucket would be
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(root), str(out), "2", "2", str(i), "2", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
-           for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      stdout, stderr = p.communicate(timeout=600)
-      outs.append((p.returncode, stdout, stderr))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  port = free_port()
+  outs = run_hosts([[sys.executable, str(script), str(root), str(out), "2", "2", str(i), "2", str(port)]
+                    for i in range(2)], subprocess_env())
   for rc, stdout, stderr in outs:
     assert rc == 0, (stdout + stderr)[-4000:]
   total = sum(frames * count for _, frames, count in GROUPS)
   for _, stdout, _ in outs:  # every process reports the combined run
-    assert _last_json(stdout) == {"devices": 1, "processes": 2, "tracked": sorted(reference), "frames": total}
+    assert last_json(stdout) == {"devices": 1, "processes": 2, "tracked": sorted(reference), "frames": total}
   _assert_as_reference(out, reference)
   with open(out / distributed.SUMMARY_FILE, encoding="utf-8") as f:
     summary = json.load(f)

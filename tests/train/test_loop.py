@@ -20,6 +20,7 @@ from cia_jax.data import synthetic
 from cia_jax import config_lib
 from cia_jax.train import checkpoint as ckpt
 from cia_jax.train import init, trainer
+from subprocess_hosts import subprocess_env  # tests/subprocess_hosts.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -203,21 +204,14 @@ def test_init_checkpoint_loads_matching_names_and_lists_mismatches(two_step_run,
     init.load_init_checkpoint(fresh, str(tmp_path / "missing"))
 
 
-def _env():
-  env = dict(os.environ)
-  env.update(JAX_COMPILATION_CACHE_DIR=os.environ.get("CIA_JAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", JAX_THREEFRY_PARTITIONABLE="false",
-             TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=ROOT)
-  return env
-
-
 @pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_resume_continues(data_root, tmp_path):
   workdir = tmp_path / "sigterm"
   overrides = tiny_overrides(data_root, **{"optim.total_steps": 100000, "checkpoint.every_steps": 100000})
   cmd = [sys.executable, "-m", "cia_jax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
          "--workdir", str(workdir)] + [f"--config.{o}" for o in overrides]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
+                          cwd=ROOT)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -245,7 +239,8 @@ def test_sigterm_before_the_first_step_exits_cleanly_with_a_message(data_root, t
   workdir = tmp_path / "early"
   cmd = [sys.executable, "-m", "cia_jax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
          "--workdir", str(workdir)] + [f"--config.{o}" for o in tiny_overrides(data_root)]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
+                          cwd=ROOT)
   time.sleep(2.5)
   assert proc.poll() is None, proc.communicate()[0][-3000:]
   proc.send_signal(signal.SIGTERM)

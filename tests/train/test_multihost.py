@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from cia_jax.data import synthetic
+from subprocess_hosts import free_port, last_json, run_hosts, subprocess_env  # tests/subprocess_hosts.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,12 +24,6 @@ def data_root(tmp_path_factory):
   return root
 
 
-def _env(**extra):
-  env = dict(os.environ)
-  env.update(JAX_COMPILATION_CACHE_DIR=os.environ.get("CIA_JAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", JAX_THREEFRY_PARTITIONABLE="false",
-             TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=ROOT, **extra)
-  return env
 
 
 # Runs the tiny config (one category-encoder layer and one filter iteration: these tests are about devices and
@@ -66,8 +60,6 @@ _TRAIN = textwrap.dedent("""
 """)
 
 
-def _last_json(out: str) -> dict:
-  return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
 def test_eight_cpu_devices(data_root, tmp_path):
@@ -76,9 +68,9 @@ def test_eight_cpu_devices(data_root, tmp_path):
   workdir = tmp_path / "w8"
   res = subprocess.run([sys.executable, str(script), str(workdir), str(data_root), "8", "true", "-"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT,
-                       env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+                       env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
   assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-  out = _last_json(res.stdout)
+  out = last_json(res.stdout)
   assert out == {"devices": 8, "local_devices": 8, "processes": 1, "step": 2, "replicas_equal": True,
                  "finite": True}
   assert os.path.isdir(workdir / "checkpoints" / "2") and os.path.isdir(workdir / "model")
@@ -86,10 +78,6 @@ def test_eight_cpu_devices(data_root, tmp_path):
   assert [(m["split"], m["step"]) for m in lines] == [("train", 1), ("train", 2), ("val", 2)]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -100,23 +88,12 @@ def test_two_processes_train_to_identical_params(data_root, tmp_path):
   script = tmp_path / "train.py"
   script.write_text(_TRAIN)
   workdir = tmp_path / "w2"  # shared, as a pod's checkpoint bucket would be
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(workdir), str(data_root), "4", "false", "cl", str(i),
-                             "2", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
-           for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      out, err = p.communicate(timeout=600)
-      outs.append((p.returncode, out, err))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  port = free_port()
+  outs = run_hosts([[sys.executable, str(script), str(workdir), str(data_root), "4", "false", "cl", str(i), "2",
+                     str(port)] for i in range(2)], subprocess_env())
   for rc, out, err in outs:
     assert rc == 0, (out + err)[-4000:]
-  results = [_last_json(out) for _, out, _ in outs]
+  results = [last_json(out) for _, out, _ in outs]
   for r in results:
     assert r == {"devices": 2, "local_devices": 1, "processes": 2, "step": 2, "replicas_equal": True,
                  "finite": True}
