@@ -48,7 +48,6 @@ def _check_out(path: str) -> None:
 def run(args: argparse.Namespace) -> int:
   """`cia-jax export`: 0 when the folder is written, 2 for bad options."""
   from cia_jax.export import exporter  # pylint: disable=g-import-not-at-top  (jax, flax)
-  from cia_jax.models.cia import with_dtype  # pylint: disable=g-import-not-at-top
   from cia_jax.track import params, runner  # pylint: disable=g-import-not-at-top
 
   image_size = exporter.parse_image_size(args.image_size)
@@ -58,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
   settings = params.apply_overrides(params.get_settings(args.tracker), args.set)
   _check_out(args.out)
   model = runner.load_model(args.tracker, args.checkpoint, args.random_weights, args.seed)
-  model = model.replace(net=with_dtype(model.net, settings.compute_dtype))  # --set compute_dtype=bfloat16
   source = os.path.abspath(args.checkpoint) if args.checkpoint else f"random weights (seed {args.seed})"
   manifest = exporter.export_tracker(model, settings, image_size, args.out, platforms,
                                      info={"tracker": args.tracker, "source": source, "overrides": list(args.set)})

@@ -48,7 +48,7 @@ from cia_jax.checkpoints import load_for_tracking
 from cia_jax.data import datasets
 from cia_jax.data.datasets.base import Sequence
 from cia_jax.data.frames import image_size, missing_frames, read_frame
-from cia_jax.models.cia import build_model, init_variables, with_dtype
+from cia_jax.models.cia import build_model, init_variables
 from cia_jax.models.presets import model_kwargs
 from cia_jax.models.tcm import TargetCandidateMatchingNet
 from cia_jax.tcm.weights import attach_tcm
@@ -130,10 +130,10 @@ def tracker_fns(settings: TrackerSettings) -> dict[str, Callable]:
   """
 
   def init(model, image, box, key):
-    return trk.init(model.replace(net=with_dtype(model.net, settings.compute_dtype)), settings, image, box, key)
+    return trk.init(model, settings, image, box, key)
 
   def step(model, state, image, key):
-    return trk.step(model.replace(net=with_dtype(model.net, settings.compute_dtype)), settings, state, image, key)
+    return trk.step(model, settings, state, image, key)
 
   return {"init": init, "step": step, "vinit": jax.jit(jax.vmap(init, in_axes=(None, 0, 0, 0))),
           "vstep": jax.jit(jax.vmap(step, in_axes=(None, 0, 0, 0)))}

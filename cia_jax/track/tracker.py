@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cia_jax.models.cia import CIANet
+from cia_jax.models.cia import CIANet, with_dtype
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD
@@ -159,9 +159,15 @@ def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
     raise ValueError(f"tracker: image_sz_yx must be [2] (h, w), got shape {sz.shape}")
   return sz
 
+def _in_compute_dtype(model: TrackingModel, settings: TrackerSettings) -> TrackingModel:
+  # `settings.compute_dtype` applies here, once, so every caller (runner, lanes, VOT, video, export) gets it.
+  return model.replace(net=with_dtype(model.net, settings.compute_dtype))
+
+
 def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key,
               image_sz_yx=None) -> TrackerState:
   """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
+  model = _in_compute_dtype(model, settings)
   image = _as_frame(image)
   box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
@@ -387,6 +393,7 @@ def update_model(model, settings, state: TrackerState, x, train_box, flag, frame
 
 def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
   """Un-jitted `step`; see `step`."""
+  model = _in_compute_dtype(model, settings)
   image = _as_frame(image)
   s = settings.image_sample_size
   frame_num = state.frame_num + 1

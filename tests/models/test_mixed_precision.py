@@ -193,3 +193,8 @@ def test_tracker_fp32_islands():
   # The box ascent differentiates predict_iou with respect to the boxes: that backward pass is in the step (and
   # float32, by check_islands).
   assert any(back and "fc3_rt" in p for p, back, _ in eqs)
+  # The setting alone is enough: a float32 net with compute_dtype=bfloat16 traces the same bf16 step (the lanes
+  # runner, the VOT server and the exporter pass the loaded float32 net).
+  fp32_model = model.replace(net=build_model(model_kwargs("cia18", **TINY_NET)))
+  assert str(jax.make_jaxpr(lambda s, im: trk.step_impl(fp32_model, settings, s, im, key))(state, image)) == str(
+      step_jaxpr)
