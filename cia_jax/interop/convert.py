@@ -92,7 +92,7 @@ def export_file(path: str, arch: str, out: str) -> None:
   model = meta.get("model", {})
   check_arch(path, meta, arch)
   try:
-    state = mapping.flax_to_torch(variables, arch, **model)
+    state = mapping.complete_reference_state(mapping.flax_to_torch(variables, arch, **model), arch, **model)
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: variables do not have the layout of arch {arch!r} with model {model} "
                      f"({type(e).__name__}: {e})") from e

@@ -29,6 +29,8 @@ The category encoder's dictionary is not a parameter: our network reads `clf_fc`
 dict, design.md §4.6) needs nothing. `feature_extractor.encoder_k.*` (the MoCo key encoder) maps onto the momentum
 tree (`{'params': {'backbone', 'proj'}, 'batch_stats': {'backbone'}}`, `TrainState.momentum_*`); the unused
 `queue` / `queue_ptr` buffers, the ResNet `fc` and, for DiMP18 / SuperDiMP, the unused `layer4` are dropped.
+`complete_reference_state` puts them back (zeros; the key encoder as a copy of the query encoder) for the
+reference's strict `load_state_dict`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ from cia_jax.models.cia import build_model
 from cia_jax.models.resnet import LAYER_NAMES
 
 MOMENTUM_PREFIX = "feature_extractor.encoder_k"
+# Buffers of the reference's MoCo wrapper that no code path reads: its constructor's default queue (dim x K) and
+# the torchvision ResNet's ImageNet head width.
+_REFERENCE_QUEUE_SHAPE = (128, 65536)
+_IMAGENET_CLASSES = 1000
 _BN_STATS = {"mean": "running_mean", "var": "running_var"}
 _MAX_LISTED = 25
 
@@ -359,3 +365,41 @@ def flax_to_torch(variables: Mapping[str, Any], arch: str, momentum: Mapping[str
         np.asarray(p["out"]["kernel"], np.float32).reshape(c, c).T)
     state[f"{a.torch_prefix}.out_proj.bias"] = np.asarray(p["out"]["bias"], np.float32).copy()
   return state
+
+
+def complete_reference_state(state: dict[str, np.ndarray], arch: str, **overrides) -> dict[str, np.ndarray]:
+  """`flax_to_torch`'s state dict plus the reference keys we drop, so the reference's strict loader accepts it.
+
+  None of the added tensors is used by the reference tracker: the ResNet `fc` and, for DiMP18 / SuperDiMP,
+  `layer4` (zeros; BN running_var ones), CIA's `queue` / `queue_ptr` (zeros) and, when `state` has no key
+  encoder, `encoder_k.*` as a copy of `encoder_q.*` (the MoCo wrapper's own initialisation).
+
+  Returns:
+    A new dict: `state` and the added keys, in the reference layout (`tests/data/interop/reference_keys.json.gz`).
+  """
+  if arch in BACKBONE_ONLY:
+    return dict(state)
+  out = dict(state)
+  prefix = _backbone_prefix(arch)
+  entries, _ = key_table(arch, **overrides)
+  if not any(e.path[:2] == ("backbone", "layer4") for e in entries):
+    resnet = "resnet50" if model_kwargs(arch, **overrides).get("backbone_arch") == "resnet50" else "resnet18"
+    for e in key_table(resnet, **overrides)[0]:
+      if e.path[:2] != ("backbone", "layer4"):
+        continue
+      fill = 1.0 if e.torch_key.endswith("running_var") else 0.0
+      out[f"{prefix}.{e.torch_key}"] = _to_torch_value(e, np.full(e.shape, fill, np.float32))
+      if e.torch_key.endswith("running_var"):
+        out[f"{prefix}.{e.torch_key[:-len('running_var')]}num_batches_tracked"] = np.zeros((), np.int64)
+  width = max(v.shape[0] for k, v in out.items() if k.startswith(f"{prefix}.layer4.") and k.endswith("running_mean"))
+  out[f"{prefix}.fc.weight"] = np.zeros((_IMAGENET_CLASSES, width), np.float32)
+  out[f"{prefix}.fc.bias"] = np.zeros((_IMAGENET_CLASSES,), np.float32)
+  if prefix == "feature_extractor.encoder_q":
+    if not any(k.startswith(MOMENTUM_PREFIX + ".") for k in out):
+      for k in [k for k in out if k.startswith(prefix + ".")]:
+        out[MOMENTUM_PREFIX + k[len(prefix):]] = np.array(out[k], copy=True)
+    out[f"{MOMENTUM_PREFIX}.fc.weight"] = out[f"{prefix}.fc.weight"].copy()
+    out[f"{MOMENTUM_PREFIX}.fc.bias"] = out[f"{prefix}.fc.bias"].copy()
+    out["feature_extractor.queue"] = np.zeros(_REFERENCE_QUEUE_SHAPE, np.float32)
+    out["feature_extractor.queue_ptr"] = np.zeros((1,), np.int64)
+  return out

@@ -331,3 +331,17 @@ def test_real_reference_layout_converts_completely(arch):
         np.shape, variables["params"]["backbone"])
   else:
     assert momentum == {"params": {}, "batch_stats": {}}
+
+
+@pytest.mark.parametrize("arch", ["dimp18", "superdimp", "cia18", "cia50"])
+def test_completed_export_has_exactly_the_reference_layout(arch):
+  # `cia-jax convert --from cia-jax` must give a file the reference's strict load_state_dict accepts: every key of
+  # the reference constructors' state dict with its shape, and nothing else.
+  layout = {k: tuple(v) for k, v in _reference_layouts()[arch].items()}
+  template = mapping.model_template(arch)
+  variables = jax.tree.map(lambda leaf: np.broadcast_to(np.ones((), np.float32), leaf.shape), template)
+  state = mapping.complete_reference_state(mapping.flax_to_torch(variables, arch), arch)
+  assert {k: tuple(np.shape(v)) for k, v in state.items()} == layout
+  if arch.startswith("cia"):  # the key encoder starts as a copy of the query encoder (MoCo's initialisation)
+    q, k = "feature_extractor.encoder_q.layer3.0.conv1.weight", "feature_extractor.encoder_k.layer3.0.conv1.weight"
+    np.testing.assert_array_equal(state[k], state[q])
