@@ -703,6 +703,21 @@ def _jax_matmul_peak(n: int = 2048) -> float:
   return 2 * n**3 / float(np.median(times)) / 1e9
 
 
+def ground_truth_summary(seq, ours: dict, ref: dict) -> dict | None:
+  """Each side's OTB success AUC against the sequence's ground truth and its median max score over the tracked
+  frames (how peaked the score maps are), or None when the sequence has no box for some tracked frame."""
+  from cia_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
+
+  n = len(ours["boxes"])
+  gt = np.asarray(seq.boxes, np.float64)[:n]
+  if len(gt) < n or not np.all(np.isfinite(gt)):
+    return None
+  return {"ours_auc": metrics.evaluate_sequence(ours["boxes"], gt)["auc"],
+          "ref_auc": metrics.evaluate_sequence(ref["boxes"], gt)["auc"],
+          "ours_median_max_score": float(np.median(ours["max_scores"][1:])),
+          "ref_median_max_score": float(np.median(ref["max_scores"][1:]))}
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Driver.
 
@@ -846,7 +861,7 @@ def _main(args, work: str) -> int:
         f"{'float64' if args.float64 else 'float32'}\n")
   for i, seq_dir in enumerate(seq_dirs):
     try:
-      name, frames, box, _ = _load_sequence(seq_dir, args.max_frames)
+      name, frames, box, seq = _load_sequence(seq_dir, args.max_frames)
     except (FileNotFoundError, ValueError) as e:
       print(f"compare_pytorch: --sequence {seq_dir}: {e}", file=sys.stderr)
       return 2
@@ -908,6 +923,11 @@ def _main(args, work: str) -> int:
     first_score = first_score_divergence(ours_tr["max_scores"], ref_tr["max_scores"])
     if first_score is not None:
       print("  max scores first differ by > 1e-3 (relative): " + frame_detail(first_score, ours_tr, ref_tr))
+    truth = ground_truth_summary(seq, ours_tr, ref_tr)
+    if truth:
+      print(f"  against the ground truth: AUC ours {truth['ours_auc']:.4f} / reference {truth['ref_auc']:.4f}; "
+            f"median max score ours {truth['ours_median_max_score']:.4f} / reference "
+            f"{truth['ref_median_max_score']:.4f}")
     score_diff = np.abs(ours_tr["max_scores"][1:] - ref_tr["max_scores"][1:])
     results["tracking"][name] = {
         **{k: v for k, v in dataclasses.asdict(rep).items() if k != "ious"}, "ious": rep.ious.tolist(),
@@ -915,7 +935,7 @@ def _main(args, work: str) -> int:
         "ours_flags": ours_tr["flags"].tolist(), "ref_flags": ref_tr["flags"].tolist(),
         "ours_max_scores": ours_tr["max_scores"].tolist(), "ref_max_scores": ref_tr["max_scores"].tolist(),
         "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0,
-        "first_score_divergence": first_score}
+        "first_score_divergence": first_score, "ground_truth": truth}
   if reports:
     print(f"\n## Tracking (deterministic, target_not_found_threshold={args.target_not_found_threshold})\n")
     print(format_iou_table(reports, args.iou_threshold))
