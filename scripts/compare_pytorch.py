@@ -1,5 +1,5 @@
-"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP, CIA
-CIA18 / CIA50).
+"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP /
+KeepTrack, CIA CIA18 / CIA50).
 
   .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence ../shared/data/real/OTB_Crossing
@@ -29,6 +29,19 @@ many frames two runs that differ only at rounding level can be expected to agree
 `--float64-truth` runs both sides a second time in float64 (its own process) and reports, per frame, each float32
 run's distance from the float64 trajectory (boxes and max score; the reference's float64 run is the truth, valid
 until our float64 run parts from it) and the frame and stage (max score / flag / box) where each leaves it first.
+
+KeepTrack (`--arch keeptrack`): `--checkpoint` is the SuperDiMP base, `--tcm-checkpoint` the target candidate
+matching net (keep_track.pth.tar layout; `--create-checkpoint-seed` writes both, `torch_reference.py make-checkpoint
+--arch keeptrack`). The reference is pytracking's unmodified `KeepTrack` tracker with its `keep_track/default`
+parameters (deterministic as above); its base network is SuperDiMP's `dimpnet50`, whose filter optimiser is
+handed the tracker's `train_label` through `torch_reference.LabelFreeOptimizer` (the released base is
+`dimpnet50_simple`, which cia_jax does not implement: docs/keeptrack.md §0). Stage 1 adds the association net on
+the reference tracker's own candidate sets: the first `--record-matches` (default 2) matcher calls of every
+sequence are recorded (layer3 maps, candidate cells, positions, scores, frame shape, outputs) and ours runs on
+the same inputs, padded to our candidate capacity, chained (descriptors, Sinkhorn log-assignment and its exp,
+match scores, matches). Random-weight score maps peak near 0.02, below the candidate threshold 0.05, so the
+tracker falls back to DiMP localisation on every frame unless `--candidate-threshold` (both sides) is lowered,
+e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the reference has none).
 
 3. Speed (`--speed`, instead of 1 and 2): our jitted tracker (`cia-jax track`'s own loop,
    `runner.track_sequence`) and the unmodified reference tracker over the same decoded frames (default the first

@@ -1,10 +1,12 @@
 """The PyTorch reference side of `scripts/compare_pytorch.py` (runs in the torch venv, not the project's).
 
-Builds the real reference network -- pytracking `dimpnet18` / `dimpnet50` (DiMP18 / SuperDiMP) or CIA `cia18` /
-`cia50` (CIA18 / CIA50) -- on the CPU with the
+Builds the real reference network -- pytracking `dimpnet18` / `dimpnet50` (DiMP18 / SuperDiMP; KeepTrack: SuperDiMP
+plus `target_candidate_matching_net_resnet50`) or CIA `cia18` / `cia50` (CIA18 / CIA50) -- on the CPU with the
 import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` packages, the pure-torch CPU Precise
 RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
-(pytracking `DiMP`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are imported and run.
+(pytracking `DiMP` / `KeepTrack`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are
+imported and run. KeepTrack's tracker expects the `dimpnet50_simple` base (its filter optimiser takes the tracker's
+`train_label`); it is given SuperDiMP's `dimpnet50` behind `LabelFreeOptimizer`, the base cia_jax implements.
 
   ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
       --arch dimp18 --seed 0 --out /tmp/dimp18_seed0.pth
@@ -12,6 +14,10 @@ RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and 
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out stages.npz
   ../torchref/bin/python scripts/torch_reference.py track --reference-root ... --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out track.npz
+  ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+      --arch keeptrack --seed 0 --out /tmp/keep_track_seed0.pth --base-out /tmp/superdimp_seed0.pth
+  ../torchref/bin/python scripts/torch_reference.py track ... --arch keeptrack --checkpoint /tmp/superdimp_seed0.pth \\
+      --tcm-checkpoint /tmp/keep_track_seed0.pth --candidate-threshold 0.01 --record-matches 2 ...
 
 `FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
 
