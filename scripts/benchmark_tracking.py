@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--lanes", action="store_true", help="run the lanes benchmark (cia-jax track's engine) instead")
   p.add_argument("--tcm-cost", action="store_true",
                  help="per-frame cost of KeepTrack's target candidate matching (see the module docstring)")
+  p.add_argument("--tcm-family", choices=["keeptrack", "cia50_tcm", "both"], default="both",
+                 help="--tcm-cost: the SuperDiMP / KeepTrack variants, the CIA50 / CIA50-tcm ones, or both")
   p.add_argument("--candidate-threshold", type=float, default=0.01,
                  help="--tcm-cost: local_max_candidate_score_th of the tcm variants")
   p.add_argument("--configs", nargs="+", default=["1x1", "4x1", "8x1", "1x8", "4x8", "8x8"],
@@ -201,7 +203,11 @@ def tcm_cost_benchmark(args, seqs) -> int:
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs; {seq.name} ({w}x{h}), "
         f"first {n} frames, {args.rounds} alternating rounds; load avg {os.getloadavg()}", flush=True)
   variants = {}
+  families = {"keeptrack": ("superdimp", "keeptrack"), "cia50_tcm": ("cia50", "cia50_tcm")}
+  keep = families.get(args.tcm_family, ("superdimp", "keeptrack", "cia50", "cia50_tcm"))
   for label, preset, overrides, base in TCM_VARIANTS:
+    if preset not in keep:
+      continue
     settings = params.get_settings(preset, target_not_found_threshold=0.0, **overrides)
     if settings.use_tcm:
       settings = dataclasses.replace(settings, local_max_candidate_score_th=args.candidate_threshold)

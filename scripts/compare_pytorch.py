@@ -879,7 +879,8 @@ def parse_args(argv=None):
   p.add_argument("--candidate-capacity", type=int, default=None,
                  help="keeptrack: our static number of candidate slots (default the preset's 32)")
   p.add_argument("--record-matches", type=int, default=2,
-                 help="keeptrack: association-net calls per sequence compared stage by stage (0: none)")
+                 help="keeptrack: association-net calls per sequence compared stage by stage (0: none; not "
+                      "affected by --skip-stages, which skips the first-frame base network stages)")
   p.add_argument("--create-checkpoint-seed", type=int, default=None,
                  help="first write --checkpoint: reference random weights under torch.manual_seed(SEED)")
   p.add_argument("--sequence", action="append", default=[], help="sequence folder (repeatable)")
@@ -1049,7 +1050,7 @@ def _main(args, work: str) -> int:
       continue
     track_path = os.path.join(work, f"{name}_track.npz")
     t0 = time.time()
-    record = ["--record-matches", str(args.record_matches)] if args.arch == "keeptrack" and not args.skip_stages else []
+    record = ["--record-matches", str(args.record_matches)] if args.arch == "keeptrack" else []
     _run_reference(args.torch_python, ["track", *ref_seq, "--out", track_path, "--target-not-found-threshold",
                                        str(args.target_not_found_threshold), *record], args.verbose)
     t_ref = time.time() - t0
