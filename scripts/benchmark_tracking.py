@@ -22,6 +22,16 @@ host at the best measured rate, and N accelerators at an assumed sustained rate 
 printed assumptions).
 
   .venv/bin/python scripts/benchmark_tracking.py --lanes --trackers dimp18 cia18 --max-frames 40
+
+Association cost (`--tcm-cost`): what KeepTrack's target candidate matching adds per frame. On one sequence
+(--sequences, default OTB_Crossing) the jitted `init` / `step` of SuperDiMP, KeepTrack with matching off (the
+same 480 px / scale-8 geometry: SuperDiMP's tracker at KeepTrack's parameters), KeepTrack; then CIA50,
+CIA50-tcm with matching off, CIA50-tcm. --rounds runs of each, alternating (the order rotates per round),
+median ms per tracked frame (frames 2..N, compilation excluded), and XLA's cost analysis of the compiled step
+(GFLOP; a `lax.cond` counts both branches). Random weights peak near 0.02, below the candidate threshold 0.05,
+so `--candidate-threshold` (default 0.01) lets candidates and the matcher run as with trained weights.
+
+  .venv/bin/python scripts/benchmark_tracking.py --tcm-cost --max-frames 30 --rounds 3
 """
 
 from __future__ import annotations
@@ -54,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="fp32 matmul peak in GFLOP/s (442 measured on the 2-core dev machine, see BENCHMARKS.md)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--lanes", action="store_true", help="run the lanes benchmark (cia-jax track's engine) instead")
+  p.add_argument("--tcm-cost", action="store_true",
+                 help="per-frame cost of KeepTrack's target candidate matching (see the module docstring)")
+  p.add_argument("--tcm-family", choices=["keeptrack", "cia50_tcm", "both"], default="both",
+                 help="--tcm-cost: the SuperDiMP / KeepTrack variants, the CIA50 / CIA50-tcm ones, or both")
+  p.add_argument("--candidate-threshold", type=float, default=0.01,
+                 help="--tcm-cost: local_max_candidate_score_th of the tcm variants")
   p.add_argument("--configs", nargs="+", default=["1x1", "4x1", "8x1", "1x8", "4x8", "8x8"],
                  help="KxC: K lanes per device, C frames per device call")
   p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")
@@ -153,6 +169,95 @@ def lanes_benchmark(args, seqs) -> int:
 
 
 
+# --tcm-cost variants: (label, preset, settings overrides, base label the extra time is measured against).
+TCM_VARIANTS = (
+    ("superdimp", "superdimp", {}, None),
+    ("keeptrack, matching off", "keeptrack", {"use_tcm": False, "use_certainty_for_weight_computation": False},
+     "superdimp"),
+    ("keeptrack", "keeptrack", {}, "keeptrack, matching off"),
+    ("cia50", "cia50", {}, None),
+    ("cia50_tcm, matching off", "cia50_tcm", {"use_tcm": False, "use_certainty_for_weight_computation": False},
+     "cia50"),
+    ("cia50_tcm", "cia50_tcm", {}, "cia50_tcm, matching off"),
+)
+
+
+def tcm_cost_benchmark(args, seqs) -> int:
+  """The `--tcm-cost` table (module docstring)."""
+  import jax
+  import jax.numpy as jnp
+
+  from cia_jax.data.frames import read_frame
+  from cia_jax.track import params, runner
+  from cia_jax.track import tracker as trk
+
+  seq = next((s for s in seqs if s.name == "OTB_Crossing"), seqs[0]) if not args.sequences else seqs[0]
+  n = min(len(seq), args.max_frames)
+  if n < 3:
+    print(f"benchmark_tracking: --tcm-cost needs >= 3 frames, {seq.name} gives {n}", file=sys.stderr)
+    return 2
+  frames = [read_frame(p) for p in seq.frame_paths[:n]]
+  box = jnp.asarray(runner.first_box(seq), jnp.float32)
+  key = runner.sequence_key(args.seed, seq.name)
+  h, w = frames[0].shape[:2]
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs; {seq.name} ({w}x{h}), "
+        f"first {n} frames, {args.rounds} alternating rounds; load avg {os.getloadavg()}", flush=True)
+  variants = {}
+  families = {"keeptrack": ("superdimp", "keeptrack"), "cia50_tcm": ("cia50", "cia50_tcm")}
+  keep = families.get(args.tcm_family, ("superdimp", "keeptrack", "cia50", "cia50_tcm"))
+  for label, preset, overrides, base in TCM_VARIANTS:
+    if preset not in keep:
+      continue
+    settings = params.get_settings(preset, target_not_found_threshold=0.0, **overrides)
+    if settings.use_tcm:
+      settings = dataclasses.replace(settings, local_max_candidate_score_th=args.candidate_threshold)
+    model = runner.load_model(preset, None, True, args.seed, tcm=settings.use_tcm)
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(trk.init(model, settings, frames[0], box, key))
+    state1, out = trk.step(model, settings, state, frames[1], jax.random.fold_in(key, 1))
+    jax.block_until_ready(out)
+    compile_s = time.perf_counter() - t0
+    flops = flops_of(trk.step.lower(model, settings, state, frames[1], jax.random.fold_in(key, 1)).compile())
+    variants[label] = dict(model=model, settings=settings, base=base, compile_s=compile_s, flops=flops, times=[])
+    print(f"  {label}: compile + first frames {compile_s:.0f} s, step {flops / 1e9:.1f} GFLOP", flush=True)
+  labels = list(variants)
+  for r in range(args.rounds):
+    for label in labels[r % len(labels):] + labels[:r % len(labels)]:  # rotate who goes first
+      v = variants[label]
+      state = jax.block_until_ready(trk.init(v["model"], v["settings"], frames[0], box, key))
+      times, matched, cands = [], 0, []
+      for t in range(1, n):
+        t0 = time.perf_counter()
+        state, out = trk.step(v["model"], v["settings"], state, frames[t], jax.random.fold_in(key, t))
+        jax.block_until_ready(out)
+        if t >= 2:
+          times.append(time.perf_counter() - t0)
+        if v["settings"].use_tcm:
+          matched += bool(out["matched"])
+          cands.append(int(state.tcm.candidates.valid.sum()))
+      v["times"].append(times)
+      v["matched"] = f"{matched}/{n - 1}, {statistics.mean(cands):.1f}" if cands else "-"
+      print(f"  round {r} {label}: {1e3 * statistics.median(times):.1f} ms/frame, load {os.getloadavg()[0]:.2f}",
+            flush=True)
+  print(f"\nLoad average now {os.getloadavg()}.\n")
+  print("| tracker | crop px | step ms (median, all rounds) | per-round medians ms | extra ms vs | GFLOP / step | "
+        "extra GFLOP | frames matched, mean candidates |")
+  print("|---|---:|---:|---|---|---:|---:|---|")
+  for label, v in variants.items():
+    med = statistics.median([t for ts in v["times"] for t in ts])
+    v["median"] = med
+    rounds = " ".join(f"{1e3 * statistics.median(ts):.0f}" for ts in v["times"])
+    if v["base"]:
+      b = variants[v["base"]]
+      extra = f"{1e3 * (med - b['median']):+.1f} ({v['base']})"
+      extra_gf = f"{(v['flops'] - b['flops']) / 1e9:+.1f}"
+    else:
+      extra, extra_gf = "-", "-"
+    print(f"| {label} | {v['settings'].image_sample_size} | {1e3 * med:.1f} | {rounds} | {extra} | "
+          f"{v['flops'] / 1e9:.1f} | {extra_gf} | {v['matched']} |")
+  return 0
+
+
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -175,6 +280,8 @@ def main(argv=None) -> int:
   seqs = runner.select_sequences(runner.folder_sequences(args.root), args.sequences)
   if args.lanes:
     return lanes_benchmark(args, seqs)
+  if args.tcm_cost:
+    return tcm_cost_benchmark(args, seqs)
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, {platform.machine()}, "
         f"load avg (1 min) {os.getloadavg()[0]:.2f}; {len(seqs)} sequences, first {args.max_frames} frames")
   rows, brows = [], []

@@ -1,5 +1,5 @@
-"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP, CIA
-CIA18 / CIA50).
+"""Side-by-side parity and speed of cia_jax against the PyTorch reference (pytracking DiMP18 / SuperDiMP /
+KeepTrack, CIA CIA18 / CIA50).
 
   .venv/bin/python scripts/compare_pytorch.py --reference-root third_party/pytracking --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --create-checkpoint-seed 0 --sequence ../shared/data/real/OTB_Crossing
@@ -29,6 +29,19 @@ many frames two runs that differ only at rounding level can be expected to agree
 `--float64-truth` runs both sides a second time in float64 (its own process) and reports, per frame, each float32
 run's distance from the float64 trajectory (boxes and max score; the reference's float64 run is the truth, valid
 until our float64 run parts from it) and the frame and stage (max score / flag / box) where each leaves it first.
+
+KeepTrack (`--arch keeptrack`): `--checkpoint` is the SuperDiMP base, `--tcm-checkpoint` the target candidate
+matching net (keep_track.pth.tar layout; `--create-checkpoint-seed` writes both, `torch_reference.py make-checkpoint
+--arch keeptrack`). The reference is pytracking's unmodified `KeepTrack` tracker with its `keep_track/default`
+parameters (deterministic as above); its base network is SuperDiMP's `dimpnet50`, whose filter optimiser is
+handed the tracker's `train_label` through `torch_reference.LabelFreeOptimizer` (the released base is
+`dimpnet50_simple`, which cia_jax does not implement: docs/keeptrack.md §0). Stage 1 adds the association net on
+the reference tracker's own candidate sets: the first `--record-matches` (default 2) matcher calls of every
+sequence are recorded (layer3 maps, candidate cells, positions, scores, frame shape, outputs) and ours runs on
+the same inputs, padded to our candidate capacity, chained (descriptors, Sinkhorn log-assignment and its exp,
+match scores, matches). Random-weight score maps peak near 0.02, below the candidate threshold 0.05, so the
+tracker falls back to DiMP localisation on every frame unless `--candidate-threshold` (both sides) is lowered,
+e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the reference has none).
 
 3. Speed (`--speed`, instead of 1 and 2): our jitted tracker (`cia-jax track`'s own loop,
    `runner.track_sequence`) and the unmodified reference tracker over the same decoded frames (default the first
@@ -64,7 +77,7 @@ import numpy as np
 _HERE = pathlib.Path(__file__).resolve().parent
 # The torch venv next to the checkout (see BENCHMARKS.md); CIA_JAX_TORCH_PYTHON or --torch-python point elsewhere.
 DEFAULT_TORCH_PYTHON = os.environ.get("CIA_JAX_TORCH_PYTHON", str(_HERE.parent.parent / "torchref" / "bin" / "python"))
-ARCHS = ("dimp18", "superdimp", "cia18", "cia50")
+ARCHS = ("dimp18", "superdimp", "cia18", "cia50", "keeptrack")
 
 # Stage key (as written by torch_reference.py) -> (layout of the reference array, description).
 # Layouts: 'nchw' maps to our NHWC, 'filter' (B, D, 4, 4) to our (B, 4, 4, D), 'flat' compares flattened values,
@@ -91,6 +104,18 @@ STAGE_KEYS: dict[str, tuple[str, str]] = {
     "iou/grad": ("flat", "d IoU / d box (17 boxes)"),
 }
 
+
+# KeepTrack association stages (`--arch keeptrack`): key of `torch_reference.record_matches` -> description.
+# Compared in the reference's layout (descriptors [1, D, K]); ours run on the reference's candidate sets.
+TCM_STAGE_KEYS: dict[str, str] = {
+    "descriptors_0": "descriptors, previous frame (4x4 conv on layer3, gathered at the candidate cells)",
+    "descriptors_1": "descriptors, current frame",
+    "log_assignment": "Sinkhorn log-assignment [M + 1, N + 1] (dustbins last)",
+    "match_scores0": "match scores of the previous-frame candidates",
+    "match_scores1": "match scores of the current-frame candidates",
+    "matches0": "matches0 (index into the current set, -1 = none)",
+    "matches1": "matches1 (index into the previous set, -1 = none)",
+}
 
 # ------------------------------------------------------------------------------------------------------------
 # Pure NumPy: differences, IoU, tables (tested in tests/interop/test_compare_tool.py).
@@ -278,9 +303,10 @@ def _run_reference(torch_python: str, args: list[str], verbose: bool, threads: i
 # Our side.
 
 
-def load_our_model(checkpoint: str, arch: str, float64: bool = False):
+def load_our_model(checkpoint: str, arch: str, float64: bool = False, tcm_checkpoint: str | None = None):
   """(TrackingModel, CIANet) from a reference-layout torch checkpoint, via the interop converter.
 
+  keeptrack: `checkpoint` is the SuperDiMP base, `tcm_checkpoint` the association net (`attach_tcm_file`).
   float64: cast the (float32) parameters to float64 (exact); needs `jax_enable_x64` (see `enable_float64`).
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -289,12 +315,35 @@ def load_our_model(checkpoint: str, arch: str, float64: bool = False):
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 
-  variables, _, meta = convert_file(checkpoint, arch)
+  variables, _, meta = convert_file(checkpoint, "superdimp" if arch == "keeptrack" else arch)
   if float64:
     variables = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
                              variables)
   net = build_model(meta["model"])
-  return TrackingModel(net=net, variables=variables), net
+  model = TrackingModel(net=net, variables=variables)
+  if arch == "keeptrack":
+    if not tcm_checkpoint:
+      raise ValueError("--arch keeptrack needs --tcm-checkpoint (keep_track.pth.tar layout)")
+    model = attach_tcm_file(model, tcm_checkpoint, float64)
+  return model, net
+
+
+def attach_tcm_file(model, path: str, float64: bool = False):
+  """`model` with the association net of a reference-layout KeepTrack file (`keep_track.pth.tar`: its
+  `descriptor_extractor.*` / `matcher.*`, converted as `cia-jax convert --arch keeptrack` does)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.interop.keeptrack import torch_to_tcm  # pylint: disable=g-import-not-at-top
+  from cia_jax.interop.torch_pickle import load_torch_file, state_dict_from_checkpoint  # pylint: disable=g-import-not-at-top
+  from cia_jax.models.tcm import TargetCandidateMatchingNet  # pylint: disable=g-import-not-at-top
+
+  try:
+    variables = torch_to_tcm(state_dict_from_checkpoint(load_torch_file(path), where=path))
+  except ValueError as e:
+    raise ValueError(f"--tcm-checkpoint {path}: {e}") from None
+  dtype = np.float64 if float64 else np.float32
+  variables = jax.tree.map(lambda a: np.asarray(a, dtype), variables)
+  return model.replace(tcm_net=TargetCandidateMatchingNet(), tcm_variables=variables)
 
 
 def enable_float64() -> None:
@@ -304,9 +353,96 @@ def enable_float64() -> None:
   jax.config.update("jax_enable_x64", True)
 
 
-def our_settings(arch: str, threshold: float, deterministic: bool = True):
+def our_settings(arch: str, threshold: float, deterministic: bool = True, candidate_threshold: float | None = None,
+                 candidate_capacity: int | None = None):
+  """The preset of `arch`, deterministic, with `target_not_found_threshold`; keeptrack: the candidate threshold
+  (`local_max_candidate_score_th`) and our static `candidate_capacity` when given."""
   from cia_jax.track.params import get_settings  # pylint: disable=g-import-not-at-top
-  return get_settings(arch, deterministic=deterministic, target_not_found_threshold=threshold)
+  extra = {}
+  if candidate_threshold is not None:
+    extra["local_max_candidate_score_th"] = candidate_threshold
+  if candidate_capacity is not None:
+    extra["candidate_capacity"] = candidate_capacity
+  return get_settings(arch, deterministic=deterministic, target_not_found_threshold=threshold, **extra)
+
+
+def recorded_matches(track: dict) -> list[dict]:
+  """The association-net calls recorded by `torch_reference.py track --record-matches N` ('match/<i>/<key>'
+  arrays of a track .npz) as one dict per call, in call order."""
+  calls: dict[int, dict] = {}
+  for k, v in track.items():
+    if k.startswith("match/"):
+      _, i, key = k.split("/", 2)
+      calls.setdefault(int(i), {})[key] = np.asarray(v)
+  return [calls[i] for i in sorted(calls)]
+
+
+def our_tcm_stages(model, capacity: int, rec: dict) -> dict[str, np.ndarray]:
+  """Our association net on one recorded reference call `rec` (see `torch_reference.record_matches`): the same
+  layer3 maps, candidate cells, image positions, scores and frame size, padded to `capacity` slots as in our
+  tracker; chained (our matcher reads our descriptors). Returned in the reference's layout and sizes:
+  descriptors [1, D, K], log_assignment [1, M + 1, N + 1], matches / match scores [1, K].
+
+  Raises:
+    ValueError: a candidate set larger than `capacity` (our tracker would keep only the top `capacity`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.models.tcm import CandidateSet  # pylint: disable=g-import-not-at-top
+  from cia_jax.ops.dtypes import default_float  # pylint: disable=g-import-not-at-top
+
+  f = default_float()
+  net, v = model.tcm_net, model.tcm_variables
+  forward = _TCM_FORWARD.setdefault(net, jax.jit(lambda v, l0, c0, s0, l1, c1, s1: _tcm_forward(net, v, l0, c0, s0,
+                                                                                                  l1, c1, s1)))
+  sizes = [len(rec[f"scores_{s}"]) for s in (0, 1)]
+  if max(sizes) > capacity:
+    raise ValueError(f"candidate sets of {sizes} exceed candidate_capacity {capacity} (use --candidate-capacity)")
+  pad = lambda a, n: np.concatenate([a, np.zeros((capacity - n, *a.shape[1:]), a.dtype)])  # noqa: E731
+  inputs = []
+  for s, n in zip((0, 1), sizes):
+    valid = (np.arange(capacity) < n)[None]
+    inputs += [jnp.asarray(np.transpose(rec[f"layer3_{s}"], (0, 2, 3, 1)), f),
+               jnp.asarray(pad(rec[f"tsm_coords_{s}"].astype(np.int32), n)[None]),
+               CandidateSet(jnp.asarray(pad(rec[f"img_coords_{s}"], n)[None], f),
+                            jnp.asarray(pad(rec[f"scores_{s}"], n)[None], f), jnp.asarray(valid),
+                            jnp.asarray(rec["image_hw"][None], f))]
+  descs, out = forward(v, *inputs)
+  m, n = sizes
+  rows, cols = [*range(m), capacity], [*range(n), capacity]  # real slots + the dustbin (last)
+  la = np.asarray(out.log_assignment)[:, rows][:, :, cols]
+  return {"descriptors_0": np.transpose(np.asarray(descs[0])[:, :m], (0, 2, 1)),
+          "descriptors_1": np.transpose(np.asarray(descs[1])[:, :n], (0, 2, 1)),
+          "log_assignment": la, "match_scores0": np.asarray(out.match_scores0)[:, :m],
+          "match_scores1": np.asarray(out.match_scores1)[:, :n],
+          "matches0": np.asarray(out.matches0)[:, :m], "matches1": np.asarray(out.matches1)[:, :n]}
+
+
+_TCM_FORWARD: dict = {}  # association net -> its jitted `_tcm_forward` (one compilation per net and shapes)
+
+
+def _tcm_forward(net, v, layer3_0, cells0, set0, layer3_1, cells1, set1):
+  """(descriptors of both sets, `MatcherOutput`): the tracker's two association-net calls on one pair of sets."""
+  descs = [net.apply(v, layer3, cells, cs.valid, method=lambda m, *a: m.descriptors(*a))
+           for layer3, cells, cs in ((layer3_0, cells0, set0), (layer3_1, cells1, set1))]
+  return descs, net.apply(v, descs[0], set0, descs[1], set1, method=lambda m, *a: m.match(*a))
+
+
+def compare_tcm_stages(ours: dict, rec: dict, label: str = "") -> list[StageDiff]:
+  """`StageDiff` of every `TCM_STAGE_KEYS` entry (named '<label>key'); matches compare as integers (0 = equal).
+
+  After the log-assignment also 'assignment' = its exp (probabilities): random weights give log-assignments of
+  -1e4 and below, whose magnitude would hide the entries near 0 that decide the matches.
+  """
+  diffs = []
+  for k in TCM_STAGE_KEYS:
+    if k in ours and k in rec:
+      diffs.append(stage_diff(f"{label}{k}", ours[k], np.asarray(rec[k])))
+      if k == "log_assignment":
+        diffs.append(stage_diff(f"{label}assignment", np.exp(np.asarray(ours[k], np.float64)),
+                                np.exp(np.asarray(rec[k], np.float64))))
+  return diffs
 
 
 def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str, np.ndarray]:
@@ -495,6 +631,12 @@ def _float64_tracks(args, work: str, seq_dirs: list[str]) -> dict:
     cmd += ["--max-frames", str(args.max_frames)]
   if args.reference_crop_from:
     cmd += ["--reference-crop-from", args.reference_crop_from]
+  if args.arch == "keeptrack":
+    cmd += ["--tcm-checkpoint", args.tcm_checkpoint]
+    for flag, value in (("--candidate-threshold", args.candidate_threshold),
+                        ("--candidate-capacity", args.candidate_capacity)):
+      if value is not None:
+        cmd += [flag, str(value)]
   res = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if res.returncode not in (0, 1):  # 1 = targets missed, still a complete run
     raise RuntimeError(f"float64 run failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
@@ -635,7 +777,7 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
     ref_args = ["track", "--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch,
                 "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
                 "--box", ",".join(repr(float(b)) for b in box), "--timing", "1",
-                "--target-not-found-threshold", str(args.target_not_found_threshold)]
+                "--target-not-found-threshold", str(args.target_not_found_threshold), *reference_keeptrack_args(args)]
     t0 = time.perf_counter()
     runner.track_sequence(model, settings, seq, max_frames=2, frames=iter(frames[:2]))  # compile at this size
     compile_s = time.perf_counter() - t0
@@ -741,7 +883,19 @@ def parse_args(argv=None):
   p.add_argument("--reference-root", required=True, help="pytracking checkout (dimp18, superdimp) or CIA "
                                                                   "checkout (cia18, cia50)")
   p.add_argument("--arch", required=True, choices=ARCHS)
-  p.add_argument("--checkpoint", required=True, help="reference-layout .pth (state dict under 'net' or bare)")
+  p.add_argument("--checkpoint", required=True, help="reference-layout .pth (state dict under 'net' or bare); "
+                                                     "keeptrack: the SuperDiMP base")
+  p.add_argument("--tcm-checkpoint", default=None,
+                 help="keeptrack: the target candidate matching net, keep_track.pth.tar layout (written too with "
+                      "--create-checkpoint-seed)")
+  p.add_argument("--candidate-threshold", type=float, default=None,
+                 help="keeptrack: local_max_candidate_score_th on both sides (default the parameter file's 0.05; "
+                      "random-weight score maps peak near 0.02, so matching only runs below that)")
+  p.add_argument("--candidate-capacity", type=int, default=None,
+                 help="keeptrack: our static number of candidate slots (default the preset's 32)")
+  p.add_argument("--record-matches", type=int, default=2,
+                 help="keeptrack: association-net calls per sequence compared stage by stage (0: none; not "
+                      "affected by --skip-stages, which skips the first-frame base network stages)")
   p.add_argument("--create-checkpoint-seed", type=int, default=None,
                  help="first write --checkpoint: reference random weights under torch.manual_seed(SEED)")
   p.add_argument("--sequence", action="append", default=[], help="sequence folder (repeatable)")
@@ -793,6 +947,17 @@ def _check_inputs(args) -> None:
                             "opencv-python-headless)")
   if args.create_checkpoint_seed is None and not os.path.isfile(args.checkpoint):
     raise FileNotFoundError(f"--checkpoint {args.checkpoint}: not found (use --create-checkpoint-seed to make one)")
+  if args.arch == "keeptrack":
+    if not args.tcm_checkpoint:
+      raise ValueError("--arch keeptrack needs --tcm-checkpoint (the association net; --checkpoint is the base)")
+    if args.create_checkpoint_seed is None and not os.path.isfile(args.tcm_checkpoint):
+      raise FileNotFoundError(f"--tcm-checkpoint {args.tcm_checkpoint}: not found (use --create-checkpoint-seed "
+                              "to make one)")
+    if args.record_matches < 0 or (args.candidate_capacity is not None and args.candidate_capacity < 1):
+      raise ValueError("--record-matches must be >= 0 and --candidate-capacity >= 1")
+  elif args.tcm_checkpoint or args.candidate_threshold is not None or args.candidate_capacity is not None:
+    raise ValueError(f"--tcm-checkpoint / --candidate-threshold / --candidate-capacity: only for --arch keeptrack, "
+                     f"not {args.arch}")
   if not args.sequence and not args.sequences_root:
     raise ValueError("give at least one --sequence DIR or --sequences-root DIR")
   for s in args.sequence:
@@ -830,24 +995,37 @@ def main(argv=None) -> int:
     return 2
 
 
+def reference_keeptrack_args(args) -> list[str]:
+  """The torch_reference.py arguments of the association net (keeptrack; nothing for the other archs)."""
+  if args.arch != "keeptrack":
+    return []
+  extra = ["--tcm-checkpoint", os.path.abspath(args.tcm_checkpoint)]
+  if args.candidate_threshold is not None:
+    extra += ["--candidate-threshold", repr(float(args.candidate_threshold))]
+  return extra
+
+
 def _main(args, work: str) -> int:
   ref_common = ["--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch]
   machine = _speed_header(args) if args.speed else None  # pins the CPUs before JAX starts its thread pool
   if args.float64:
     enable_float64()
   if args.create_checkpoint_seed is not None:
+    outs = (["--out", args.tcm_checkpoint, "--base-out", args.checkpoint] if args.arch == "keeptrack"
+            else ["--out", args.checkpoint])
     _run_reference(args.torch_python, ["make-checkpoint", *ref_common, "--seed", str(args.create_checkpoint_seed),
-                                       "--out", args.checkpoint], args.verbose)
+                                       *outs], args.verbose)
   seq_dirs = list(args.sequence)
   if args.sequences_root:
     seq_dirs += [os.path.join(args.sequences_root, n) for n in sorted(os.listdir(args.sequences_root))
                  if os.path.isdir(os.path.join(args.sequences_root, n))]
   try:
-    model, _ = load_our_model(args.checkpoint, args.arch, args.float64)
+    model, _ = load_our_model(args.checkpoint, args.arch, args.float64, args.tcm_checkpoint)
   except (FileNotFoundError, ValueError) as e:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
-  settings = our_settings(args.arch, args.target_not_found_threshold)
+  settings = our_settings(args.arch, args.target_not_found_threshold, candidate_threshold=args.candidate_threshold,
+                          candidate_capacity=args.candidate_capacity)
   if args.speed:
     results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings)}
     if args.json:
@@ -856,7 +1034,7 @@ def _main(args, work: str) -> int:
     return 0
   results = {"arch": args.arch, "checkpoint": os.path.abspath(args.checkpoint), "stages": {}, "tracking": {}}
   passed = True
-  reports, floor_reports = [], []
+  reports, floor_reports, tcm_diffs = [], [], []
   print(f"# {args.arch} vs reference ({args.reference_root}), checkpoint {args.checkpoint}, "
         f"{'float64' if args.float64 else 'float32'}\n")
   for i, seq_dir in enumerate(seq_dirs):
@@ -871,6 +1049,7 @@ def _main(args, work: str) -> int:
                "--box", ",".join(repr(float(b)) for b in box), "--float64", str(int(args.float64))]
     if args.reference_crop_from:
       ref_seq += ["--crop-from", str(pathlib.Path(args.reference_crop_from).resolve())]
+    ref_seq += reference_keeptrack_args(args)
     if not args.skip_stages and i == 0:
       stages_path = os.path.join(work, f"{name}_stages.npz")
       _run_reference(args.torch_python, ["stages", *ref_seq, "--out", stages_path], args.verbose)
@@ -886,10 +1065,21 @@ def _main(args, work: str) -> int:
       continue
     track_path = os.path.join(work, f"{name}_track.npz")
     t0 = time.time()
+    record = ["--record-matches", str(args.record_matches)] if args.arch == "keeptrack" else []
     _run_reference(args.torch_python, ["track", *ref_seq, "--out", track_path, "--target-not-found-threshold",
-                                       str(args.target_not_found_threshold)], args.verbose)
+                                       str(args.target_not_found_threshold), *record], args.verbose)
     t_ref = time.time() - t0
     ref_tr = dict(np.load(track_path))
+    for rec in recorded_matches(ref_tr):
+      try:
+        ours_tcm = our_tcm_stages(model, settings.candidate_capacity, rec)
+      except ValueError as e:
+        print(f"{name}, frame {int(rec['frame'])}: association stages skipped: {e}")
+        continue
+      diffs = compare_tcm_stages(ours_tcm, rec, f"{name} frame {int(rec['frame'])} "
+                                 f"({len(rec['scores_0'])} x {len(rec['scores_1'])}): ")
+      tcm_diffs += diffs
+      results.setdefault("tcm_stages", {}).setdefault(name, []).append([dataclasses.asdict(d) for d in diffs])
     t0 = time.time()
     ours_tr = track_ours(model, settings, frames, box, eager=args.ours_eager)
     t_ours = time.time() - t0
@@ -936,6 +1126,11 @@ def _main(args, work: str) -> int:
         "ours_max_scores": ours_tr["max_scores"].tolist(), "ref_max_scores": ref_tr["max_scores"].tolist(),
         "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0,
         "first_score_divergence": first_score, "ground_truth": truth}
+  if tcm_diffs:
+    print("\n## Association network (KeepTrack target candidate matching) on the reference tracker's candidate sets "
+          "(sequence, frame, previous x current candidates)\n")
+    print(format_stage_table(tcm_diffs, args.tolerance))
+    passed &= all(d.rel <= args.tolerance for d in tcm_diffs)
   if reports:
     print(f"\n## Tracking (deterministic, target_not_found_threshold={args.target_not_found_threshold})\n")
     print(format_iou_table(reports, args.iou_threshold))

@@ -1,10 +1,12 @@
 """The PyTorch reference side of `scripts/compare_pytorch.py` (runs in the torch venv, not the project's).
 
-Builds the real reference network -- pytracking `dimpnet18` / `dimpnet50` (DiMP18 / SuperDiMP) or CIA `cia18` /
-`cia50` (CIA18 / CIA50) -- on the CPU with the
+Builds the real reference network -- pytracking `dimpnet18` / `dimpnet50` (DiMP18 / SuperDiMP; KeepTrack: SuperDiMP
+plus `target_candidate_matching_net_resnet50`) or CIA `cia18` / `cia50` (CIA18 / CIA50) -- on the CPU with the
 import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` packages, the pure-torch CPU Precise
 RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
-(pytracking `DiMP`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are imported and run.
+(pytracking `DiMP` / `KeepTrack`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are
+imported and run. KeepTrack's tracker expects the `dimpnet50_simple` base (its filter optimiser takes the tracker's
+`train_label`); it is given SuperDiMP's `dimpnet50` behind `LabelFreeOptimizer`, the base cia_jax implements.
 
   ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
       --arch dimp18 --seed 0 --out /tmp/dimp18_seed0.pth
@@ -12,6 +14,10 @@ RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and 
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out stages.npz
   ../torchref/bin/python scripts/torch_reference.py track --reference-root ... --arch dimp18 \\
       --checkpoint /tmp/dimp18_seed0.pth --frames FRAMES.npy --box x,y,w,h --out track.npz
+  ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+      --arch keeptrack --seed 0 --out /tmp/keep_track_seed0.pth --base-out /tmp/superdimp_seed0.pth
+  ../torchref/bin/python scripts/torch_reference.py track ... --arch keeptrack --checkpoint /tmp/superdimp_seed0.pth \\
+      --tcm-checkpoint /tmp/keep_track_seed0.pth --candidate-threshold 0.01 --record-matches 2 ...
 
 `FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
 
@@ -44,11 +50,20 @@ import numpy as np
 import torch
 
 _HERE = pathlib.Path(__file__).resolve().parent
-ARCHS = ("dimp18", "superdimp", "cia18", "cia50")
-_REPO = {"dimp18": "pytracking", "superdimp": "pytracking", "cia18": "cia", "cia50": "cia"}
+ARCHS = ("dimp18", "superdimp", "cia18", "cia50", "keeptrack")
+_REPO = {"dimp18": "pytracking", "superdimp": "pytracking", "cia18": "cia", "cia50": "cia", "keeptrack": "pytracking"}
 # The reference's tracker parameter file of each network (pytracking's `dimp.super_dimp` is SuperDiMP).
 _PARAMS = {"dimp18": "pytracking.parameter.dimp.dimp18", "superdimp": "pytracking.parameter.dimp.super_dimp",
-           "cia18": "pytracking.parameter.CIA.CIA18", "cia50": "pytracking.parameter.CIA.CIA50"}
+           "cia18": "pytracking.parameter.CIA.CIA18", "cia50": "pytracking.parameter.CIA.CIA50",
+           "keeptrack": "pytracking.parameter.keep_track.default"}
+# KeepTrack = a SuperDiMP base network (`params.net`) + the target candidate matching net
+# (`params.target_candidate_matching_net`), two checkpoint files as released (super_dimp_simple / keep_track).
+_BASE_ARCH = {"keeptrack": "superdimp"}
+
+
+def base_arch(arch: str) -> str:
+  """The DiMP / CIA network `arch` tracks with (keeptrack: superdimp)."""
+  return _BASE_ARCH.get(arch, arch)
 
 
 def is_cia(arch: str) -> bool:
@@ -148,16 +163,49 @@ def _install(root: pathlib.Path, arch: str):
   interop._module("pytracking.utils.plotting", None,  # pylint: disable=protected-access
                   show_tensor=lambda *a, **k: None, plot_graph=lambda *a, **k: None)  # matplotlib-free
   torch.Tensor.cuda = lambda self, *a, **k: self  # CPU run: FCClassifier_v2's constructor moves a slice "to the GPU"
+  if arch == "keeptrack":  # keep_track.py imports matplotlib for its debug plots only (the venv has none)
+    for name in ("matplotlib", "matplotlib.pyplot", "matplotlib.patches"):
+      sys.modules.setdefault(name, type(sys)(name))
   return importlib.import_module("ltr.models.tracking.dimpnet"), interop
 
 
 def build_network(root: pathlib.Path, arch: str, seed: int | None = None):
   """The reference network of `arch` (constructor arguments of its training settings), eval mode."""
   dimpnet, interop = _install(root, arch)
-  _, fn, kwargs = interop._CONSTRUCTORS[arch]  # pylint: disable=protected-access
+  _, fn, kwargs = interop._CONSTRUCTORS[base_arch(arch)]  # pylint: disable=protected-access
   if seed is not None:
     torch.manual_seed(seed)
   net = getattr(dimpnet, fn)(**kwargs)
+  return net.eval()
+
+
+def build_tcm_network():
+  """KeepTrack's target candidate matching net by the reference constructor (as `ltr/train_settings/keep_track`
+  calls it, backbone not pretrained), eval mode; `_install` must have run."""
+  tcm = importlib.import_module("ltr.models.target_candidate_matching.target_candidate_matching")
+  return tcm.target_candidate_matching_net_resnet50(backbone_pretrained=False).eval()
+
+
+def _load_state(net, checkpoint: str, what: str):
+  obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+  state = obj["net"] if isinstance(obj, dict) and "net" in obj else obj
+  try:
+    net.load_state_dict(state, strict=True)
+  except RuntimeError as e:
+    raise ValueError(f"{checkpoint}: not a {what} state dict ({str(e).splitlines()[0]})") from None
+
+
+def load_tcm_network(tcm_checkpoint: str):
+  """The association net of a `keep_track.pth.tar`-layout file (after `load_network`), eval mode."""
+  default = torch.get_default_dtype()
+  torch.set_default_dtype(torch.float32)
+  try:
+    net = build_tcm_network()
+    _load_state(net, tcm_checkpoint, "KeepTrack (TargetCandidateMatchingNetwork)")
+  finally:
+    torch.set_default_dtype(default)
+  if torch.get_default_dtype() == torch.float64:
+    net = net.double()
   return net.eval()
 
 
@@ -166,11 +214,9 @@ def load_network(root: pathlib.Path, arch: str, checkpoint: str):
   torch.set_default_dtype(torch.float32)  # built as in float32 runs, then cast (below)
   try:
     net = build_network(root, arch)
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    _load_state(net, checkpoint, base_arch(arch))
   finally:
     torch.set_default_dtype(default)
-  state = obj["net"] if isinstance(obj, dict) and "net" in obj else obj
-  net.load_state_dict(state, strict=True)
   if torch.get_default_dtype() == torch.float64:
     net = net.double()
   if is_cia(arch):
@@ -178,6 +224,26 @@ def load_network(root: pathlib.Path, arch: str, checkpoint: str):
     # Point the dictionary at the trained weights (design.md §4.6); the constructor's copy is of the random init.
     up.cls_vectors = up.clf_fc.weight[:, up.upper_clf_channel:].detach()
   return net.eval()
+
+
+class LabelFreeOptimizer(torch.nn.Module):
+  """SuperDiMP's filter optimiser (`DiMPSteepestDescentGN`, its labels predicted from the boxes) under the call
+  signature of super_dimp_simple's (`GNSteepestDescent` on `LinearFilterHinge`), which the released KeepTrack
+  tracker uses: `train_label` is accepted and dropped, a `TensorList([filter])` is unwrapped and the result
+  wrapped back. The tracker is not modified; only the network it is given answers its call. This is the base
+  network cia_jax's keeptrack preset implements (SuperDiMP's dimpnet50; docs/keeptrack.md, compare mode)."""
+
+  def __init__(self, inner):
+    super().__init__()
+    self.inner = inner
+
+  def forward(self, weights, feat, bb, sample_weight=None, num_iter=None, compute_losses=False, train_label=None):
+    del train_label
+    wrapped = isinstance(weights, list)  # TensorList is a list
+    w = weights[0] if wrapped else weights
+    out, iterates, losses = self.inner(w, feat=feat, bb=bb, sample_weight=sample_weight, num_iter=num_iter,
+                                       compute_losses=compute_losses)
+    return (type(weights)([out]) if wrapped else out), iterates, losses
 
 
 class CPUNet:
@@ -204,12 +270,14 @@ class CPUNet:
     return feats
 
 
-def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found_threshold: float | None):
+def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found_threshold: float | None,
+                   candidate_threshold: float | None = None):
   """The reference parameter file of `arch` (`_PARAMS`) as a TrackerParams, on the CPU."""
   module = _PARAMS[arch]
-  # The parameter file only constructs a NetWithBackbone (which would load a file onto the GPU): stub it.
+  # The parameter file only constructs a NetWithBackbone / NetWrapper (which would load a file onto the GPU): stubs.
   sys.modules["pytracking.features.net_wrappers"] = type(sys)("pytracking.features.net_wrappers")
   sys.modules["pytracking.features.net_wrappers"].NetWithBackbone = lambda **kw: None
+  sys.modules["pytracking.features.net_wrappers"].NetWrapper = lambda **kw: None
   params = importlib.import_module(module).parameters()
   params.net = net
   params.use_gpu = False
@@ -224,6 +292,8 @@ def tracker_params(arch: str, net: CPUNet, deterministic: bool, target_not_found
     params.num_init_random_boxes = 0
   if target_not_found_threshold is not None:
     params.target_not_found_threshold = target_not_found_threshold
+  if candidate_threshold is not None:  # keeptrack: candidate (local maximum) and matching-fallback threshold
+    params.local_max_candidate_score_th = candidate_threshold
   return params
 
 
@@ -241,10 +311,20 @@ def use_crop_of(other_root: pathlib.Path) -> None:
 
 
 def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic: bool = True,
-                  target_not_found_threshold: float | None = 0.0, crop_from: str | None = None):
+                  target_not_found_threshold: float | None = 0.0, crop_from: str | None = None,
+                  tcm_checkpoint: str | None = None, candidate_threshold: float | None = None):
   net = CPUNet(load_network(root, arch, checkpoint))
-  params = tracker_params(arch, net, deterministic, target_not_found_threshold)
-  if is_cia(arch):
+  params = tracker_params(arch, net, deterministic, target_not_found_threshold, candidate_threshold)
+  if arch == "keeptrack":
+    if not tcm_checkpoint:
+      raise ValueError("--arch keeptrack needs --tcm-checkpoint (the keep_track.pth.tar-layout file)")
+    # The tracker calls `.initialize()` on it and then reads get_backbone_clf_feat / descriptor_extractor /
+    # matcher: CPUNet provides the first and forwards the rest.
+    params.target_candidate_matching_net = CPUNet(load_tcm_network(tcm_checkpoint))
+    clf = net.net.classifier
+    clf.filter_optimizer = LabelFreeOptimizer(clf.filter_optimizer)
+    cls = importlib.import_module("pytracking.tracker.keep_track.keep_track").KeepTrack
+  elif is_cia(arch):
     # CIA.py reads 'upper_cls_map.txt' from the working directory at import time (debug labels only).
     tmp = tempfile.mkdtemp(prefix="cia_ref_")
     with open(os.path.join(tmp, "upper_cls_map.txt"), "w") as f:
@@ -282,7 +362,7 @@ def _randomise_bn(net, gen: torch.Generator) -> None:
   """Non-trivial BatchNorm running stats / affines (identity BN would hide a mean/var or weight/bias mix-up)."""
   with torch.no_grad():
     for m in net.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
+      if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
         c = m.num_features
         m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
         m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
@@ -294,9 +374,32 @@ def cmd_make_checkpoint(args) -> int:
   net = build_network(pathlib.Path(args.reference_root), args.arch, seed=args.seed)
   if args.randomize_bn:
     _randomise_bn(net, torch.Generator().manual_seed(args.seed + 1))
+  if args.arch == "keeptrack":
+    return _make_keeptrack_checkpoints(args, net)
   state = net.state_dict()
   torch.save({"net": state, "net_type": type(net).__name__, "arch": args.arch, "seed": args.seed}, args.out)
   print(f"wrote {args.out}: {args.arch} random weights (torch.manual_seed({args.seed})), {len(state)} tensors")
+  return 0
+
+
+def _make_keeptrack_checkpoints(args, base) -> int:
+  """KeepTrack's two released files from random weights: `--base-out` = the SuperDiMP base (super_dimp_simple's
+  layout, `cia-jax convert --arch superdimp`), `--out` = the target candidate matching net (keep_track.pth.tar's
+  layout, `cia-jax convert --arch keeptrack`). The matching net is built right after the base under the same
+  seed stream; its `feature_extractor` takes the base's weights, as the reference's training settings load them
+  (`load_state_dict(base.state_dict(), strict=False)`)."""
+  if not args.base_out:
+    raise ValueError("make-checkpoint --arch keeptrack needs --base-out (the SuperDiMP base file)")
+  tcm = build_tcm_network()
+  tcm.load_state_dict(base.state_dict(), strict=False)
+  if args.randomize_bn:  # the matcher's keypoint-encoder / GNN BatchNorm1d layers (the backbone's came with the base)
+    _randomise_bn(tcm.matcher, torch.Generator().manual_seed(args.seed + 2))
+  torch.save({"net": base.state_dict(), "net_type": type(base).__name__, "arch": "superdimp", "seed": args.seed},
+             args.base_out)
+  state = tcm.state_dict()
+  torch.save({"net": state, "net_type": type(tcm).__name__, "arch": "keeptrack", "seed": args.seed}, args.out)
+  print(f"wrote {args.base_out} (SuperDiMP base) and {args.out} (target candidate matching, {len(state)} tensors): "
+        f"random weights (torch.manual_seed({args.seed}))")
   return 0
 
 
@@ -311,7 +414,7 @@ def cmd_stages(args) -> int:
   """Initialises the reference tracker on frame 0 and records every network stage of the first frame."""
   frames = np.load(args.frames, mmap_mode="r")
   tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, True, 0.0,
-                               args.crop_from)
+                               args.crop_from, args.tcm_checkpoint, args.candidate_threshold)
   net.record = True
   tracker.initialize(np.array(frames[0]), {"init_bbox": _box(args.box)})
   patches, feats = net.calls[0]
@@ -429,6 +532,47 @@ def _instrument(tracker, frame_index: int, dump: dict) -> None:
   wrap("optimize_boxes", rec_boxes)
 
 
+def record_matches(tracker, limit: int, out: dict) -> None:
+  """KeepTrack: records the inputs and outputs of the first `limit` association-net calls into `out` as
+  '<i>/<name>' NumPy arrays (i = 0..limit-1): per side s = 0 (previous frame), 1 (current): 'layer3_s'
+  [1, C3, F, F] (the base network's layer3 the descriptors are read from), 'tsm_coords_s' [K, 2] int (score-map
+  cells), 'img_coords_s' [K, 2] (y, x) full-frame pixels, 'scores_s' [K], 'descriptors_s' [1, D, K]; then
+  'image_hw' [2] (the frame shape the tracker passes), 'frame' (frame_num of set 1), and the matcher's
+  'log_assignment' [1, M + 1, N + 1], 'matches0' / 'matches1', 'match_scores0' / 'match_scores1'. Wrappers
+  around the tracker instance's own `extract_descriptors_and_keypoints` / `extract_matches`; nothing else changes.
+  """
+  extract, match = tracker.extract_descriptors_and_keypoints, tracker.extract_matches
+  seen = {}  # frame_num -> (layer3, candidates) of the last two frames with candidates
+  count = [0]
+
+  def extract_rec(backbone_feat, score_map, search_area_box):
+    cands = extract(backbone_feat, score_map, search_area_box)
+    if count[0] < limit:
+      seen[tracker.frame_num] = (backbone_feat["layer3"].detach().clone(), cands)
+      for k in [k for k in seen if k < tracker.frame_num - 1]:
+        del seen[k]
+    return cands
+
+  def match_rec(**kw):
+    pred = match(**kw)
+    i = count[0]
+    prev = seen.get(tracker.previous_candidates["frame_num"])
+    if i < limit and prev is not None and tracker.frame_num in seen:
+      for s, (layer3, c) in enumerate((prev, seen[tracker.frame_num])):
+        out[f"{i}/layer3_{s}"] = _np(layer3)
+        for k in ("tsm_coords", "img_coords", "scores", "descriptors"):
+          out[f"{i}/{k}_{s}"] = c[k].detach().cpu().numpy() if k == "tsm_coords" else _np(c[k])
+      out[f"{i}/image_hw"] = np.asarray(list(kw["image_shape"]), np.int64)
+      out[f"{i}/frame"] = np.asarray(tracker.frame_num - 1)  # 0-based frame index of set 1
+      for k in ("log_assignment", "matches0", "matches1", "match_scores0", "match_scores1"):
+        out[f"{i}/{k}"] = pred[k].detach().cpu().numpy() if k.startswith("matches") else _np(pred[k])
+      count[0] += 1
+    return pred
+
+  tracker.extract_descriptors_and_keypoints = extract_rec
+  tracker.extract_matches = match_rec
+
+
 # Per-part timing of the reference tracker (`track --timing 1`): wrappers installed from outside around the
 # tracker's own methods (nothing of the reference is edited). Part -> the reference methods whose time it counts.
 PARTS: dict[str, tuple[str, ...]] = {
@@ -485,11 +629,16 @@ def cmd_track(args) -> int:
   frames = np.load(args.frames, mmap_mode="r")
   n = len(frames) if args.num_frames is None else min(args.num_frames, len(frames))
   tracker, net = build_tracker(pathlib.Path(args.reference_root), args.arch, args.checkpoint, args.deterministic,
-                               args.target_not_found_threshold, args.crop_from)
+                               args.target_not_found_threshold, args.crop_from, args.tcm_checkpoint,
+                               args.candidate_threshold)
   box = _box(args.box)
-  dump = {}
+  dump, matches = {}, {}
   if args.dump_frame is not None:
     _instrument(tracker, args.dump_frame, dump)
+  if args.record_matches:
+    if args.arch != "keeptrack":
+      raise ValueError("--record-matches: only for --arch keeptrack")
+    record_matches(tracker, args.record_matches, matches)
   boxes, scores, flags = [box], [np.nan], ["init"]
   filters, positions = [], []
   images = [np.array(frames[t]) for t in range(n)] if args.timing else None  # decoded before any timing
@@ -518,6 +667,7 @@ def cmd_track(args) -> int:
   out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
          "flags": np.asarray(flags)}
   out.update({f"dump/{k}": v for k, v in dump.items()})
+  out.update({f"match/{k}": v for k, v in matches.items()})
   out["times"] = times  # [T] seconds: frame 0 = initialize, then tracker.track per frame
   if args.timing:
     out.update({f"parts/{p}": v for p, v in parts.items()})  # [T] exclusive seconds per part (0 at frame 0)
@@ -555,6 +705,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     if name == "make-checkpoint":
       p.add_argument("--seed", type=int, default=0)
+      p.add_argument("--base-out", default=None, help="keeptrack: where the SuperDiMP base goes (--out: the "
+                                                     "target candidate matching net)")
       p.add_argument("--randomize-bn", type=int, default=1, help="1: random BN running stats / affines")
     else:
       p.add_argument("--checkpoint", required=True)
@@ -563,6 +715,10 @@ def main(argv=None) -> int:
       p.add_argument("--float64", type=int, default=0, help="1: run the reference in float64 (see use_float64)")
       p.add_argument("--crop-from", default=None, help="checkout whose pytracking/features/preprocessing.py "
                                                       "sample_patch replaces the reference's (see use_crop_of)")
+      p.add_argument("--tcm-checkpoint", default=None, help="keeptrack: the target candidate matching net "
+                                                           "(keep_track.pth.tar layout); --checkpoint is the base")
+      p.add_argument("--candidate-threshold", type=float, default=None,
+                     help="keeptrack: local_max_candidate_score_th (default: the parameter file's 0.05)")
     if name == "track":
       p.add_argument("--num-frames", type=int, default=None)
       p.add_argument("--deterministic", type=int, default=1)
@@ -570,6 +726,8 @@ def main(argv=None) -> int:
       p.add_argument("--save-filters", type=int, default=0)
       p.add_argument("--verbose", type=int, default=0)
       p.add_argument("--dump-frame", type=int, default=None, help="record the internals of this 0-based frame")
+      p.add_argument("--record-matches", type=int, default=0,
+                     help="keeptrack: record the first N association-net calls (inputs, outputs; see record_matches)")
       p.add_argument("--timing", type=int, default=0,
                      help="1: decode all frames first and record per-part times (PARTS) of every frame")
   args = parser.parse_args(argv)
