@@ -28,7 +28,9 @@ network) and one training batch size; width-8 networks, one category-encoder lay
 steepest-descent step, 64 px patches, fewer augmentation samples and optimiser / refinement iterations; random
 weights drawn with NumPy (`random_variables`, no Flax init compiled); and scripts/device_check.sh lowers XLA's
 backend optimisation level (`--xla_backend_optimization_level=0`: about half the compile time, the tiny timings
-mean nothing anyway). 8 programs; under a minute on 2 CPU cores.
+mean nothing anyway) and uses XLA's loop emitters instead of its fusion emitters (`--xla_cpu_use_fusion_emitters=
+false`: at that level, half the compile CPU time again; the HLO programs are the same). 8 programs; about 50
+CPU-seconds (BENCHMARKS.md "Suite time").
 
 `--budget-s` keeps the run short: larger K are skipped once the trackers have used 60% of it, the second
 training batch once 85% is gone (such rows say "skipped"). A row that fails prints its error in the table and

@@ -1,8 +1,9 @@
 """Warm starts: `cia-jax` fills JAX's persistent compilation cache by default, `--compilation-cache none` turns it off.
 
 The runs are subprocesses (the cache must be configured before a process compiles anything, and this test
-process already has the suite's cache): a tiny `cia-jax track --random-weights` over one synthetic 96x80
-sequence of 2 frames with 64 px patches.
+process already has the suite's cache): a tiny `cia-jax track` (a width-8 DiMP18 checkpoint of NumPy random
+weights: nothing but the tracker's programs to compile) over one synthetic 96x80 sequence of 2 frames with 64 px
+patches.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import sys
 
 import pytest
 
-from cia_jax import compile_cache
+from cia_jax import checkpoints, compile_cache
 from cia_jax.cli import split_cache_option
 from cia_jax.data.synthetic import generate
+from cia_jax.models.cia import build_model, random_variables
+from cia_jax.models.presets import model_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +32,8 @@ def _track(tmp_path, name: str, before: list[str], after: list[str], frames: int
   env = {k: v for k, v in os.environ.items()
          if k not in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_VAR) and not k.startswith("JAX_PERSISTENT")}
   env.update(PYTHONPATH=REPO, XDG_CACHE_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"))
-  cmd = [sys.executable, "-m", "cia_jax.cli", *before, "track", "--tracker", "dimp18", "--random-weights", "--dataset",
+  cmd = [sys.executable, "-m", "cia_jax.cli", *before, "track", "--tracker", "dimp18", "--checkpoint",
+         str(tmp_path / "tiny_dimp18"), "--dataset",
          "folder", "--root", str(tmp_path / "seqs"), "--results", str(tmp_path / name), "--no-progress",
          "--max-frames", str(frames), "--set", "image_sample_size=64", *after]
   return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -38,6 +42,8 @@ def _track(tmp_path, name: str, before: list[str], after: list[str], frames: int
 @pytest.mark.slow
 def test_cache_is_filled_by_a_run_and_none_writes_nothing(tmp_path):
   generate(str(tmp_path / "seqs"), "folder", num_sequences=1, num_frames=2, image_size=(96, 80), seed=3)
+  kwargs = model_kwargs("dimp18", backbone_width=8, clf_dim=16, iou_dim=16)
+  checkpoints.save_variables(str(tmp_path / "tiny_dimp18"), random_variables(build_model(kwargs)), {"model": kwargs})
   cache = tmp_path / "cache"
   # The option after the subcommand.
   proc = _track(tmp_path, "with_cache", [], ["--compilation-cache", str(cache)], frames=2)

@@ -2,7 +2,7 @@
 run (tracking at K = 1 and batched, the training step, each in fp32 and bf16) cannot rot unnoticed.
 
 Runs the shell wrapper in a subprocess with the suite's compilation cache (cold, it compiles 8 small programs,
-about 75 CPU-seconds, two at a time; warm, about 25).
+about 50 CPU-seconds, two at a time, with scripts/device_check.sh's XLA flags for --tiny).
 """
 
 from __future__ import annotations

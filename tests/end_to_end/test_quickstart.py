@@ -12,13 +12,15 @@ REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data
 
 @pytest.mark.slow
 def test_short_quickstart_writes_every_output(tmp_path, monkeypatch):
-  # Smaller synthetic sets than the default (same code path): 2 + 2 training sequences, 2 x 8 test frames.
+  # Smaller synthetic sets than the default (same code path): 2 + 2 training sequences, 2 x 8 test frames; one
+  # category-encoder layer and one training filter iteration (every module still on): compiling the training and
+  # validation steps is most of this test's time.
   monkeypatch.setattr(quickstart, "TRAIN_SETS", {k: dict(v, num_sequences=2, num_frames=24)
                                                  for k, v in quickstart.TRAIN_SETS.items()})
   out = quickstart.run_quickstart(
       str(tmp_path), minutes=1e-4, test_sequences=2, test_frames=8, progress=False, gif_frames=8,
       overrides=["data.batch_size=2", "val.num_batches=1", "data.processing.output_sz=64",
-                 "data.processing.feature_sz=4"])
+                 "data.processing.feature_sz=4", "model.encoder_layers=1", "model.num_iter=1"])
   for rel in ("report_synthetic/summary.md", "report_synthetic/summary.csv", "report_synthetic/per_sequence.csv",
               "report_synthetic/success_plot.png", "report_synthetic/precision_plot.png", "tracking.gif",
               "tsne.png", "quickstart.json", "train/model/meta.json", "train/config.json"):
