@@ -9,7 +9,13 @@
 Values of the reference's train settings (ltr/train_settings/keep_track/keep_track.py): batch 64, 15 epochs of
 100 steps (6400 samples), Adam lr 1e-4 decayed by 0.2 every 6 epochs, loss balancing 0.5, 352 px crops (23 x 23
 score maps), 5 candidate slots, self_sup / partial_sup with frame states H / K / J at 1 / 0.5 / 0.5 and pairs
-HH / HK / HG at 1 / 0.1 / 0.1. The base network (SuperDiMP) is frozen; its layer3 feeds the descriptor conv.
+HH / HK / HG at 1 / 0.1 / 0.1; validation on self_sup samples (G / H / J / K at 0.2 / 0.4 / 0.2 / 0.2, 640) and on
+the real candidates of HH / HK pairs. The base network (SuperDiMP) is frozen; its layer3 feeds the descriptor conv.
+
+A run checkpoints its whole training state in `<workdir>/checkpoints` (every `checkpoint.every_steps` steps, at the
+end, on SIGTERM); rerunning the same command in the same workdir resumes from the newest intact step and gives the
+uninterrupted run's result. It trains data parallel on all local devices (`data.batch_size` a multiple of their
+count; the BatchNorm statistics are those of the whole batch). Details: docs/keeptrack.md §8.2.
 
 Variant `tiny` (`configs/keeptrack.py:tiny`): a tiny random base network, a tiny association net and 64 px crops
 on synthetic sequences with a ground-truth stand-in dump (`synthetic_dump`), seconds on a CPU (CI only: the

@@ -382,6 +382,10 @@ def test_one_and_eight_devices_train_alike(tmp_path):
   for k in p1:
     diff = np.max(np.abs(np.asarray(p8[k]) - np.asarray(p1[k])))
     assert diff < (1e-2 if k in noise else 1.5e-6), (k, diff)
+  # BN statistics: the running means right after a zero-gradient bias carry its noise (a shift of the layer's
+  # output); every variance and the other means agree to float32 rounding.
   b1, b8 = (flax.traverse_util.flatten_dict(x["batch_stats"], sep="/") for x in (one, eight))
+  shifted = [k for k in b1 if re.search(r"(kenc/encoder_[14]|mlp_1)/mean$", k)]
+  assert len(shifted) == 2 + 4 and len(b1) == 2 * len(shifted), sorted(b1)
   for k in b1:
-    np.testing.assert_allclose(b8[k], b1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(b8[k], b1[k], rtol=1e-5, atol=1e-3 if k in shifted else 1e-5, err_msg=k)
