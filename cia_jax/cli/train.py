@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_lib.apply_overrides(config_lib.load_config(args.config), args.config_overrides)
     if config.get("task") == "keeptrack":  # configs/keeptrack.py: the association network (cia_jax.train.tcm_trainer)
       from cia_jax.train import tcm_trainer
-      signal.signal(signal.SIGTERM, previous)  # no graceful stop there: model/ is written every checkpoint interval
       tcm_trainer.train_tcm(config, args.workdir)
       return 0
     trainer.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, args.distributed)

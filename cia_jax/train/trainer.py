@@ -154,13 +154,15 @@ def setup(config, workdir: str, t_begin: float) -> Run:
 # Resume.
 
 
-def resume(manager, state: TrainState, run: Run) -> tuple[TrainState, int]:
+def resume(manager, state: TrainState, config_dict: Mapping[str, Any],
+           groups: tuple[str, ...] = ("model", "loss")) -> tuple[TrainState, int]:
   """(the state restored from the newest checkpoint of `manager`, its step), or (`state`, 0) when there is none.
 
-  A damaged newest step is set aside by `restore_train_state` and an older intact one is used.
+  A damaged newest step is set aside by `restore_train_state` and an older intact one is used. `config_dict` is
+  the run's config (`config.to_dict()`); `groups` its sections whose differences explain a mismatch.
 
   Raises:
-    ValueError: the checkpoint does not fit this run (`_restore_error` says which settings differ).
+    ValueError: the checkpoint does not fit this run (`_restore_error` says which settings of `groups` differ).
     DamagedCheckpointError: no intact checkpoint (its message names the damaged files).
   """
   if manager.latest_step() is None:
@@ -168,26 +170,26 @@ def resume(manager, state: TrainState, run: Run) -> tuple[TrainState, int]:
   try:
     state, meta = ckpt.restore_train_state(manager, state)
   except checkpoints.CheckpointMismatchError as e:
-    raise ValueError(_restore_error(manager, run.config_dict, e)) from e
+    raise ValueError(_restore_error(manager, config_dict, e, groups)) from e
   start_step = int(host_value(state.step))
-  data_meta = meta.get("data", {})
-  if data_meta.get("global_batch") not in (None, int(run.config.data.batch_size)) or data_meta.get("seed") not in (
-      None, int(run.config.data.seed)):
+  data_meta, data = meta.get("data", {}), config_dict.get("data", {})
+  if data_meta.get("global_batch") not in (None, int(data["batch_size"])) or data_meta.get("seed") not in (
+      None, int(data["seed"])):
     _LOG.warning("resuming with a different data.batch_size/seed than the checkpoint's %s: the sample "
                  "stream will not replay the original run", data_meta)
   _LOG.info("resumed from %s at step %d", manager.directory, start_step)
   return state, start_step
 
 
-def _restore_error(manager, config_dict: Mapping[str, Any], error: Exception) -> str:
-  """Why a checkpoint does not fit this run: the model/loss settings that differ, when the meta says so."""
+def _restore_error(manager, config_dict: Mapping[str, Any], error: Exception, groups: tuple[str, ...]) -> str:
+  """Why a checkpoint does not fit this run: the settings of `groups` that differ, when the meta says so."""
   step = manager.latest_step()
   meta_file = os.path.join(str(manager.directory), str(step), "meta", "metadata")
   diffs = []
   try:
     with open(meta_file) as f:
       saved = json.load(f).get("config", {})
-    for group in ("model", "loss"):
+    for group in groups:
       for k in sorted(set(saved.get(group, {})) | set(config_dict.get(group, {}))):
         a, b = saved.get(group, {}).get(k), config_dict.get(group, {}).get(k)
         if json.dumps(a, default=str) != json.dumps(b, default=str):
@@ -199,11 +201,12 @@ def _restore_error(manager, config_dict: Mapping[str, Any], error: Exception) ->
           f"Use a new --workdir, or the checkpoint's settings.")
 
 
-def checkpoint_meta(run: Run, step: int) -> dict:
-  """The JSON saved with the checkpoint of `step`: the config and where the sample stream continues."""
-  global_batch = int(run.config.data.batch_size)
-  return {"step": step, "config": run.config_dict,
-          "data": {"seed": int(run.config.data.seed), "global_batch": global_batch, "next_step": step,
+def checkpoint_meta(config_dict: Mapping[str, Any], step: int) -> dict:
+  """The JSON saved with the checkpoint of `step`: the config (`config.to_dict()`) and where the sample stream
+  continues (sample streams are functions of the step, so the step is the data position)."""
+  global_batch = int(config_dict["data"]["batch_size"])
+  return {"step": step, "config": dict(config_dict),
+          "data": {"seed": int(config_dict["data"]["seed"]), "global_batch": global_batch, "next_step": step,
                    "next_sample_index": step * global_batch}}
 
 
@@ -337,7 +340,7 @@ def train_steps(run: Run, state: TrainState, tx: optax.GradientTransformation, s
     if track_eval.is_due(run.track_check, step, last or time_up):
       _track_check(run, state, step, logger)
     if step % int(cfg.checkpoint.every_steps) == 0 or last or stopping or time_up:
-      ckpt.save_train_state(manager, state, checkpoint_meta(run, step))
+      ckpt.save_train_state(manager, state, checkpoint_meta(run.config_dict, step))
     if stopping:
       logger.write(f"SIGTERM: stopped after step {step}, checkpoint saved")
       break
@@ -387,7 +390,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     manager = ckpt.make_checkpoint_manager(os.path.join(run.workdir, checkpoints.CHECKPOINTS_DIR),
                                            keep=int(config.checkpoint.keep),
                                            async_save=bool(config.checkpoint.async_save))
-    state, start_step = resume(manager, state, run)
+    state, start_step = resume(manager, state, run.config_dict)
     budget = 60.0 * float(config.time_limit_minutes) if run.deadline is not None else None
     logger = MetricsLogger(run.workdir, run.num_steps, start_step, jax.process_index() == 0, budget, t_begin)
     if stop.poll()[0]:

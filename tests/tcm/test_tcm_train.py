@@ -1,22 +1,36 @@
-"""Training KeepTrack's association network: the candidate-matching samples (keeptrack.md §5.3) and
-`cia-jax train --config configs/keeptrack.py:tiny` end to end (loss goes down, the checkpoint tracks)."""
+"""Training KeepTrack's association network: the candidate-matching samples (keeptrack.md §5.3),
+`cia-jax train --config configs/keeptrack.py:tiny` end to end (loss goes down, the checkpoint tracks), and the
+training program's resume / SIGTERM, self_sup validation and multi-device data parallelism (keeptrack.md §8.2)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import cv2
 import jax
 import numpy as np
+import flax
 import pytest
+from subprocess_hosts import ROOT, last_json, subprocess_env
+from test_tcm_loss import np_loss
 
-from cia_jax import checkpoints, cli
+from cia_jax import checkpoints, cli, config_lib
 from cia_jax.data import candidate_matching as cm
+from cia_jax.data.frames import read_frame
 from cia_jax.data.datasets.base import Sequence
 from cia_jax.models.cia import build_model, init_variables, random_variables
 from cia_jax.models.presets import model_kwargs
-from cia_jax.models.tcm import TargetCandidateMatchingNet
+from cia_jax.models.tcm import CandidateSet, TargetCandidateMatchingNet
 from cia_jax.tcm.weights import attach_tcm, load_tcm, save_tcm
+from cia_jax.train import tcm_trainer
 from cia_jax.track import params, runner, tracker
 from cia_jax.track.keeptrack import init_tcm_variables
 
@@ -200,3 +214,178 @@ def test_track_loads_a_base_and_an_association_checkpoint(tmp_path):
     runner.load_model("cia50_tcm", base_path, False)
   with pytest.raises(ValueError, match="only for the target-candidate-matching trackers"):
     runner.load_model("superdimp", base_path, False, tcm_checkpoint=tcm_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The training program: resume, SIGTERM, the self_sup validation, several devices.
+
+
+def _tiny(steps: int, *overrides: str):
+  """The tiny config, batch 4, `steps` steps (one epoch: the tiny learning rate is constant, so runs of different
+  lengths share their first steps), validation only at the last step."""
+  return config_lib.apply_overrides(config_lib.load_config("configs/keeptrack.py:tiny"), [
+      "--config.data.batch_size=4", "--config.optim.epochs=1", f"--config.optim.steps_per_epoch={steps}",
+      "--config.val.every_steps=1000", "--config.val.num_pairs=2", "--config.val.self_sup.num_samples=6",
+      "--config.checkpoint.async_save=false", *overrides])
+
+
+def _state_tree(workdir, step):
+  return checkpoints.read_tree(str(workdir / "checkpoints" / str(step) / "state"))
+
+
+def _lines(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """5 uninterrupted steps: the resume reference."""
+  workdir = tmp_path_factory.mktemp("tcm") / "straight"
+  state = tcm_trainer.train_tcm(_tiny(5), str(workdir))
+  return workdir, state
+
+
+def test_sigterm_stops_at_a_step_and_the_rerun_equals_an_uninterrupted_run(straight_run, tmp_path):
+  """SIGTERM after the first logged step: the run saves that step and stops; a rerun to step 5 gives the
+  uninterrupted run's state bit for bit (params, BN statistics, Adam state, step) and its metrics."""
+  ref_dir, _ = straight_run
+  workdir = tmp_path / "stopped"
+  previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a late signal must never reach pytest
+  killed = threading.Event()
+
+  def kill_after_first_step():
+    log = workdir / "metrics.jsonl"
+    while not killed.is_set():
+      if log.exists() and log.read_text().strip():
+        os.kill(os.getpid(), signal.SIGTERM)
+        killed.set()
+      time.sleep(0.01)
+
+  watcher = threading.Thread(target=kill_after_first_step, daemon=True)
+  watcher.start()
+  try:
+    state = tcm_trainer.train_tcm(_tiny(1000), str(workdir))
+  finally:
+    killed.set()
+    watcher.join()
+    signal.signal(signal.SIGTERM, previous)
+  stopped = int(jax.device_get(state.step))
+  assert 1 <= stopped < 5, stopped
+  assert checkpoints.checkpoint_steps(str(workdir / "checkpoints")) == [stopped]
+  assert not (workdir / "model").exists()  # stopped early: no export
+  assert [m["step"] for m in _lines(workdir)] == list(range(1, stopped + 1))
+
+  state = tcm_trainer.train_tcm(_tiny(5), str(workdir))
+  assert int(jax.device_get(state.step)) == 5
+  got, want = _state_tree(workdir, 5), _state_tree(ref_dir, 5)
+  assert set(got) == set(want) and jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  assert int(got["step"]) == 5 and int(got["opt_state"]["0"]["count"]) == 5  # Adam's step counter came back too
+  lines, ref = _lines(workdir), _lines(ref_dir)
+  assert [m["step"] for m in lines] == [1, 2, 3, 4, 5, 5]  # 5 train lines, the validation line of step 5
+  assert lines == ref  # same losses (bit for bit) and the same validation
+  # A rerun of a finished run: nothing to do, the state of step 5.
+  assert int(jax.device_get(tcm_trainer.train_tcm(_tiny(5), str(workdir)).step)) == 5
+  # A checkpoint of another association net does not fit: the message names the setting.
+  with pytest.raises(ValueError, match=r"cannot resume .*tcm\.descriptor_dim: checkpoint 16, config 8"):
+    tcm_trainer.train_tcm(_tiny(6, "--config.tcm.descriptor_dim=8"), str(workdir))
+
+
+def test_self_sup_validation_equals_an_independent_evaluation(straight_run):
+  """val_self_sup/* of the last step == the exported net in eval mode on the samples [seed, i] of the
+  G / H / J / K self_sup sampler, every slot a candidate, loss from the float64 NumPy transcription."""
+  workdir, state = straight_run
+  config = _tiny(5)
+  val = [m for m in _lines(workdir) if "val_self_sup/loss" in m]
+  assert [m["step"] for m in val] == [5] and {"val_HH/loss", "val_HK/loss"} <= set(val[0])
+  data = tcm_trainer.training_data(config, str(workdir))
+  cfg = tcm_trainer.self_sup_validation_config(config, tcm_trainer.sampler_config(config))
+  assert cfg.sup_modes == ("self_sup",) and cfg.frame_states == ("G", "H", "J", "K")
+  net, variables, _ = load_tcm(str(workdir / "model"))
+  net = net.clone(keypoint_center="training")  # the export is for the tracker's convention
+  model = tcm_trainer.base_model(config)
+  losses = []
+  for i in range(6):
+    s = cm.draw_sample(np.random.default_rng([int(config.val.self_sup.seed), i]), data, cfg, read_frame)
+    assert np.array_equal(s["gt_assignment"], np.diag(np.diag(s["gt_assignment"])))  # a self_sup sample
+    b = {k: v[None] for k, v in s.items()}
+    l3 = [tracker.extract_features(model, b[f"crop{f}"])[1] for f in (0, 1)]
+    sets = [CandidateSet(b[f"coords{f}"], b[f"scores{f}"], np.ones((1, 5), bool), b[f"image_hw{f}"]) for f in (0, 1)]
+    out = net.apply(variables, l3[0], b["cells0"], sets[0], l3[1], b["cells1"], sets[1], use_running_average=True)
+    la = np.asarray(out.log_assignment[0], np.float64)
+    losses.append(np_loss(la, s["gt_assignment"], s["gt_matches0"], s["gt_matches1"])[0])
+  np.testing.assert_allclose(val[0]["val_self_sup/loss"], np.mean(losses), rtol=1e-4)
+  # Recall / precision are not compared: a self_sup sample's fakes can tie with a real candidate to 1e-6, and
+  # which of the two the argmax takes then differs between this eager path and the jitted one.
+  assert 0 <= val[0]["val_self_sup/match_recall"] <= 1 and 0 <= val[0]["val_self_sup/match_precision"] <= 1
+  # Eval-mode BN and fixed samples: evaluating the same state again gives the same number.
+  evaluate = tcm_trainer.make_eval_fn(net, 0.5, 1.0)
+  pool = concurrent.futures.ThreadPoolExecutor(2)
+  again = tcm_trainer.validate(evaluate, tcm_trainer.make_layer3_fn(), model, state,
+                               {"self_sup": tcm_trainer.self_sup_validation_batches(config, data, cfg, pool)})
+  pool.shutdown()
+  np.testing.assert_allclose(again["val_self_sup/loss"], val[0]["val_self_sup/loss"], rtol=1e-6)
+
+
+_MULTI_DEVICE = """
+import json, sys
+import jax, numpy as np
+from cia_jax import config_lib
+from cia_jax.train import tcm_trainer
+assert jax.device_count() == 8
+out = {}
+for n in (1, 8):
+  c = config_lib.apply_overrides(config_lib.load_config("configs/keeptrack.py:tiny"), [
+      "--config.data.batch_size=8", "--config.optim.epochs=1", "--config.optim.steps_per_epoch=3",
+      "--config.val.num_pairs=2", "--config.val.self_sup.num_samples=4", "--config.checkpoint.async_save=false"])
+  state = tcm_trainer.train_tcm(c, f"{sys.argv[1]}/d{n}", devices=jax.devices()[:n])
+  assert all(len(x.sharding.device_set) == n for x in jax.tree.leaves(state.params))
+  lines = [json.loads(l) for l in open(f"{sys.argv[1]}/d{n}/metrics.jsonl")]
+  out[n] = {"lines": lines, "params": jax.tree.map(lambda x: np.asarray(x).tolist(), state.params),
+            "batch_stats": jax.tree.map(lambda x: np.asarray(x).tolist(), state.batch_stats)}
+print(json.dumps(out))
+"""
+
+
+# Biases whose exact gradient is zero: those of a layer followed by BatchNorm (the keypoint encoder's hidden layers,
+# the GNN MLP's first layer; the attention's value projection and merge feed that MLP) and the attention keys' (a
+# softmax ignores a shift shared by all keys). Their float32 gradients are rounding noise, which Adam scales to
+# steps of about lr, so they differ between any two summation orders.
+_ZERO_GRADIENT = re.compile(r"(kenc/encoder_[03]|mlp_0|attn/proj_[12]|attn/merge)/bias$")
+
+
+def test_one_and_eight_devices_train_alike(tmp_path):
+  """3 steps of batch 8 on 1 and on 8 (simulated CPU) devices: the same losses, validation, params and BN
+  statistics. Only the float32 summation order differs (the batch means of BN and of the loss are cross-device
+  reductions on 8 devices): losses agree to 2e-5 relative, params to 1.5e-6 (3 Adam steps of lr 5e-4 move them
+  up to ~1.5e-3), except the zero-gradient biases above (bounded by Adam's step size only)."""
+  script = tmp_path / "multi.py"
+  script.write_text(_MULTI_DEVICE)
+  env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  out = last_json(res.stdout)
+  one, eight = out["1"], out["8"]
+  assert [m["step"] for m in one["lines"]] == [m["step"] for m in eight["lines"]] == [1, 2, 3, 3]
+  for a, b in zip(one["lines"], eight["lines"]):
+    assert set(a) == set(b) and ("loss" in a or "val_self_sup/loss" in a)
+    # Continuous values only: match recall / precision count argmax picks, and a fake slot can tie a real one
+    # to 1e-6 (self_sup), so a summation-order difference may flip a pick.
+    for k in (k for k in a if "match_" not in k):
+      np.testing.assert_allclose(b[k], a[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  p1, p8 = (flax.traverse_util.flatten_dict(x["params"], sep="/") for x in (one, eight))
+  assert p1.keys() == p8.keys()
+  noise = [k for k in p1 if _ZERO_GRADIENT.search(k)]
+  assert len(noise) == 2 + 4 * 4, noise  # kenc 2, per GNN layer mlp_0 + proj_1 / proj_2 / merge
+  for k in p1:
+    diff = np.max(np.abs(np.asarray(p8[k]) - np.asarray(p1[k])))
+    assert diff < (1e-2 if k in noise else 1.5e-6), (k, diff)
+  # BN statistics: the running means right after a zero-gradient bias carry its noise (a shift of the layer's
+  # output); every variance and the other means agree to float32 rounding.
+  b1, b8 = (flax.traverse_util.flatten_dict(x["batch_stats"], sep="/") for x in (one, eight))
+  shifted = [k for k in b1 if re.search(r"(kenc/encoder_[14]|mlp_1)/mean$", k)]
+  assert len(shifted) == 2 + 4 and len(b1) == 2 * len(shifted), sorted(b1)
+  for k in b1:
+    np.testing.assert_allclose(b8[k], b1[k], rtol=1e-5, atol=1e-3 if k in shifted else 1e-5, err_msg=k)
