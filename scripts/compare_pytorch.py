@@ -17,6 +17,8 @@ KeepTrack, CIA CIA18 / CIA50).
    `target_not_found_threshold` 0 (random weights peak near 0.1: otherwise every frame is 'not_found' and
    nothing after frame 1 is exercised). Per frame: IoU of the two boxes (x2 = x + w), their max scores and
    localisation flags; the first frame below `--iou-threshold` is reported with the stage quantities there.
+   Where the sequence has ground truth, each side's AUC against it and its median max score (is the tracker
+   following the target, are its maps peaked: with trained weights, `scripts/train_parity_weights.py`).
 
 Diagnosis options: `--ours-eager` runs our tracker un-jitted (separates jit-only effects), `--reference-crop-from
 DIR` gives the reference another checkout's `sample_patch` (the pytracking and CIA crop windows differ by a
