@@ -65,7 +65,9 @@ def main(argv=None) -> int:
   config = parity_config(args.arch, args.data_root, args.steps, args.batch_size, args.lr_scale)
   trainer.train_and_evaluate(config, args.workdir)
   model_dir = os.path.join(args.workdir, checkpoints.EXPORT_DIR)
-  if not os.path.isdir(model_dir):  # stopped early (SIGTERM): rerun to resume
+  # Stopped early (SIGTERM): nothing new was exported (`model/` may hold an earlier, shorter run); rerun to resume.
+  if not os.path.isdir(model_dir) or checkpoints.load_variables(model_dir)[1].get("step") != args.steps:
+    print(f"not exported: {model_dir} does not hold step {args.steps} (stopped early? rerun to resume)")
     return 0
   out = os.path.join(args.workdir, f"{args.arch}_trained.pth")
   convert.export_file(model_dir, args.arch, out)
