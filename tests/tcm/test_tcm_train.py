@@ -373,8 +373,10 @@ def test_one_and_eight_devices_train_alike(tmp_path):
     assert set(a) == set(b) and ("loss" in a or "val_self_sup/loss" in a)
     # Continuous values only: match recall / precision count argmax picks, and a fake slot can tie a real one
     # to 1e-6 (self_sup), so a summation-order difference may flip a pick.
+    # Validation runs BN in eval mode on the running means, which carry the zero-gradient biases' Adam noise
+    # (below) without the train-mode cancellation: 4.7e-5 relative seen on one CI run, so 2e-4 there.
     for k in (k for k in a if "match_" not in k):
-      np.testing.assert_allclose(b[k], a[k], rtol=2e-5, atol=1e-6, err_msg=k)
+      np.testing.assert_allclose(b[k], a[k], rtol=2e-4 if k.startswith("val") else 2e-5, atol=1e-6, err_msg=k)
   p1, p8 = (flax.traverse_util.flatten_dict(x["params"], sep="/") for x in (one, eight))
   assert p1.keys() == p8.keys()
   noise = [k for k in p1 if _ZERO_GRADIENT.search(k)]
