@@ -358,7 +358,7 @@ _ZERO_GRADIENT = re.compile(r"(kenc/encoder_[03]|mlp_0|attn/proj_[12]|attn/merge
 def test_one_and_eight_devices_train_alike(tmp_path):
   """3 steps of batch 8 on 1 and on 8 (simulated CPU) devices: the same losses, validation, params and BN
   statistics. Only the float32 summation order differs (the batch means of BN and of the loss are cross-device
-  reductions on 8 devices): losses agree to 2e-5 relative, params to 1.5e-6 (3 Adam steps of lr 5e-4 move them
+  reductions on 8 devices): losses agree to 2e-5 relative, params to 2e-5 (3 Adam steps of lr 5e-4 move them
   up to ~1.5e-3), except the zero-gradient biases above (bounded by Adam's step size only)."""
   script = tmp_path / "multi.py"
   script.write_text(_MULTI_DEVICE)
@@ -383,7 +383,8 @@ def test_one_and_eight_devices_train_alike(tmp_path):
   assert len(noise) == 2 + 4 * 4, noise  # kenc 2, per GNN layer mlp_0 + proj_1 / proj_2 / merge
   for k in p1:
     diff = np.max(np.abs(np.asarray(p8[k]) - np.asarray(p1[k])))
-    assert diff < (1e-2 if k in noise else 1.5e-6), (k, diff)
+    # Adam divides by sqrt(v): elements with small gradients amplify rounding (3.9e-6 seen on CI).
+    assert diff < (1e-2 if k in noise else 2e-5), (k, diff)
   # BN statistics: the running means right after a zero-gradient bias carry its noise (a shift of the layer's
   # output); every variance and the other means agree to float32 rounding.
   b1, b8 = (flax.traverse_util.flatten_dict(x["batch_stats"], sep="/") for x in (one, eight))
