@@ -34,6 +34,36 @@ def test_apply_filter_matches_numpy(impl, fsz):
   np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
 
 
+def np_filter_vjp(feat, r, fsz):
+  """Adjoint of np_correlate in the filter.
+
+  g[b, u, v, d] = sum_{n, i, j} r[n, b, i, j] pad(feat)[n, b, i + u, j + v, d].
+  """
+  feat, r = np.asarray(feat, np.float64), np.asarray(r, np.float64)
+  fh, fw = fsz
+  xp = np.pad(feat, ((0, 0), (0, 0), (fh // 2, fh // 2), (fw // 2, fw // 2), (0, 0)))
+  ho, wo = r.shape[2:]
+  return np.stack([np.stack([np.einsum("nbij,nbijd->bd", r, xp[:, :, u:u + ho, v:v + wo]) for v in range(fw)], 1)
+                   for u in range(fh)], 1)
+
+
+@pytest.mark.parametrize("fsz", [(4, 4), (3, 3)])
+def test_single_sequence_gemm_path_and_its_gradient(fsz):
+  """B = 1 (the tracker's memory, also vmapped over lanes) takes the plain-GEMM path: value and filter VJP."""
+  rng = np.random.default_rng(2)
+  feat = rng.normal(size=(3, 7, 1, 6, 5, 4)).astype(np.float32)  # 3 lanes x Nimg 7
+  filt = rng.normal(size=(3, 1, *fsz, 4)).astype(np.float32)
+  r = rng.normal(size=(3, 7, 1, *score_size((6, 5), fsz))).astype(np.float32)
+
+  def value_and_vjp(x, f, rr):
+    s, vjp = jax.vjp(lambda ff: apply_filter(x, ff), f)
+    return s, vjp(rr)[0]
+  s, g = jax.jit(jax.vmap(value_and_vjp))(jnp.asarray(feat), jnp.asarray(filt), jnp.asarray(r))
+  for lane in range(3):
+    np.testing.assert_allclose(np.asarray(s[lane]), np_correlate(feat[lane], filt[lane]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(g[lane]), np_filter_vjp(feat[lane], r[lane], fsz), rtol=1e-5, atol=1e-4)
+
+
 def test_score_size_even_filter_adds_one_cell():
   assert score_size((18, 18), (4, 4)) == (19, 19)
   assert score_size((22, 22), (4, 4)) == (23, 23)

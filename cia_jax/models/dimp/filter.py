@@ -7,7 +7,9 @@ gives `(H + 1) x (W + 1)` scores (19x19 on 18x18, 23x23 on 22x22).
 Two implementations, equal up to float32 rounding:
 * 'taps' (default): one batched matmul projects every feature vector on the fh*fw filter taps
   (`[Nimg, B, H, W, fh*fw]`), then a convolution with a fixed one-hot kernel sums each tap from its shifted
-  cell. The features are read once and the heavy work is a GEMM.
+  cell. The features are read once and the heavy work is a GEMM. For B = 1 (the tracker's sample memory, also
+  when vmapped over lanes) it is a plain 2-D GEMM on the features' own layout: as a dot with a batch axis in
+  the middle, XLA's CPU backend transposed the whole memory first (filter update 4x slower, BENCHMARKS.md).
 * 'grouped': one grouped convolution (`feature_group_count = B`) over `[Nimg, H, W, B * D]`. `vmap` of a plain
   conv over the sequences lowers to the same grouped conv and times the same.
 CPU timings (this project's 2-core machine, jitted forward + filter VJP + forward, medians): 'taps' 4.7 ms vs
@@ -65,7 +67,13 @@ def apply_filter(feat: jax.Array, filt: jax.Array, impl: str = "taps") -> jax.Ar
   if impl == "taps":
     # Tap (u, v) of score (i, j) comes from cell (i + u - fh//2, j + v - fw//2): a one-hot conv gathers and
     # sums them in one op (not fh*fw slices), which compiles and transposes quickly.
-    taps = jnp.einsum("nbhwd,bkd->nbhwk", feat, filt.reshape(b, fh * fw, d))
+    if b == 1:
+      # One sequence (the tracker, also under vmap): a plain [Nimg*H*W, D] x [D, fh*fw] GEMM on the features'
+      # own layout. With b as a dot batch dimension XLA's CPU backend first transposes the whole feature
+      # array (the 50-slot memory: 33 MB) and that copy costs several times the GEMM.
+      taps = (feat.reshape(nimg * h * w, d) @ filt.reshape(fh * fw, d).T).reshape(nimg, 1, h, w, fh * fw)
+    else:
+      taps = jnp.einsum("nbhwd,bkd->nbhwk", feat, filt.reshape(b, fh * fw, d))
     onehot = jnp.eye(fh * fw, dtype=taps.dtype).reshape(fh, fw, fh * fw, 1)
     y = jax.lax.conv_general_dilated(taps.reshape(nimg * b, h, w, fh * fw), onehot, (1, 1), pad,
                                      dimension_numbers=dims)
