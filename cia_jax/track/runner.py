@@ -135,7 +135,10 @@ def tracker_fns(settings: TrackerSettings) -> dict[str, Callable]:
   def step(model, state, image, key):
     return trk.step(model, settings, state, image, key)
 
-  return {"init": init, "step": step, "vinit": jax.jit(jax.vmap(init, in_axes=(None, 0, 0, 0))),
+  def step_donating(model, state, image, key):
+    return trk.step_donating(model, settings, state, image, key)
+
+  return {"init": init, "step": step_donating, "vinit": jax.jit(jax.vmap(init, in_axes=(None, 0, 0, 0))),
           "vstep": jax.jit(jax.vmap(step, in_axes=(None, 0, 0, 0)))}
 
 

@@ -500,6 +500,11 @@ def step(model: TrackingModel, settings: TrackerSettings, state: TrackerState, i
   return step_impl(model, settings, state, image, key)
 
 
+# `step` that donates the previous state: the memory write (one slot of `[capacity, h, w, D]`) then happens in
+# place instead of copying the whole sample memory every frame. For loops that drop the old state.
+step_donating = jax.jit(step_impl, static_argnames=("settings",), donate_argnames=("state",))
+
+
 class Tracker:
   """got10k-toolkit style adapter: `init(image, box)` then `update(image) -> box`, state held outside jit.
 
@@ -528,8 +533,8 @@ class Tracker:
     if self.state is None:
       raise ValueError("Tracker.update called before Tracker.init")
     self._frame += 1
-    self.state, out = step(self.model, self.settings, self.state, _check_image(image),
-                           jax.random.fold_in(self._key, self._frame))
+    self.state, out = step_donating(self.model, self.settings, self.state, _check_image(image),
+                                    jax.random.fold_in(self._key, self._frame))
     self.last_output = out
     return np.asarray(out["box_xywh"], np.float64)
 
