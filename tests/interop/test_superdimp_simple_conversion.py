@@ -14,7 +14,6 @@ import pytest
 
 from cia_jax import cli
 from cia_jax.checkpoints import load_variables
-from cia_jax.interop import mapping
 from cia_jax.interop.torch_pickle import load_torch_file, save_torch_file
 
 ARCH = "superdimp_simple"
