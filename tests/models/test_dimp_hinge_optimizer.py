@@ -6,6 +6,10 @@ filter_reg f] and its Jacobian J = [sqrt(w) a'(X f, m) X; filter_reg I] are dens
 descent step is g = J^T r, f <- f - (g.g / (J g).(J g)) g.
 """
 
+import os
+import pathlib
+import subprocess
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +133,56 @@ def test_bad_label_shape_is_a_clear_error():
   filt, feat, label = problem(0)
   with pytest.raises(ValueError, match="label must be"):
     OPT.init(jax.random.PRNGKey(0), filt, feat, label[:, :, :-1])
+
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+_TORCH_PYTHON = pathlib.Path(os.environ.get("CIA_JAX_TORCH_PYTHON", str(_ROOT.parent / "torchref" / "bin" / "python")))
+_PYTRACKING = _ROOT / "third_party" / "pytracking"
+
+
+@pytest.mark.skipif(not (_TORCH_PYTHON.is_file() and (_PYTRACKING / "ltr").is_dir()),
+                    reason=f"needs the torch venv {_TORCH_PYTHON} and third_party/pytracking")
+def test_matches_pytrackings_gn_steepest_descent(tmp_path):
+  """pytracking's own GNSteepestDescent + LinearFilterHinge (residual_batch_dim=1, leak 0.1, threshold 0.05), run
+  in float64 in the torch venv on the same problem, with per-sample weights as the KeepTrack tracker passes them."""
+  filt, feat, label = problem(5)
+  w = np.random.default_rng(7).uniform(0.05, 1.0, NIMG).astype(np.float32)
+  np.savez(tmp_path / "in.npz", filt=filt, feat=feat, label=label, w=w)
+  code = """
+import pathlib, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import torch_reference as tr
+tr._install(pathlib.Path(sys.argv[2]), "keeptrack")
+tr.plain_list_autograd()
+from ltr.models.meta.steepestdescent import GNSteepestDescent
+from ltr.models.target_classifier.residual_modules import LinearFilterHinge
+from pytracking import TensorList
+torch.set_default_dtype(torch.float64)
+d = np.load(sys.argv[3])
+res = LinearFilterHinge(init_filter_reg=float(np.float32(0.37)), hinge_threshold=0.05, activation_leak=0.1,
+                        score_act="relu")
+opt = GNSteepestDescent(residual_module=res, num_iter=3, residual_batch_dim=1, compute_losses=True)
+t = lambda a: torch.tensor(np.asarray(a, np.float64))
+with torch.no_grad():
+  f0 = TensorList([t(d["filt"]).permute(0, 3, 1, 2).contiguous()])
+  _, its, losses = opt(f0, feat=t(d["feat"]).permute(0, 1, 4, 2, 3), bb=None, train_label=t(d["label"]),
+                       sample_weight=t(d["w"]).view(-1, 1, 1, 1))
+np.savez(sys.argv[4], its=np.stack([i[0].permute(0, 2, 3, 1).numpy() for i in its]),
+         losses=np.array([float(l) for l in losses]))
+"""
+  res = subprocess.run([str(_TORCH_PYTHON), "-c", code, str(_ROOT / "scripts"), str(_PYTRACKING),
+                        str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                       capture_output=True, text=True, timeout=180)
+  assert res.returncode == 0, res.stderr[-3000:]
+  ref = np.load(tmp_path / "out.npz")
+  params = {"params": {"residual_module": {"filter_reg": jnp.asarray([0.37], jnp.float32)}}}
+  _, iterates, losses = APPLY(params, filt, feat, label, w, num_iter=3)
+  scale = np.abs(ref["its"]).max()
+  np.testing.assert_allclose(np.asarray(iterates), ref["its"], rtol=1e-4, atol=2e-5 * scale)
+  np.testing.assert_allclose(np.asarray(losses), ref["losses"], rtol=1e-4)
+  # And the NumPy transcription above agrees with the reference to ~1e-8: the reference builds its target mask with
+  # `.float()`, so the mask and the activation's (1 -+ m) / 2 are float32 values even in a float64 run.
+  np_its, np_losses = numpy_hinge_gn(filt, feat, label, w, np.float32(0.37), 3)
+  np.testing.assert_allclose(np_its, ref["its"], rtol=1e-6, atol=1e-8)
+  np.testing.assert_allclose(np_losses, ref["losses"], rtol=1e-7)
