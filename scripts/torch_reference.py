@@ -20,6 +20,9 @@ or the released super_dimp_simple.pth.tar) runs it as is; a SuperDiMP `dimpnet50
       --arch keeptrack --seed 0 --out /tmp/keep_track_seed0.pth --base-out /tmp/superdimp_seed0.pth
   ../torchref/bin/python scripts/torch_reference.py track ... --arch keeptrack --checkpoint /tmp/superdimp_seed0.pth \\
       --tcm-checkpoint /tmp/keep_track_seed0.pth --candidate-threshold 0.01 --record-matches 2 ...
+  ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+      --arch keeptrack --keeptrack-base superdimp_simple --seed 0 --out /tmp/keep_track_seed0.pth \\
+      --base-out /tmp/superdimp_simple_seed0.pth       # the released base's layout (dimpnet50_simple)
 
 `FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
 
