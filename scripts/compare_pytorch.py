@@ -35,9 +35,11 @@ until our float64 run parts from it) and the frame and stage (max score / flag /
 KeepTrack (`--arch keeptrack`): `--checkpoint` is the SuperDiMP base, `--tcm-checkpoint` the target candidate
 matching net (keep_track.pth.tar layout; `--create-checkpoint-seed` writes both, `torch_reference.py make-checkpoint
 --arch keeptrack`). The reference is pytracking's unmodified `KeepTrack` tracker with its `keep_track/default`
-parameters (deterministic as above); its base network is SuperDiMP's `dimpnet50`, whose filter optimiser is
-handed the tracker's `train_label` through `torch_reference.LabelFreeOptimizer` (the released base is
-`dimpnet50_simple`, which cia_jax does not implement: docs/keeptrack.md §0). Stage 1 adds the association net on
+parameters (deterministic as above). Its base network is the one in `--checkpoint`: SuperDiMP-simple
+(`dimpnet50_simple`, the released KeepTrack base, docs/keeptrack.md §0; `--keeptrack-base superdimp_simple` with
+`--create-checkpoint-seed`), run as is and compared with cia_jax's `superdimp_simple` network (the initial samples'
+labels and the hinge optimiser's filter are stages), or SuperDiMP's `dimpnet50`, whose filter optimiser is handed
+the tracker's `train_label` through `torch_reference.LabelFreeOptimizer`. Stage 1 adds the association net on
 the reference tracker's own candidate sets: the first `--record-matches` (default 2) matcher calls of every
 sequence are recorded (layer3 maps, candidate cells, positions, scores, frame shape, outputs) and ours runs on
 the same inputs, padded to our candidate capacity, chained (descriptors, Sinkhorn log-assignment and its exp,
@@ -96,6 +98,7 @@ STAGE_KEYS: dict[str, tuple[str, str]] = {
     "clf/features": ("nchw", "classification features (13 patches)"),
     "clf/samples": ("nchw", "memory samples (13 + 2 copies)"),
     "filter/init": ("filter", "initial filter (FilterInitializerLinear)"),
+    "clf/labels": ("same", "Gaussian labels of the 15 samples (SuperDiMP-simple base)"),
     "filter/optimized": ("filter", "optimised filter (10 SD iterations)"),
     "score/map": ("same", "score map of sample 0"),
     "iou/mod3": ("flat", "IoU-Net modulation (layer2 branch)"),
@@ -317,7 +320,7 @@ def load_our_model(checkpoint: str, arch: str, float64: bool = False, tcm_checkp
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
   from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
 
-  variables, _, meta = convert_file(checkpoint, "superdimp" if arch == "keeptrack" else arch)
+  variables, _, meta = convert_file(checkpoint, keeptrack_base_of(checkpoint) if arch == "keeptrack" else arch)
   if float64:
     variables = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
                              variables)
@@ -328,6 +331,14 @@ def load_our_model(checkpoint: str, arch: str, float64: bool = False, tcm_checkp
       raise ValueError("--arch keeptrack needs --tcm-checkpoint (keep_track.pth.tar layout)")
     model = attach_tcm_file(model, tcm_checkpoint, float64)
   return model, net
+
+
+def keeptrack_base_of(checkpoint: str) -> str:
+  """'superdimp_simple' when the torch file holds dimpnet50_simple's optimiser key (keeptrack.md §0), else
+  'superdimp'."""
+  from cia_jax.interop.torch_pickle import load_torch_file, state_dict_from_checkpoint  # pylint: disable=g-import-not-at-top
+  state = state_dict_from_checkpoint(load_torch_file(checkpoint), where=checkpoint)
+  return "superdimp_simple" if "classifier.filter_optimizer.residual_module.filter_reg" in state else "superdimp"
 
 
 def attach_tcm_file(model, path: str, float64: bool = False):
@@ -460,7 +471,7 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
   from cia_jax.ops.crop import sample_patch  # pylint: disable=g-import-not-at-top
   from cia_jax.ops.dtypes import default_float  # pylint: disable=g-import-not-at-top
   from cia_jax.track import augment  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.tracker import normalize_image  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import normalize_image, sample_labels, takes_labels  # pylint: disable=g-import-not-at-top
 
   net = model.net
   box = np.asarray(ref["meta/box"], np.float64)
@@ -493,7 +504,14 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
     out["clf/samples"] = samples
     f0 = call(CIANet.init_filter, samples[:, None], boxes[:, None])
     out["filter/init"] = f0
-    f, _, _ = call(CIANet.optimize_filter, f0, samples[:, None], boxes[:, None], None, settings.net_opt_iter)
+    labels = None
+    if takes_labels(model):  # the tracker's labels of the reference's sample boxes (centre x + (w - 1) / 2)
+      offsets = boxes[:, 1::-1] + (boxes[:, :1:-1] - 1.0) / 2.0 - (s - 1) / 2.0
+      base_sz = jnp.asarray(box[[3, 2]] / target_scale, default_float())
+      labels = sample_labels(settings, offsets, base_sz, samples.shape[1:3], f0.shape[1])
+      out["clf/labels"] = labels
+    f, _, _ = call(CIANet.optimize_filter, f0, samples[:, None], boxes[:, None], None, settings.net_opt_iter,
+                   None, None if labels is None else labels[:, None])
     out["filter/optimized"] = f
     out["score/map"] = call(CIANet.classify, f, samples[:1, None])
     mod3, mod4 = call(CIANet.iou_modulation, feats["layer2"][:1], feats["layer3"][:1], boxes[:1])
@@ -890,6 +908,9 @@ def parse_args(argv=None):
   p.add_argument("--tcm-checkpoint", default=None,
                  help="keeptrack: the target candidate matching net, keep_track.pth.tar layout (written too with "
                       "--create-checkpoint-seed)")
+  p.add_argument("--keeptrack-base", default="superdimp", choices=("superdimp", "superdimp_simple"),
+                 help="keeptrack with --create-checkpoint-seed: the base network to write (superdimp_simple = "
+                      "dimpnet50_simple, the released KeepTrack base); an existing --checkpoint says by its keys")
   p.add_argument("--candidate-threshold", type=float, default=None,
                  help="keeptrack: local_max_candidate_score_th on both sides (default the parameter file's 0.05; "
                       "random-weight score maps peak near 0.02, so matching only runs below that)")
@@ -1013,8 +1034,8 @@ def _main(args, work: str) -> int:
   if args.float64:
     enable_float64()
   if args.create_checkpoint_seed is not None:
-    outs = (["--out", args.tcm_checkpoint, "--base-out", args.checkpoint] if args.arch == "keeptrack"
-            else ["--out", args.checkpoint])
+    outs = (["--out", args.tcm_checkpoint, "--base-out", args.checkpoint, "--keeptrack-base", args.keeptrack_base]
+            if args.arch == "keeptrack" else ["--out", args.checkpoint])
     _run_reference(args.torch_python, ["make-checkpoint", *ref_common, "--seed", str(args.create_checkpoint_seed),
                                        *outs], args.verbose)
   seq_dirs = list(args.sequence)

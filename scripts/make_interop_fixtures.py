@@ -24,9 +24,10 @@ whose storage keys are memory addresses):
   `encoded` (`semantic_trans(ins, training=False)`, the tracker's classification input), `logits` (upper
   classifier), `query` (contrastive embedding: PrRoIPool 3x3 @1/16, proj with padding 0, L2 norm).
 
-* `reference_keys.json.gz`: {arch: {torch key: shape}} of the full-size DiMP18 / SuperDiMP (pytracking
-  `dimpnet18` / `dimpnet50`) and CIA18 / CIA50 (CIA `cia18` / `cia50`) state dicts, built by the reference
-  constructors with the arguments of their training settings (names and shapes only, no weights).
+* `reference_keys.json.gz`: {arch: {torch key: shape}} of the full-size DiMP18 / SuperDiMP / SuperDiMP-simple
+  (pytracking `dimpnet18` / `dimpnet50` / `dimpnet50_simple`) and CIA18 / CIA50 (CIA `cia18` / `cia50`) state
+  dicts, built by the reference constructors with the arguments of their training settings (names and shapes
+  only, no weights).
 
 Import shims for the CIA fixture: `ltr.*` packages are registered bare (their `__init__`s pull in the training
 stack), `ltr.external.PreciseRoIPooling.pytorch.prroi_pool.PrRoIPool2D` is the CPU implementation of
@@ -229,6 +230,12 @@ _CONSTRUCTORS = {
     "superdimp": ("pytracking", "dimpnet50", dict(_COMMON, **_R50_ARGS, init_gauss_sigma=0.25 / 6 * 22)),
     "cia18": ("cia", "cia18", dict(_COMMON, init_gauss_sigma=0.9)),
     "cia50": ("cia", "cia50", dict(_COMMON, **_R50_ARGS, init_gauss_sigma=0.25 / 6 * 22)),
+    # The released KeepTrack base (ltr/train_settings/dimp/super_dimp_simple.py): no label / mask / weight
+    # predictors, a hinge residual with a learnt filter_reg.
+    "superdimp_simple": ("pytracking", "dimpnet50_simple",
+                         dict(filter_size=4, backbone_pretrained=False, optim_iter=5, clf_feat_norm=True,
+                              final_conv=True, optim_init_reg=0.1, score_act="relu", hinge_threshold=0.05,
+                              activation_leak=0.1, **_R50_ARGS)),
 }
 
 

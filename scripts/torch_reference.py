@@ -6,7 +6,9 @@ import shims of `scripts/make_interop_fixtures.py` (bare `ltr` / `pytracking` pa
 RoI Pooling of `scripts/make_golden_fixtures.py`, `Tensor.cuda` = identity) and runs the reference tracker classes
 (pytracking `DiMP` / `KeepTrack`, CIA `CIA`) unmodified. Nothing of the reference is copied; its files are
 imported and run. KeepTrack's tracker expects the `dimpnet50_simple` base (its filter optimiser takes the tracker's
-`train_label`); it is given SuperDiMP's `dimpnet50` behind `LabelFreeOptimizer`, the base cia_jax implements.
+`train_label`): a base file with that layout (`make-checkpoint --arch keeptrack --keeptrack-base superdimp_simple`,
+or the released super_dimp_simple.pth.tar) runs it as is; a SuperDiMP `dimpnet50` base file is given behind
+`LabelFreeOptimizer`. Which one a base file is, is read from its keys (`keeptrack_base_of`).
 
   ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
       --arch dimp18 --seed 0 --out /tmp/dimp18_seed0.pth
@@ -18,6 +20,9 @@ imported and run. KeepTrack's tracker expects the `dimpnet50_simple` base (its f
       --arch keeptrack --seed 0 --out /tmp/keep_track_seed0.pth --base-out /tmp/superdimp_seed0.pth
   ../torchref/bin/python scripts/torch_reference.py track ... --arch keeptrack --checkpoint /tmp/superdimp_seed0.pth \\
       --tcm-checkpoint /tmp/keep_track_seed0.pth --candidate-threshold 0.01 --record-matches 2 ...
+  ../torchref/bin/python scripts/torch_reference.py make-checkpoint --reference-root third_party/pytracking \\
+      --arch keeptrack --keeptrack-base superdimp_simple --seed 0 --out /tmp/keep_track_seed0.pth \\
+      --base-out /tmp/superdimp_simple_seed0.pth       # the released base's layout (dimpnet50_simple)
 
 `FRAMES.npy` is `[T, H, W, 3]` uint8 RGB, decoded once by the driver so that both sides see the same pixels.
 
@@ -58,12 +63,45 @@ _PARAMS = {"dimp18": "pytracking.parameter.dimp.dimp18", "superdimp": "pytrackin
            "keeptrack": "pytracking.parameter.keep_track.default"}
 # KeepTrack = a SuperDiMP base network (`params.net`) + the target candidate matching net
 # (`params.target_candidate_matching_net`), two checkpoint files as released (super_dimp_simple / keep_track).
+# The base is SuperDiMP-simple (`dimpnet50_simple`, as released) or SuperDiMP (`dimpnet50`, behind
+# LabelFreeOptimizer); `set_keeptrack_base` picks it.
 _BASE_ARCH = {"keeptrack": "superdimp"}
+KEEPTRACK_BASES = ("superdimp", "superdimp_simple")
+# The one state-dict key that tells a dimpnet50_simple from a dimpnet50 (docs/keeptrack.md §0).
+SIMPLE_BASE_KEY = "classifier.filter_optimizer.residual_module.filter_reg"
 
 
 def base_arch(arch: str) -> str:
-  """The DiMP / CIA network `arch` tracks with (keeptrack: superdimp)."""
+  """The DiMP / CIA network `arch` tracks with (keeptrack: superdimp or superdimp_simple)."""
   return _BASE_ARCH.get(arch, arch)
+
+
+def set_keeptrack_base(base: str) -> None:
+  if base not in KEEPTRACK_BASES:
+    raise ValueError(f"keeptrack base must be one of {KEEPTRACK_BASES}, got {base!r}")
+  _BASE_ARCH["keeptrack"] = base
+
+
+def keeptrack_base_of(checkpoint: str) -> str:
+  """'superdimp_simple' when the base file holds dimpnet50_simple's optimiser key, else 'superdimp'."""
+  obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+  state = obj["net"] if isinstance(obj, dict) and "net" in obj else obj
+  return "superdimp_simple" if SIMPLE_BASE_KEY in state else "superdimp"
+
+
+def plain_list_autograd() -> None:
+  """`torch.autograd.grad` given plain lists for TensorLists: pytracking's `TensorList.__getattr__` answers any
+  attribute, `__torch_function__` included, which current torch takes for a tensor-like override and refuses
+  (`GNSteepestDescent` passes TensorLists). The values and the reference's code are unchanged."""
+  grad = torch.autograd.grad
+  if getattr(grad, "plain_lists", False):
+    return
+
+  def wrapped(outputs, inputs, grad_outputs=None, **kwargs):
+    plain = lambda x: list(x) if isinstance(x, list) else x  # noqa: E731
+    return grad(plain(outputs), plain(inputs), plain(grad_outputs), **kwargs)
+  wrapped.plain_lists = True
+  torch.autograd.grad = wrapped
 
 
 def is_cia(arch: str) -> bool:
@@ -313,6 +351,8 @@ def use_crop_of(other_root: pathlib.Path) -> None:
 def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic: bool = True,
                   target_not_found_threshold: float | None = 0.0, crop_from: str | None = None,
                   tcm_checkpoint: str | None = None, candidate_threshold: float | None = None):
+  if arch == "keeptrack":
+    set_keeptrack_base(keeptrack_base_of(checkpoint))
   net = CPUNet(load_network(root, arch, checkpoint))
   params = tracker_params(arch, net, deterministic, target_not_found_threshold, candidate_threshold)
   if arch == "keeptrack":
@@ -321,8 +361,11 @@ def build_tracker(root: pathlib.Path, arch: str, checkpoint: str, deterministic:
     # The tracker calls `.initialize()` on it and then reads get_backbone_clf_feat / descriptor_extractor /
     # matcher: CPUNet provides the first and forwards the rest.
     params.target_candidate_matching_net = CPUNet(load_tcm_network(tcm_checkpoint))
-    clf = net.net.classifier
-    clf.filter_optimizer = LabelFreeOptimizer(clf.filter_optimizer)
+    if base_arch(arch) == "superdimp_simple":
+      plain_list_autograd()
+    else:
+      clf = net.net.classifier
+      clf.filter_optimizer = LabelFreeOptimizer(clf.filter_optimizer)
     cls = importlib.import_module("pytracking.tracker.keep_track.keep_track").KeepTrack
   elif is_cia(arch):
     # CIA.py reads 'upper_cls_map.txt' from the working directory at import time (debug labels only).
@@ -383,23 +426,24 @@ def cmd_make_checkpoint(args) -> int:
 
 
 def _make_keeptrack_checkpoints(args, base) -> int:
-  """KeepTrack's two released files from random weights: `--base-out` = the SuperDiMP base (super_dimp_simple's
-  layout, `cia-jax convert --arch superdimp`), `--out` = the target candidate matching net (keep_track.pth.tar's
-  layout, `cia-jax convert --arch keeptrack`). The matching net is built right after the base under the same
-  seed stream; its `feature_extractor` takes the base's weights, as the reference's training settings load them
-  (`load_state_dict(base.state_dict(), strict=False)`)."""
+  """KeepTrack's two released files from random weights: `--base-out` = the base (`--keeptrack-base`:
+  superdimp_simple = super_dimp_simple.pth.tar's layout, `cia-jax convert --arch superdimp_simple`; superdimp =
+  SuperDiMP's dimpnet50, `cia-jax convert --arch superdimp`), `--out` = the target candidate matching net
+  (keep_track.pth.tar's layout, `cia-jax convert --arch keeptrack`). The matching net is built right after the
+  base under the same seed stream; its `feature_extractor` takes the base's weights, as the reference's training
+  settings load them (`load_state_dict(base.state_dict(), strict=False)`)."""
   if not args.base_out:
     raise ValueError("make-checkpoint --arch keeptrack needs --base-out (the SuperDiMP base file)")
   tcm = build_tcm_network()
   tcm.load_state_dict(base.state_dict(), strict=False)
   if args.randomize_bn:  # the matcher's keypoint-encoder / GNN BatchNorm1d layers (the backbone's came with the base)
     _randomise_bn(tcm.matcher, torch.Generator().manual_seed(args.seed + 2))
-  torch.save({"net": base.state_dict(), "net_type": type(base).__name__, "arch": "superdimp", "seed": args.seed},
-             args.base_out)
+  torch.save({"net": base.state_dict(), "net_type": type(base).__name__, "arch": base_arch("keeptrack"),
+              "seed": args.seed}, args.base_out)
   state = tcm.state_dict()
   torch.save({"net": state, "net_type": type(tcm).__name__, "arch": "keeptrack", "seed": args.seed}, args.out)
-  print(f"wrote {args.base_out} (SuperDiMP base) and {args.out} (target candidate matching, {len(state)} tensors): "
-        f"random weights (torch.manual_seed({args.seed}))")
+  print(f"wrote {args.base_out} ({base_arch('keeptrack')} base) and {args.out} (target candidate matching, "
+        f"{len(state)} tensors): random weights (torch.manual_seed({args.seed}))")
   return 0
 
 
@@ -440,6 +484,8 @@ def cmd_stages(args) -> int:
     out["clf/samples"] = x
     out["clf/boxes"] = boxes
     out["filter/init"] = inner.classifier.filter_initializer(x.unsqueeze(1), boxes.unsqueeze(1))
+    if getattr(tracker, "target_labels", None) is not None:  # keeptrack: the initial samples' labels
+      out["clf/labels"] = tracker.target_labels[0][:tracker.num_init_samples[0], 0]  # [15, G, G]
     out["filter/optimized"] = tracker.target_filter
     out["score/map"] = inner.classifier.classify(tracker.target_filter, x[:1].unsqueeze(1))  # [1, 1, G, G]
     out["iou/mod3"], out["iou/mod4"] = tracker.iou_modulation[0], tracker.iou_modulation[1]
@@ -708,6 +754,9 @@ def main(argv=None) -> int:
       p.add_argument("--base-out", default=None, help="keeptrack: where the SuperDiMP base goes (--out: the "
                                                      "target candidate matching net)")
       p.add_argument("--randomize-bn", type=int, default=1, help="1: random BN running stats / affines")
+      p.add_argument("--keeptrack-base", default="superdimp", choices=KEEPTRACK_BASES,
+                     help="keeptrack: the base network written to --base-out (superdimp_simple = dimpnet50_simple, "
+                          "the released KeepTrack base)")
     else:
       p.add_argument("--checkpoint", required=True)
       p.add_argument("--frames", required=True, help="[T, H, W, 3] uint8 RGB .npy")
@@ -734,6 +783,8 @@ def main(argv=None) -> int:
   torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
   if getattr(args, "float64", 0):
     use_float64(pathlib.Path(args.reference_root))
+  if getattr(args, "keeptrack_base", None):
+    set_keeptrack_base(args.keeptrack_base)
   return {"make-checkpoint": cmd_make_checkpoint, "stages": cmd_stages, "track": cmd_track,
           "matmul-peak": cmd_matmul_peak}[args.command](args)
 

@@ -20,8 +20,8 @@ from cia_jax.tcm.weights import load_tcm, save_tcm
 
 # `CIANet` fields that decide which modules (hence which parameters) a network has; widths may differ (tiny
 # test networks), these may not.
-STRUCTURE_FIELDS = ("backbone_arch", "clf_arch", "category_classification", "category_encoder", "contrastive",
-                    "instance_encoder")
+STRUCTURE_FIELDS = ("backbone_arch", "clf_arch", "clf_optimizer", "category_classification", "category_encoder",
+                    "contrastive", "instance_encoder")
 
 
 def convert_file(path: str, arch: str) -> tuple[dict, dict, dict]:

@@ -62,7 +62,10 @@ class CIANet(nn.Module):
     clf_arch: 'r18' (residual block + conv + L2 norm) or 'r50' (conv + L2 norm) classification features.
     clf_dim: D, classification feature channels (256 / 512; scaled down in tiny configs).
     num_iter: steepest-descent iterations in training (5).
-    init_gauss_sigma: initial label-predictor sigma in feature cells (0.9 / 0.9167).
+    init_gauss_sigma: initial label-predictor sigma in feature cells (0.9 / 0.9167); with the hinge optimiser
+      the sigma of its training labels.
+    clf_optimizer: the classifier's filter optimiser, 'dimp' (DiMP's learnt steepest descent) or 'hinge'
+      (SuperDiMP-simple's Gauss-Newton descent on tracker-supplied labels, the KeepTrack base, keeptrack.md §0).
     iou_dim: IoU-Net internal width (256 in the reference).
     category_classification: CC, the 70-way classifier on layer4.
     category_encoder: CE, the dictionary cross-attention on the classification input.
@@ -83,6 +86,7 @@ class CIANet(nn.Module):
   clf_dim: int = 256
   num_iter: int = 5
   init_gauss_sigma: float = 0.9
+  clf_optimizer: str = "dimp"
   iou_dim: int = 256
   category_classification: bool = True
   category_encoder: bool = True
@@ -122,7 +126,8 @@ class CIANet(nn.Module):
           dropout_rate=self.encoder_dropout, num_known_categories=self.num_known_categories,
           dictionary_features=chans["layer4"], dtype=dtype, name="category_encoder")
     self.classifier = LinearFilter(arch=self.clf_arch, out_dim=self.clf_dim, in_dim=chans["layer3"],
-                                   num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma, dtype=dtype)
+                                   num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma,
+                                   optimizer=self.clf_optimizer, dtype=dtype)
     self.bb_regressor = AtomIoUNet(input_dim=(chans["layer2"], chans["layer3"]),
                                    pred_input_dim=(self.iou_dim, self.iou_dim),
                                    pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype)
@@ -190,10 +195,11 @@ class CIANet(nn.Module):
     """Initial filter `[B, 4, 4, D]` from features `[Nimg, B, H, W, D]` and boxes `[Nimg, B, 4]`."""
     return self.classifier.init_filter(feat, box_xywh)
 
-  def optimize_filter(self, filt, feat, box_xywh, sample_weight=None, num_iter=None, active_iter=None):
-    """Steepest-descent refinement; see `LinearFilter.optimize_filter` (`active_iter`: traced count)."""
+  def optimize_filter(self, filt, feat, box_xywh, sample_weight=None, num_iter=None, active_iter=None, label=None):
+    """Steepest-descent refinement; see `LinearFilter.optimize_filter` (`active_iter`: traced count; `label`:
+    the hinge optimiser's target labels)."""
     return self.classifier.optimize_filter(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter,
-                                           active_iter=active_iter)
+                                           active_iter=active_iter, label=label)
 
   def classify(self, filt: jax.Array, feat: jax.Array) -> jax.Array:
     """Scores `[Nimg, B, H + 1, W + 1]` of filters `[B, 4, 4, D]` on features `[Nimg, B, H, W, D]`."""

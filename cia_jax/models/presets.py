@@ -1,4 +1,4 @@
-"""The four published networks as `CIANet` keyword arguments: the one network table (no JAX import).
+"""The published networks as `CIANet` keyword arguments: the one network table (no JAX import).
 
 | preset | backbone | frozen | clf features | D | CIA modules |
 |---|---|---|---|---|---|
@@ -6,6 +6,7 @@
 | superdimp | ResNet-50 | conv1, layer1, layer2 | conv + L2 norm | 512 | off |
 | cia18 | ResNet-18 | - | as dimp18 | 256 | all on (design.md §D1-D2) |
 | cia50 | ResNet-50 | conv1, layer1, layer2 | as superdimp | 512 | all on |
+| superdimp_simple | as superdimp | | | | off; filter optimiser 'hinge' (the KeepTrack base, keeptrack.md §0) |
 
 An entry holds the `CIANet` fields that differ from the module's defaults (the defaults are CIA18); a training
 config (`configs/*.py`) copies every field of the preset's `CIANet` into `config.model`. `init_gauss_sigma` =
@@ -28,6 +29,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "cia50": dict(_R50),
     "dimp18": dict(_DIMP),
     "superdimp": {**_R50, **_DIMP},
+    # pytracking's dimpnet50_simple (super_dimp_simple.pth.tar): SuperDiMP with the hinge filter optimiser.
+    "superdimp_simple": {**_R50, **_DIMP, "clf_optimizer": "hinge"},
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from cia_jax.ops.boxes import array_namespace
@@ -89,3 +90,33 @@ def gaussian_label(box_xywh: Array, sigma_factor: float, feat_sz: int | Sequence
   gx = gauss_1d(fw, iw, box[..., 0] + 0.5 * box[..., 2])
   label = gy[..., :, None] * gx[..., None, :]
   return to_float32_ftz(label) if xp is np else label
+
+
+def gaussian_label_at(offset_yx: Array, sigma: Array, feat_hw: Sequence[int], kernel_sz: int = 4) -> Array:
+  """The tracker's Gaussian label (pytracking's `label_function_spatial`; jax.numpy, traced inputs allowed).
+
+  Same grid and centre rule as `gaussian_label` (k = -(sz - 1) / 2, ..., one extra element for an even kernel;
+  centre sz * offset + ((kernel_sz + 1) % 2) / 2), but from the target's offset from the patch centre as a
+  fraction of the patch side, offset_yx = (pos - sample_pos) / (sample_scale * S), and a sigma given in cells.
+
+  Args:
+    offset_yx: `[..., 2]` normalised (y, x) offsets.
+    sigma: scalar (or broadcastable to `[...]`) sigma in feature cells.
+    feat_hw: (h, w) feature size in cells.
+    kernel_sz: classifier filter size (4).
+
+  Returns:
+    `[..., h + e, w + e]` labels in `default_float()`, e = 1 for an even kernel.
+  """
+  offset = jnp.asarray(offset_yx, default_float())
+  sigma = jnp.asarray(sigma, default_float())[..., None]
+  extra = int(int(kernel_sz) % 2 == 0)
+  shift = ((int(kernel_sz) + 1) % 2) / 2.0
+
+  def gauss_1d(sz: int, off):
+    k = jnp.asarray(np.arange(-(sz - 1) / 2.0, (sz + 1) / 2.0 + extra, dtype=np.float64), default_float())
+    return jnp.exp(-0.5 * ((k - (sz * off + shift)[..., None]) / sigma) ** 2)
+
+  gy = gauss_1d(int(feat_hw[0]), offset[..., 0])
+  gx = gauss_1d(int(feat_hw[1]), offset[..., 1])
+  return gy[..., :, None] * gx[..., None, :]

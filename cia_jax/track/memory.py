@@ -24,6 +24,9 @@ class SampleMemory:
     weights: `[M]` sample weights (0 for empty slots).
     num_stored: int32 scalar, samples ever stored (keeps growing past M, as in the reference).
     previous_replace_ind: int32 scalar, slot of the last update; -1 = none yet.
+    labels: `[M, Ho, Wo]` each sample's Gaussian target label on the score grid, kept only for a network whose
+      filter optimiser takes labels (SuperDiMP-simple's hinge optimiser, keeptrack.md §0: the reference's
+      `target_labels` memory); None otherwise (no leaves).
   """
 
   features: jax.Array
@@ -31,12 +34,15 @@ class SampleMemory:
   weights: jax.Array
   num_stored: jax.Array
   previous_replace_ind: jax.Array
+  labels: jax.Array | None = None
 
 
-def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: int) -> SampleMemory:
+def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: int,
+                init_labels: jax.Array | None = None) -> SampleMemory:
   """Memory with the N initial samples in slots 0..N-1, weight 1/N each (design.md §5.4 step 7).
 
-  init_features: `[N, h, w, D]`; init_boxes_xywh: `[N, 4]`; capacity: static M > N.
+  init_features: `[N, h, w, D]`; init_boxes_xywh: `[N, 4]`; capacity: static M > N; init_labels: optional
+  `[N, Ho, Wo]` labels (empty slots: 0).
   """
   n = init_features.shape[0]
   if capacity <= n:
@@ -44,7 +50,12 @@ def init_memory(init_features: jax.Array, init_boxes_xywh: jax.Array, capacity: 
   feats = jnp.zeros((capacity, *init_features.shape[1:]), init_features.dtype).at[:n].set(init_features)
   boxes = jnp.zeros((capacity, 4), default_float()).at[:n].set(jnp.asarray(init_boxes_xywh, default_float()))
   weights = jnp.zeros((capacity,), default_float()).at[:n].set(1.0 / n)
-  return SampleMemory(feats, boxes, weights, jnp.asarray(n, jnp.int32), jnp.asarray(-1, jnp.int32))
+  labels = None
+  if init_labels is not None:
+    if init_labels.ndim != 3 or init_labels.shape[0] != n:
+      raise ValueError(f"init_memory: init_labels must be [{n}, Ho, Wo], got shape {init_labels.shape}")
+    labels = jnp.zeros((capacity, *init_labels.shape[1:]), default_float()).at[:n].set(init_labels)
+  return SampleMemory(feats, boxes, weights, jnp.asarray(n, jnp.int32), jnp.asarray(-1, jnp.int32), labels)
 
 
 def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, num_stored: jax.Array,
@@ -91,8 +102,10 @@ def update_sample_weights(weights: jax.Array, previous_replace_ind: jax.Array, n
 
 def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array, num_init: int,
                   learning_rate, init_samples_minimum_weight: float = 0.25,
-                  certainties: jax.Array | None = None, store=True) -> SampleMemory:
+                  certainties: jax.Array | None = None, store=True, label: jax.Array | None = None) -> SampleMemory:
   """Stores one training sample (design.md §5.7): new weights, feature `[h, w, D]` and box `[4]` at the replace slot.
+
+  `label` `[Ho, Wo]`: the sample's target label, required exactly when the memory keeps labels.
 
   `certainties` `[M]` (optional): evict by certainty * weight (see `update_sample_weights`); the new slot is
   `previous_replace_ind` of the result. `store` (traced bool): False returns the memory unchanged. Only the
@@ -103,9 +116,16 @@ def update_memory(memory: SampleMemory, feature: jax.Array, box_xywh: jax.Array,
   store = jnp.asarray(store)
   feature = jnp.where(store, feature.astype(memory.features.dtype), memory.features[r])
   box = jnp.where(store, jnp.asarray(box_xywh, default_float()), memory.boxes_xywh[r])
+  if (label is None) != (memory.labels is None):
+    raise ValueError("update_memory: pass a label exactly when the memory keeps labels "
+                     f"(memory labels: {'yes' if memory.labels is not None else 'no'})")
+  labels = None
+  if label is not None:
+    labels = memory.labels.at[r].set(jnp.where(store, jnp.asarray(label, default_float()), memory.labels[r]))
   return SampleMemory(
       features=memory.features.at[r].set(feature),
       boxes_xywh=memory.boxes_xywh.at[r].set(box),
       weights=jnp.where(store, w, memory.weights),
       num_stored=memory.num_stored + store.astype(memory.num_stored.dtype),
-      previous_replace_ind=jnp.where(store, r, memory.previous_replace_ind))
+      previous_replace_ind=jnp.where(store, r, memory.previous_replace_ind),
+      labels=labels)

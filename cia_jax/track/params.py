@@ -40,6 +40,9 @@ class TrackerSettings:
   net_opt_iter: int = 10
   net_opt_update_iter: int = 2
   net_opt_hn_iter: int = 1
+  # Sigma of the tracker's Gaussian sample labels, output_sigma_factor * sqrt(target area in cells); used only by
+  # networks whose filter optimiser takes labels (SuperDiMP-simple, the KeepTrack base, keeptrack.md §0).
+  output_sigma_factor: float = 0.25
   hard_negative_learning_rate: float = 0.02
   train_sample_interval: int = 1
   low_score_opt_threshold: Optional[float] = None  # Not supported (None only), as in all four presets.

@@ -39,7 +39,7 @@ import numpy as np
 from cia_jax.models.cia import CIANet, with_dtype
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
-from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD
+from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD, gaussian_label_at
 from cia_jax.track import augment, keeptrack
 from cia_jax.track.memory import SampleMemory, init_memory, update_memory
 from cia_jax.track.params import TrackerSettings
@@ -139,6 +139,22 @@ def output_box(pos_yx, sz_yx) -> jax.Array:
   return jnp.concatenate([pos_yx[::-1] - (sz_yx[::-1] - 1.0) / 2.0, sz_yx[::-1]])
 
 
+def takes_labels(model: TrackingModel) -> bool:
+  """Whether the network's filter optimiser learns from tracker-supplied labels (SuperDiMP-simple's hinge
+  optimiser, keeptrack.md §0); then the memory keeps every sample's label."""
+  return getattr(model.net, "clf_optimizer", "dimp") == "hinge"
+
+
+def sample_labels(settings: TrackerSettings, offset_px_yx, base_target_sz_yx, feat_hw, kernel_sz: int):
+  """Gaussian target labels `[..., Ho, Wo]` of samples whose target centre lies `offset_px_yx` `[..., 2]` patch
+  pixels from the patch centre (the reference's `init_target_labels` / `get_label_function`): sigma =
+  output_sigma_factor * sqrt(prod(f / S * base_target_sz)) cells, f = feature side, S = patch side."""
+  s = settings.image_sample_size
+  cells = jnp.asarray(feat_hw, default_float()) / s
+  sigma = settings.output_sigma_factor * jnp.sqrt(jnp.prod(cells * base_target_sz_yx))
+  return gaussian_label_at(jnp.asarray(offset_px_yx, default_float()) / s, sigma, feat_hw, kernel_sz)
+
+
 # --------------------------------------------------------------------------------------------------
 # Initialisation (design.md §5.4).
 
@@ -205,8 +221,13 @@ def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, 
   boxes = box0 + moves  # [15, 4]
 
   filt = _apply(model, "init_filter", x[:, None], boxes[:, None])
-  filt, _, _ = _apply(model, "optimize_filter", filt, x[:, None], boxes[:, None], None, settings.net_opt_iter)
-  memory = init_memory(x, boxes, settings.sample_memory_size)
+  labels = None
+  if takes_labels(model):  # target at (pos - init_pos) / init_scale from the patch centre, moved by each shift
+    offsets = (pos - init_pos) / init_scale + moves[:, 1::-1]
+    labels = sample_labels(settings, offsets, base_sz, x.shape[1:3], filt.shape[1])
+  filt, _, _ = _apply(model, "optimize_filter", filt, x[:, None], boxes[:, None], None, settings.net_opt_iter,
+                      label=None if labels is None else labels[:, None])
+  memory = init_memory(x, boxes, settings.sample_memory_size, labels)
   mod3, mod4 = _apply(model, "iou_modulation", layer2[:1], layer3[:1], boxes[:1])
   tcm = keeptrack.init_tcm_state(settings, model.tcm_net) if settings.use_tcm else None
   return TrackerState(
@@ -361,15 +382,18 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: i
     return filt
 
   def run(f):
+    label = None if memory.labels is None else memory.labels[:, None]
     out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
-                       memory.weights, max_iter, num_iter)
+                       memory.weights, max_iter, num_iter, label=label)
     return out[0]
   return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
 
 
-def update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty):
+def update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty,
+                 train_label=None):
   """Memory write and filter update (5.5 step 4, 5.7; with `use_tcm` the certainty rules of keeptrack.md §4.6).
 
+  train_label: `[Ho, Wo]` the new sample's label when the memory keeps labels (`takes_labels`).
   Returns (filter, memory, tcm state).
   """
   hard = flag == FLAG_HARD_NEGATIVE
@@ -378,7 +402,7 @@ def update_model(model, settings, state: TrackerState, x, train_box, flag, frame
   certainties = tcm.certainties if keeptrack.certainty_weighted(settings) else None
   store = learn & (hard | (frame_num % settings.train_sample_interval == 0))
   memory = update_memory(state.memory, x[0], train_box, settings.num_init_samples, lr,
-                         settings.init_samples_minimum_weight, certainties, store)
+                         settings.init_samples_minimum_weight, certainties, store, train_label)
   hn_iter = keeptrack.hard_negative_iterations(settings, certainty) if settings.use_tcm else settings.net_opt_hn_iter
   n_iter = jnp.where(hard, hn_iter,
                      jnp.where((frame_num - 1) % settings.train_skipping == 0, settings.net_opt_update_iter, 0))
@@ -437,7 +461,12 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
 
   # Model update (5.5 step 4, 5.7): normal and hard-negative frames only.
   train_box = patch_box(pos, target_sz, sample_pos, sample_scale, s)
-  filt, memory, tcm = update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty)
+  train_label = None
+  if takes_labels(model):  # the reference's get_label_function(pos, sample_pos, sample_scale)
+    train_label = sample_labels(settings, (pos - sample_pos) / sample_scale, state.base_target_sz_yx, x.shape[1:3],
+                                state.filter.shape[0])
+  filt, memory, tcm = update_model(model, settings, state, x, train_box, flag, frame_num, tcm, certainty,
+                                   train_label)
 
   # The reference then restores pos_iounet (possibly from an older frame if refinement bailed out now).
   pos = jnp.where(found & has_pos_iounet, pos_iounet, pos)

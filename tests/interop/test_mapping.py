@@ -306,7 +306,7 @@ def _reference_layouts() -> dict:
     return json.load(f)["layouts"]
 
 
-@pytest.mark.parametrize("arch", ["dimp18", "superdimp", "cia18", "cia50"])
+@pytest.mark.parametrize("arch", ["dimp18", "superdimp", "superdimp_simple", "cia18", "cia50"])
 def test_real_reference_layout_converts_completely(arch):
   layout = {k: tuple(v) for k, v in _reference_layouts()[arch].items()}
   entries, attention = mapping.key_table(arch)
@@ -314,7 +314,7 @@ def test_real_reference_layout_converts_completely(arch):
   dropped = {k for k in layout if k not in ours}
   # What we drop is exactly the unused part of design.md §6.2 / 6.3 (plus the key encoder, mapped separately).
   allowed = ("num_batches_tracked", ".fc.", "feature_extractor.queue", "feature_extractor.encoder_k.")
-  if arch in ("dimp18", "superdimp"):
+  if arch in ("dimp18", "superdimp", "superdimp_simple"):
     allowed += ("feature_extractor.layer4.",)
   assert all(any(a in k for a in allowed) for k in dropped), sorted(k for k in dropped
                                                                     if not any(a in k for a in allowed))

@@ -17,8 +17,12 @@ import jax
 
 from cia_jax.models.dimp.features import ClassificationFeatures
 from cia_jax.models.dimp.filter import apply_filter
+from cia_jax.models.dimp.hinge_optimizer import HingeSteepestDescentGN
 from cia_jax.models.dimp.initializer import FilterInitializerLinear
 from cia_jax.models.dimp.optimizer import DiMPSteepestDescentGN
+from cia_jax.ops.image import gaussian_label
+
+OPTIMIZERS = ("dimp", "hinge")
 
 
 class LinearFilter(nn.Module):
@@ -33,6 +37,9 @@ class LinearFilter(nn.Module):
     num_iter: default optimizer iterations (5 in training).
     init_step_length, init_filter_reg, init_gauss_sigma, num_dist_bins, bin_displacement, mask_init_factor,
     min_filter_reg, alpha_eps: `DiMPSteepestDescentGN` settings (design.md §2.4).
+    optimizer: 'dimp' (`DiMPSteepestDescentGN`, DiMP / SuperDiMP / CIA) or 'hinge' (`HingeSteepestDescentGN`,
+      SuperDiMP-simple, the KeepTrack base, keeptrack.md §0: labels from the caller; init_filter_reg and
+      num_iter apply, hinge_threshold and activation_leak are its own).
     dtype: compute dtype of the feature block and the initializer's conv (None: float32); the classification
       features, the filters, the steepest-descent optimiser and the scores are float32 (design.md §9.1).
   """
@@ -51,12 +58,22 @@ class LinearFilter(nn.Module):
   mask_init_factor: float = 3.0
   min_filter_reg: float = 1e-3
   alpha_eps: float = 0.0
+  optimizer: str = "dimp"
+  hinge_threshold: float = 0.05
+  activation_leak: float = 0.1
   dtype: Any = None
 
   def setup(self):
     self.feature_extractor = ClassificationFeatures(self.arch, self.out_dim, self.in_dim, self.filter_size,
                                                     self.dtype)
     self.filter_initializer = FilterInitializerLinear(self.filter_size, self.feat_stride, self.dtype)
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"LinearFilter: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+    if self.optimizer == "hinge":
+      self.filter_optimizer = HingeSteepestDescentGN(
+          num_iter=self.num_iter, init_filter_reg=self.init_filter_reg, hinge_threshold=self.hinge_threshold,
+          activation_leak=self.activation_leak)
+      return
     self.filter_optimizer = DiMPSteepestDescentGN(
         num_iter=self.num_iter, feat_stride=self.feat_stride, init_step_length=self.init_step_length,
         init_filter_reg=self.init_filter_reg, init_gauss_sigma=self.init_gauss_sigma,
@@ -82,14 +99,33 @@ class LinearFilter(nn.Module):
 
   def optimize_filter(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
                       sample_weight: jax.Array | None = None, num_iter: int | None = None,
-                      active_iter: jax.Array | None = None):
-    """Steepest-descent refinement of `filt` `[B, fs, fs, D]`; see `DiMPSteepestDescentGN.__call__`.
+                      active_iter: jax.Array | None = None, label: jax.Array | None = None):
+    """Steepest-descent refinement of `filt` `[B, fs, fs, D]`; see `DiMPSteepestDescentGN.__call__` and
+    `HingeSteepestDescentGN.__call__`.
+
+    label: the hinge optimiser's target labels `[Nimg, B, Ho, Wo]` (None: `box_labels`, the training labels);
+    the DiMP optimiser predicts its own and refuses them.
 
     Returns (filter, iterates `[num_iter + 1, B, fs, fs, D]`, losses `[num_iter + 1]`); with a traced
     `active_iter` (at most `num_iter` iterations) (filter, None, None).
     """
+    if self.optimizer == "hinge":
+      if label is None:
+        label = self.box_labels(feat, filt, box_xywh)
+      return self.filter_optimizer(filt, feat, label, sample_weight=sample_weight, num_iter=num_iter,
+                                   active_iter=active_iter)
+    if label is not None:
+      raise ValueError("LinearFilter.optimize_filter: the 'dimp' optimizer predicts its own labels; "
+                       "label is only for optimizer='hinge'")
     return self.filter_optimizer(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter,
                                  active_iter=active_iter)
+
+  def box_labels(self, feat: jax.Array, filt: jax.Array, box_xywh: jax.Array) -> jax.Array:
+    """Gaussian labels `[Nimg, B, Ho, Wo]` centred on boxes `[Nimg, B, 4]` (crop pixels): the training labels
+    of SuperDiMP-simple (`gaussian_label`, sigma = init_gauss_sigma cells, crop = feat_stride * feature size)."""
+    h, w = feat.shape[2:4]
+    return gaussian_label(box_xywh, self.init_gauss_sigma / float(h * w) ** 0.5, (h, w),
+                          (self.feat_stride * h, self.feat_stride * w), filt.shape[1])
 
   def get_filter(self, feat: jax.Array, box_xywh: jax.Array, num_iter: int | None = None,
                  sample_weight: jax.Array | None = None):
