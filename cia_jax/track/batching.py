@@ -135,11 +135,6 @@ def lane_mesh(devices: SequenceT | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (LANES,))
 
 
-def _select(mask, new, old):
-  """Per lane: `new` where `mask` `[L]`, else `old` (pytrees of `[L, ...]`)."""
-  return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
-
-
 @functools.lru_cache(maxsize=16)
 def lane_fns(settings: TrackerSettings, mesh: Mesh) -> dict[str, Callable]:
   """Jitted lane functions over `mesh` (lanes sharded, model replicated), each called with the model first:
@@ -166,7 +161,12 @@ def lane_fns(settings: TrackerSettings, mesh: Mesh) -> dict[str, Callable]:
     return jax.vmap(init_one, in_axes=(None, 0, 0, 0, 0))(model, images, boxes, keys, sizes)
 
   def init(model, state, images, boxes, keys, sizes, start):
-    return _select(start, vinit(model, images, boxes, keys, sizes), state)
+    # One lane after the other (`lax.map`, so each lane's `cond` really skips): only the lanes that start a
+    # sequence pay an init; under `vmap` every lane would compute one whenever any lane starts.
+    def one(args):
+      old, image, box, key, size, go = args
+      return jax.lax.cond(go, lambda: init_one(model, image, box, key, size), lambda: old)
+    return jax.lax.map(one, (state, images, boxes, keys, sizes, start))
 
   def chunk(model, state, images, keys, frames):
     def one(st, image, key, frame):
