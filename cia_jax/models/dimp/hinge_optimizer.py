@@ -23,9 +23,9 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
+from cia_jax.models.dimp.optimizer import sample_weights, static_num_iter, while_steps
 from cia_jax.ops.dtypes import default_float
 
 
@@ -93,10 +93,7 @@ class HingeSteepestDescentGN(nn.Module):
     if label.shape != (nimg, nseq, *out_hw):
       raise ValueError(f"HingeSteepestDescentGN: label must be [Nimg, B, Ho, Wo] = {(nimg, nseq, *out_hw)}, "
                        f"got {label.shape}")
-    num_iter = self.num_iter if num_iter is None else num_iter
-    if not isinstance(num_iter, (int, np.integer)) or num_iter < 0:
-      raise ValueError(f"HingeSteepestDescentGN: num_iter must be a static int >= 0, got {num_iter!r}")
-    num_iter = int(num_iter)
+    num_iter = static_num_iter(num_iter, self.num_iter, "HingeSteepestDescentGN")
     if sample_weight is None:
       sqrt_w = jnp.full((nimg, nseq, 1, 1), math.sqrt(1.0 / nimg), default_float())
     else:
@@ -133,22 +130,8 @@ class HingeSteepestDescentGN(nn.Module):
       return f_new, (f_new, loss)
 
     if active_iter is not None:
-      stop = jnp.minimum(jnp.asarray(active_iter, jnp.int32), num_iter)
-      _, final = jax.lax.while_loop(lambda c: c[0] < stop, lambda c: (c[0] + 1, body(c[1], None)[0]),
-                                    (jnp.asarray(0, jnp.int32), filt))
-      return final, None, None
+      return while_steps(lambda f: body(f, None)[0], filt, active_iter, num_iter), None, None
     final, (later, losses) = jax.lax.scan(body, filt, None, length=num_iter)
     iterates = jnp.concatenate([filt[None], later], axis=0)
     losses = jnp.concatenate([losses, loss_of(final)[None]], axis=0)
     return final, iterates, losses
-
-
-def sample_weights(sample_weight: jax.Array, nimg: int, nseq: int, where: str) -> jax.Array:
-  """`[Nimg, B]` or `[Nimg]` weights -> `[Nimg, B]` (ValueError naming `where` on any other shape)."""
-  sw = jnp.asarray(sample_weight, default_float())
-  if sw.shape == (nimg,):
-    sw = jnp.broadcast_to(sw[:, None], (nimg, nseq))
-  if sw.shape != (nimg, nseq):
-    raise ValueError(f"{where}: sample_weight must be [Nimg, B] = {(nimg, nseq)} or [Nimg] = ({nimg},), "
-                     f"got {sw.shape}")
-  return sw

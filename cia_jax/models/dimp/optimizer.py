@@ -148,11 +148,8 @@ class DiMPSteepestDescentGN(nn.Module):
     if box_xywh.shape != (nimg, nseq, 4):
       raise ValueError(f"DiMPSteepestDescentGN: box_xywh must be [Nimg, B, 4] = {(nimg, nseq, 4)}, "
                        f"got {box_xywh.shape}")
-    num_iter = self.num_iter if num_iter is None else num_iter
-    if not isinstance(num_iter, (int, np.integer)) or num_iter < 0:
-      raise ValueError(f"DiMPSteepestDescentGN: num_iter must be a static int >= 0, got {num_iter!r}")
-    num_iter = int(num_iter)
-    sw = None if sample_weight is None else _sample_weight(sample_weight, nimg, nseq)
+    num_iter = static_num_iter(num_iter, self.num_iter, "DiMPSteepestDescentGN")
+    sw = None if sample_weight is None else sample_weights(sample_weight, nimg, nseq, "DiMPSteepestDescentGN")
     if sw is not None:
       # Empty (weight-0) memory slots may hold anything; zero them so no 0 * nan/inf reaches the sums.
       box_xywh = jnp.where((sw > 0)[:, :, None], box_xywh, 0.0)
@@ -193,14 +190,14 @@ class DiMPSteepestDescentGN(nn.Module):
       return f_new, (f_new, loss)
 
     if active_iter is not None:
-      return _while_steps(lambda f: body(f, None)[0], filt, active_iter, num_iter), None, None
+      return while_steps(lambda f: body(f, None)[0], filt, active_iter, num_iter), None, None
     final, (later, losses) = jax.lax.scan(body, filt, None, length=num_iter)
     iterates = jnp.concatenate([filt[None], later], axis=0)
     losses = jnp.concatenate([losses, loss_of(final)[None]], axis=0)
     return final, iterates, losses
 
 
-def _while_steps(step, filt: jax.Array, count, max_count: int) -> jax.Array:
+def while_steps(step, filt: jax.Array, count, max_count: int) -> jax.Array:
   """`step` applied min(count, max_count) times (count traced; 0 or less: `filt`) in a `lax.while_loop`."""
   stop = jnp.minimum(jnp.asarray(count, jnp.int32), max_count)
   _, final = jax.lax.while_loop(lambda c: c[0] < stop, lambda c: (c[0] + 1, step(c[1])),
@@ -208,12 +205,20 @@ def _while_steps(step, filt: jax.Array, count, max_count: int) -> jax.Array:
   return final
 
 
-def _sample_weight(sample_weight: jax.Array, nimg: int, nseq: int) -> jax.Array:
-  """`[Nimg, B]` or `[Nimg]` weights -> `[Nimg, B]` float32 (ValueError on any other shape)."""
+def static_num_iter(num_iter, default: int, where: str) -> int:
+  """`num_iter` (None: `default`) as a Python int >= 0 (ValueError naming `where` otherwise)."""
+  num_iter = default if num_iter is None else num_iter
+  if not isinstance(num_iter, (int, np.integer)) or num_iter < 0:
+    raise ValueError(f"{where}: num_iter must be a static int >= 0, got {num_iter!r}")
+  return int(num_iter)
+
+
+def sample_weights(sample_weight: jax.Array, nimg: int, nseq: int, where: str) -> jax.Array:
+  """`[Nimg, B]` or `[Nimg]` weights -> `[Nimg, B]` (ValueError naming `where` on any other shape)."""
   sw = jnp.asarray(sample_weight, default_float())
   if sw.shape == (nimg,):
     sw = jnp.broadcast_to(sw[:, None], (nimg, nseq))
   if sw.shape != (nimg, nseq):
-    raise ValueError(f"DiMPSteepestDescentGN: sample_weight must be [Nimg, B] = {(nimg, nseq)} or [Nimg] = "
-                     f"({nimg},), got {sw.shape}")
+    raise ValueError(f"{where}: sample_weight must be [Nimg, B] = {(nimg, nseq)} or [Nimg] = ({nimg},), "
+                     f"got {sw.shape}")
   return sw
