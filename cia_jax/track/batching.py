@@ -5,9 +5,9 @@ and takes the next one as soon as its sequence ends (`schedule`: longest sequenc
 that frees up first). One device call advances every lane by C frames (`lax.scan` over a chunk of frames,
 `--chunk-frames`); a lane whose sequence ends inside a chunk, or that has nothing to do, is masked on the
 host: its outputs are dropped, and its state is replaced by its next sequence's init. A lane that starts a
-sequence is initialised, before the chunk, by one call over all lanes whose results are kept only for the
-starting ones. With C a multiple of `train_skipping` (20) every lane is at the same point of the filter-update
-cycle, so under `vmap` the update iterations (the batch's maximum) are not run more often than one lane needs.
+sequence is initialised before the chunk, one lane after the other, and only the starting lanes pay it.
+The filter update inside a step likewise runs lane by lane, each lane its own iteration count
+(`tracker._optimize`), so batching never makes a lane run iterations it does not need.
 
 Frames of every size share one batch: they are padded with zeros at the bottom and right to the run's
 *bucket* (`bucket_shape`: the largest frame of the run, sides rounded up to a multiple of 64), and each

@@ -97,6 +97,11 @@ class TrackerSettings:
   # the filter optimiser, box refinement and every output stay float32). `runner.load_model` builds the network
   # with it, whatever dtype the checkpoint was trained in.
   compute_dtype: str = "float32"
+  # How a `vmap`-batched step (several sequences, the lanes of `batching`) runs the filter update: 'sequential'
+  # (one sequence after the other, each its own iteration count; faster on CPU, BENCHMARKS.md issue #14) or
+  # 'vmap' (one batched update running the batch's largest count for every sequence; may suit accelerators,
+  # unmeasured). No effect on a single sequence, and none on the boxes.
+  batched_filter_update: str = "sequential"
 
   def __post_init__(self):
     validate(self)
@@ -157,6 +162,8 @@ def validate(s: TrackerSettings) -> None:
     bad("candidate_capacity", "must be >= 1")
   if s.compute_dtype not in ("float32", "bfloat16"):
     bad("compute_dtype", "must be 'float32' or 'bfloat16'")
+  if s.batched_filter_update not in ("sequential", "vmap"):
+    bad("batched_filter_update", "must be 'sequential' or 'vmap'")
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,

@@ -9,8 +9,8 @@ flags, IoU-Net bail-out, memory slot, number of filter iterations) is a `jnp.whe
 `lax.while_loop` over fixed shapes, so `jax.vmap` over states, images and keys batches whole sequences (one
 array shape; frames of different true sizes padded to it, with `image_sz_yx`). The filter update runs a
 traced number of steepest-descent iterations (0 / 1 / 2): a single-sequence step runs exactly that many (none
-at all on most frames), a batched step the batch's largest count once. The un-jitted `init_impl` /
-`step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
+at all on most frames); a batched step updates its sequences one after the other, each with its own count.
+The un-jitted `init_impl` / `step_impl` are the functions to `vmap` (or to run under `jax.disable_jit`).
 
 Randomness (design.md §5.4, 5.6): `init`'s key draws the transforms' random shifts and the channel-dropout masks,
 `step`'s key the 9 jittered IoU-Net boxes; with `settings.deterministic` the keys are unused.
@@ -371,22 +371,47 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 # --------------------------------------------------------------------------------------------------
 # One frame (design.md §5.5).
 
-def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: int):
-  """Filter update with a traced iteration count `num_iter` (0 .. static `max_iter`).
-
-  Single sequence: `lax.cond` skips everything (score targets, masking, loop) when the count is 0, and the
-  optimizer's `while_loop` runs exactly the count. Under `vmap` the cond becomes a select of both branches and
-  the loop runs the batch's largest count once (each sequence keeps its own result), not every count.
-  """
-  if max_iter == 0:
-    return filt
-
+def _optimize_one(model, filt, memory: SampleMemory, num_iter, max_iter: int):
+  """One sequence's filter update: `max_iter` static, `num_iter` traced; `lax.cond` skips everything (score
+  targets, masking, loop) when the count is 0, and the optimizer's `while_loop` runs exactly the count."""
   def run(f):
     label = None if memory.labels is None else memory.labels[:, None]
     out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
                        memory.weights, max_iter, num_iter, label=label)
     return out[0]
   return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
+
+
+def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: int):
+  """Filter update with a traced iteration count `num_iter` (0 .. static `max_iter`).
+
+  Under `vmap` (batched sequences, the lanes of `batching`) with `settings.batched_filter_update ==
+  'sequential'` the sequences are updated one after the other (`lax.map`), each with its own count and exactly
+  the single-sequence computation. A vmapped `cond` ('vmap') is a select that runs the batch's largest count for
+  every sequence, and XLA's CPU backend runs the batched memory dots well below the single-sequence GEMM speed
+  (BENCHMARKS.md, issue #14 section).
+  """
+  if max_iter == 0:
+    return filt
+  one = functools.partial(_optimize_one, max_iter=max_iter)
+  if settings.batched_filter_update == "vmap":
+    return one(model, filt, memory, num_iter)
+
+  @jax.custom_batching.custom_vmap
+  def optimize(model, filt, memory, num_iter):
+    return one(model, filt, memory, num_iter)
+
+  @optimize.def_vmap
+  def optimize_batched(axis_size, in_batched, model, filt, memory, num_iter):
+    def full(x, batched):
+      return x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+    if any(jax.tree.leaves(in_batched[0])):  # per-sequence weights: plain vmap
+      args = jax.tree.map(full, (model, filt, memory, num_iter), tuple(in_batched))
+      return jax.vmap(one)(*args), True
+    lanes = jax.tree.map(full, (filt, memory, num_iter), tuple(in_batched[1:]))
+    return jax.lax.map(lambda a: one(model, *a), lanes), True
+
+  return optimize(model, filt, memory, num_iter)
 
 
 def update_model(model, settings, state: TrackerState, x, train_box, flag, frame_num, tcm, certainty,

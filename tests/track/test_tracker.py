@@ -160,29 +160,42 @@ def test_float64_run_under_x64(model):
   np.testing.assert_allclose(np.stack(boxes64), boxes32, rtol=0, atol=1e-2)
 
 
-def test_vmap_over_sequences_matches_sequential_runs(model):
-  """Three different sequences of one image size, batched with vmap = three separate runs (the runner)."""
+@pytest.mark.parametrize("form", ["sequential", "vmap"])
+def test_vmap_over_sequences_matches_sequential_runs(model, form):
+  """Three different sequences of one image size, batched with vmap = three separate runs (the runner), for
+  both forms of the batched filter update, with the sequences at different points of the update cycle (as
+  lanes that started at different times), so their iteration counts differ."""
+  settings = SMALL.replace(batched_filter_update=form)
   seqs = [textured_sequence(4, size=96, target=16, seed=s, start=(20.0 + 8 * s, 25.0 + 5 * s)) for s in range(3)]
   frames = np.stack([f for f, _ in seqs])  # [3, T, H, W, 3]
   boxes0 = np.stack([g[0] for _, g in seqs]).astype(np.float32)
   keys = [jax.random.key(10 + s) for s in range(3)]
-  vinit = jax.jit(jax.vmap(lambda m, im, b, k: tracker.init_impl(m, SMALL, im, b, k), in_axes=(None, 0, 0, 0)))
-  vstep = jax.jit(jax.vmap(lambda m, st, im, k: tracker.step_impl(m, SMALL, st, im, k), in_axes=(None, 0, 0, 0)))
+  vinit = jax.jit(jax.vmap(lambda m, im, b, k: tracker.init_impl(m, settings, im, b, k), in_axes=(None, 0, 0, 0)))
+  vstep = jax.jit(jax.vmap(lambda m, st, im, k: tracker.step_impl(m, settings, st, im, k), in_axes=(None, 0, 0, 0)))
   fold = lambda t: jnp.stack([jax.random.fold_in(k, t) for k in keys])  # noqa: E731
+  cycle = np.array([0, 1, 0], np.int32)  # frame-number offsets: train_skipping=2 -> 2 or 0 iterations
   state = vinit(model, jnp.asarray(frames[:, 0]), jnp.asarray(boxes0), fold(0))
-  batched = [boxes0]
+  state = state.replace(frame_num=state.frame_num + cycle)
+  batched, counts = [boxes0], []
   for t in range(1, frames.shape[1]):
+    frame_num = np.asarray(state.frame_num) + 1
     state, out = vstep(model, state, jnp.asarray(frames[:, t]), fold(t))
     batched.append(np.asarray(out["box_xywh"]))
+    flag = np.asarray(out["flag"])  # §5.5 step 4's iteration count
+    count = np.where(flag == tracker.FLAG_HARD_NEGATIVE, 1, np.where((frame_num - 1) % 2 == 0, 2, 0))
+    counts.append(np.where((flag == tracker.FLAG_NORMAL) | (flag == tracker.FLAG_HARD_NEGATIVE), count, 0))
   batched = np.stack(batched, axis=1)  # [3, T, 4]
+  assert any(len(set(c.tolist())) > 1 for c in counts), counts
   for s in range(3):
     key = keys[s]
-    st = tracker.init(model, SMALL, frames[s, 0], jnp.asarray(boxes0[s]), jax.random.fold_in(key, 0))
+    st = tracker.init(model, settings, frames[s, 0], jnp.asarray(boxes0[s]), jax.random.fold_in(key, 0))
+    st = st.replace(frame_num=st.frame_num + cycle[s])
     seq_boxes = [boxes0[s]]
     for t in range(1, frames.shape[1]):
-      st, out = tracker.step(model, SMALL, st, frames[s, t], jax.random.fold_in(key, t))
+      st, out = tracker.step(model, settings, st, frames[s, t], jax.random.fold_in(key, t))
       seq_boxes.append(np.asarray(out["box_xywh"]))
     np.testing.assert_allclose(batched[s], np.stack(seq_boxes), rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(state.filter[s]), np.asarray(st.filter), rtol=1e-4, atol=1e-5)
   assert not np.allclose(batched[0], batched[1])  # really different sequences
 
 
