@@ -53,7 +53,10 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    the affinity mask, torch through `set_num_threads`); prints the median per-frame time of each (init frame and
    compilation excluded), the speed ratio, the reference's per-part breakdown (timing wrappers installed from
    outside around the reference tracker's methods, `torch_reference.py track --timing 1`), the CPU model, its
-   AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average.
+   AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average. What the work allows: the
+   GFLOP of our step without a filter update (XLA cost analysis, the least work of any tracked frame) at JAX's
+   measured matmul peak give a per-frame floor, our % of peak on that work, and the ceiling: the largest speed
+   ratio over the reference that any implementation doing this work at that peak could reach.
 
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
@@ -743,18 +746,43 @@ def part_breakdown(parts_per_round, times_per_round) -> dict[str, float]:
   return out
 
 
+def work_ceiling(gflop: float, peak_gflops: float, ours_s: float, ref_s: float) -> dict[str, float]:
+  """What the work allows: `gflop` per frame (a lower bound: XLA's cost analysis of a step without filter
+  update) at the matmul peak `peak_gflops` takes at least `floor_s`; `ours_pct_peak` is our achieved rate on
+  that work (an underestimate), `ceiling` the largest speed ratio over the reference (per-frame `ref_s`) that any
+  implementation doing this work at that peak could reach."""
+  floor_s = gflop / peak_gflops
+  return {"gflop": gflop, "floor_s": floor_s, "ours_pct_peak": 100.0 * floor_s / ours_s, "ceiling": ref_s / floor_s}
+
+
 def format_speed_table(rows) -> str:
-  """Markdown table of (sequence, frame size 'WxH', frames, ours summary, reference summary) rows; the last column
-  is the speed ratio ours fps / reference fps (> 1: ours faster)."""
+  """Markdown table of (sequence, frame size 'WxH', frames, ours summary, reference summary[, work_ceiling])
+  rows; 'ours / reference speed' is ours fps / reference fps (> 1: ours faster)."""
   lines = ["| sequence | frame size | tracked frames x runs | ours ms/frame (fps) | reference ms/frame (fps) | "
-           "ours / reference speed | per-run medians ours / reference (ms) |", "|---|---|---|---|---|---|---|"]
-  for name, size, n, ours, ref in rows:
+           "ours / reference speed | per-run medians ours / reference (ms) | GFLOP/frame without update | "
+           "ours % of JAX peak | ceiling at JAX peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for name, size, n, ours, ref, *ceiling in rows:
     per_run = (" ".join(f"{1e3 * m:.0f}" for m in ours["round_medians"]) + " / "
                + " ".join(f"{1e3 * m:.0f}" for m in ref["round_medians"]))
+    work = (f"{ceiling[0]['gflop']:.2f} | {ceiling[0]['ours_pct_peak']:.0f}% | {ceiling[0]['ceiling']:.2f}x"
+            if ceiling else "- | - | -")
     lines.append(f"| {name} | {size} | {n} x {len(ours['round_medians'])} | {1e3 * ours['median']:.1f} "
                  f"({ours['fps']:.2f}) | {1e3 * ref['median']:.1f} ({ref['fps']:.2f}) | "
-                 f"{ours['fps'] / ref['fps']:.2f}x | {per_run} |")
+                 f"{ours['fps'] / ref['fps']:.2f}x | {per_run} | {work} |")
   return "\n".join(lines)
+
+
+def step_gflop_without_update(model, settings, frames: np.ndarray, box) -> float:
+  """GFLOP of one compiled tracker step at this frame size with the filter update switched off (XLA's cost
+  analysis): the work every tracked frame does at least."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from bench_common import flops_of  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+
+  from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
+  no_update = settings.replace(net_opt_update_iter=0, net_opt_hn_iter=0)
+  key = jax.random.key(0)
+  state = tracker.init(model, no_update, frames[0], np.asarray(box, np.float32), key)
+  return flops_of(tracker.step.lower(model, no_update, state, frames[1], key).compile()) / 1e9
 
 
 def format_breakdown_table(breakdowns: dict[str, dict[str, float]]) -> str:
@@ -785,8 +813,9 @@ def _time_ours(model, settings, seq, frames: np.ndarray) -> tuple[np.ndarray, np
   return runner.track_sequence(model, settings, seq, max_frames=len(frames), frames=iter(frames))
 
 
-def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
-  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each; prints both tables."""
+def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops: float) -> dict:
+  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each; prints both tables and
+  what the work allows at JAX's measured matmul peak `peak_gflops` (`work_ceiling`)."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
   rows, breakdowns, results = [], {}, {}
@@ -816,13 +845,19 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
       ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
     ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
     size = f"{frames.shape[2]}x{frames.shape[1]}"
-    rows.append((name, size, len(frames) - 1, ours_s, ref_s))
+    ceiling = work_ceiling(step_gflop_without_update(model, settings, frames, box), peak_gflops, ours_s["median"],
+                           ref_s["median"])
+    rows.append((name, size, len(frames) - 1, ours_s, ref_s, ceiling))
     breakdowns[name] = part_breakdown(ref_parts, ref_t)
     print(f"{name} ({size}): ours {1e3 * ours_s['median']:.1f} ms/frame, reference {1e3 * ref_s['median']:.1f} "
           f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
-          f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f})", flush=True)
+          f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f}); work without filter update "
+          f"{ceiling['gflop']:.2f} GFLOP/frame = {1e3 * ceiling['floor_s']:.1f} ms at JAX's {peak_gflops:.0f} "
+          f"GFLOP/s: ours at {ceiling['ours_pct_peak']:.0f}% of peak, ceiling {ceiling['ceiling']:.2f}x the "
+          f"reference", flush=True)
     results[name] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
                      "reference_parts": breakdowns[name], "min_iou": min(ious), "compile_s": compile_s,
+                     "work_ceiling": ceiling,
                      "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
   print(f"\n## Per-frame speed, {args.arch}, side by side (median over tracked frames 2..T of {args.rounds} "
         f"alternating runs each, {args.threads} thread(s) each)\n")
@@ -1050,7 +1085,8 @@ def _main(args, work: str) -> int:
   settings = our_settings(args.arch, args.target_not_found_threshold, candidate_threshold=args.candidate_threshold,
                           candidate_capacity=args.candidate_capacity)
   if args.speed:
-    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings)}
+    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings,
+                                                                        machine["jax_matmul_gflops"])}
     if args.json:
       with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

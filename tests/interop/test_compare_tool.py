@@ -295,7 +295,13 @@ def test_part_breakdown_and_tables():
   assert "| IoU-Net refinement | - |" in table and "150.0 (38%)" in table and "400.0 (100%)" in table
   ours, ref = cp.speed_summary(times), cp.speed_summary([np.array([1.0, 0.8, 0.8])])
   row = cp.format_speed_table([("seqA", "360x240", 2, ours, ref)]).splitlines()[-1]
-  assert "| 2.00x |" in row and "| 400.0 (2.50) | 800.0 (1.25) |" in row
+  assert "| 2.00x |" in row and "| 400.0 (2.50) | 800.0 (1.25) |" in row and row.endswith("| - | - | - |")
+  # 20 GFLOP at 100 GFLOP/s: >= 0.2 s per frame; ours 0.4 s = 50% of peak; the reference's 0.8 s -> at most 4x.
+  ceiling = cp.work_ceiling(20.0, 100.0, ours["median"], ref["median"])
+  assert ceiling["floor_s"] == pytest.approx(0.2) and ceiling["ours_pct_peak"] == pytest.approx(50.0)
+  assert ceiling["ceiling"] == pytest.approx(4.0)
+  row = cp.format_speed_table([("seqA", "360x240", 2, ours, ref, ceiling)]).splitlines()[-1]
+  assert row.endswith("| 20.00 | 50% | 4.00x |")
 
 
 _TORCH_PYTHON = pathlib.Path(cp.DEFAULT_TORCH_PYTHON)
