@@ -217,10 +217,11 @@ class CategoryEncoderLayer(nn.Module):
     attn_key = None if init_key is None else jax.random.fold_in(init_key, 0)
     attention = CrossAttention(self.num_heads, self.dropout_rate, self.dtype, name="self_attn")
     u = attention(tokens, atoms, deterministic, attn_key)
-    t = nn.LayerNorm(epsilon=LN_EPS, name="norm1", dtype=self.dtype)(tokens + drop(u))
+    # Two-pass variance, as torch's LayerNorm: Flax's default E[x^2] - E[x]^2 loses digits to cancellation.
+    t = nn.LayerNorm(epsilon=LN_EPS, name="norm1", dtype=self.dtype, use_fast_variance=False)(tokens + drop(u))
     h = drop(nn.relu(_torch_linear(self.ffn_dim, c, "linear1", 10, init_key, self.dtype)(t)))
     h = _torch_linear(c, self.ffn_dim, "linear2", 12, init_key, self.dtype)(h)
-    return nn.LayerNorm(epsilon=LN_EPS, name="norm2", dtype=self.dtype)(t + drop(h))
+    return nn.LayerNorm(epsilon=LN_EPS, name="norm2", dtype=self.dtype, use_fast_variance=False)(t + drop(h))
 
 
 class CategoryEncoder(nn.Module):
