@@ -17,6 +17,10 @@ KeepTrack, CIA CIA18 / CIA50).
    `target_not_found_threshold` 0 (random weights peak near 0.1: otherwise every frame is 'not_found' and
    nothing after frame 1 is exercised). Per frame: IoU of the two boxes (x2 = x + w), their max scores and
    localisation flags; the first frame below `--iou-threshold` is reported with the stage quantities there.
+   Each side's crop of every frame (decimation factor and side, from the sample size target_scale * S) is
+   recorded too; the first frame where the crops differ is printed with both sample sizes (distance in ulp),
+   the reference's truncating rule applied to our sample size and the exact-arithmetic crop (a one-pixel crop
+   decision from last-bit differences is the typical cause of a float32 parting, `crop_divergence`).
    Where the sequence has ground truth, each side's AUC against it and its median max score (is the tracker
    following the target, are its maps peaked: with trained weights, `scripts/train_parity_weights.py`).
 
@@ -71,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fractions
 import json
 import os
 import pathlib
@@ -556,16 +561,89 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
 
   from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
 
+  from cia_jax.ops.crop import crop_window  # pylint: disable=g-import-not-at-top
+
   init, step = (tracker.init_impl, tracker.step_impl) if eager else (tracker.init, tracker.step)
   key = jax.random.PRNGKey(0)
   state = init(model, settings, frames[0], np.asarray(box_xywh, np.float64), key)
   boxes, scores, flags = [np.asarray(box_xywh, np.float64)], [np.nan], ["init"]
-  for t in range(1, len(frames)):
+  s, n = settings.image_sample_size, len(frames)
+  crops = {"crops/sample_sz": np.full((n, 2), np.nan), "crops/df": np.full(n, -1), "crops/size": np.full((n, 2), -1)}
+  for t in range(1, n):
+    sample_sz = state.target_scale * s  # the step's own expression, evaluated on the same state
+    geo = crop_window(frames.shape[1:3], state.pos_yx, sample_sz, (s, s), settings.border_mode,
+                      settings.patch_max_scale_change, rule=settings.crop_rule)
+    crops["crops/sample_sz"][t] = np.asarray(sample_sz)
+    crops["crops/df"][t], crops["crops/size"][t] = int(geo["df"]), np.asarray(geo["size"])
     state, out = step(model, settings, state, frames[t], jax.random.fold_in(key, t))
     boxes.append(np.asarray(out["box_xywh"], np.float64))
     scores.append(float(out["max_score"]))
     flags.append(tracker.FLAG_NAMES[int(out["flag"])])
-  return {"boxes": np.stack(boxes), "max_scores": np.asarray(scores), "flags": np.asarray(flags)}
+  return {"boxes": np.stack(boxes), "max_scores": np.asarray(scores), "flags": np.asarray(flags), **crops}
+
+
+def reference_crop_rule(sample_sz, image_hw, mode: str, max_scale_change: float | None, dtype) -> np.ndarray:
+  """The reference's crop side before decimation (`sample_patch`: sample_sz / clamp(min or max of sample_sz /
+  im_sz, 1, max_scale_change), then `.long()`), in IEEE arithmetic of `dtype`: `[2]` int64."""
+  sz = np.asarray(sample_sz, dtype) * np.ones(2, dtype)
+  if mode == "replicate":
+    return sz.astype(np.int64)
+  ratio = sz / np.asarray(image_hw, dtype)
+  shrink = max(ratio.max() if mode == "inside" else ratio.min(), dtype(1))
+  if max_scale_change is not None:
+    shrink = min(shrink, dtype(max_scale_change))
+  return (sz / shrink).astype(np.int64)  # truncation toward zero, as .long()
+
+
+def crop_divergence(ours: dict, ref: dict, image_hw, settings, dtype=np.float32) -> dict | None:
+  """Where the two trackers first crop a different window size (df or side), or None.
+
+  A crop one pixel apart is a discrete decision made from the float sample size (target_scale * S): the
+  reference truncates sample_sz / shrink with `.long()`, so a quotient one ulp below an integer loses a pixel,
+  while ours snaps quotients within 4 ulp of an integer (`ops.crop.crop_window`). Reported at that frame: both
+  sample sizes and their distance in ulp, both crops, the reference's rule applied to *our* sample size (the
+  same decision on our bits) and the exact-arithmetic crop of each sample size (rational arithmetic). Returns
+  dict(frame, frames_differing, ours_sample_sz, ref_sample_sz, ulp_apart, ours_crop, ref_crop, ref_quotient,
+  ref_rule_on_ours, exact_ours, exact_ref), crops as [df, side_y, side_x]; None when either side has no crops.
+  """
+  if "crops/size" not in ours or "crops/size" not in ref:
+    return None
+  o = np.concatenate([np.asarray(ours["crops/df"])[:, None], np.asarray(ours["crops/size"])], 1)
+  r = np.concatenate([np.asarray(ref["crops/df"])[:, None], np.asarray(ref["crops/size"])], 1)
+  n = min(len(o), len(r))
+  diff = [t for t in range(1, n) if (o[t] != r[t]).any()]
+  if not diff:
+    return None
+  t = diff[0]
+  so, sr = dtype(ours["crops/sample_sz"][t][0]), dtype(ref["crops/sample_sz"][t][0])
+  mode, msc = settings.border_mode, settings.patch_max_scale_change
+
+  def exact(v):
+    q = fractions.Fraction(float(v))
+    if mode != "replicate":
+      ratios = [q / h for h in image_hw]
+      shrink = max(max(ratios) if mode == "inside" else min(ratios), fractions.Fraction(1))
+      if msc is not None:
+        shrink = min(shrink, fractions.Fraction(msc))
+      q = q / shrink
+    return int(q)
+
+  ulp = int(np.asarray(sr, dtype).view(np.int32 if dtype == np.float32 else np.int64)) - int(
+      np.asarray(so, dtype).view(np.int32 if dtype == np.float32 else np.int64))
+  return {"frame": t, "frames_differing": len(diff), "ours_sample_sz": float(so), "ref_sample_sz": float(sr),
+          "ulp_apart": ulp, "ours_crop": o[t].tolist(), "ref_crop": r[t].tolist(),
+          "ref_quotient": float(ref["crops/quotient"][t][0]) if "crops/quotient" in ref else float("nan"),
+          "ref_rule_on_ours": int(reference_crop_rule(so, image_hw, mode, msc, dtype)[0]),
+          "exact_ours": exact(so), "exact_ref": exact(sr)}
+
+
+def format_crop_divergence(d: dict) -> str:
+  """One line for `crop_divergence`'s dict."""
+  return (f"crop sizes first differ at frame {d['frame']} (frames with different crops: {d['frames_differing']}): "
+          f"ours df/side {d['ours_crop']} from sample size {d['ours_sample_sz']:.9g}, reference {d['ref_crop']} "
+          f"from {d['ref_sample_sz']:.9g} ({d['ulp_apart']:+d} ulp; its quotient {d['ref_quotient']:.9g} "
+          f"truncated); the reference's rule on our sample size gives {d['ref_rule_on_ours']}; exact arithmetic gives "
+          f"{d['exact_ours']} (ours) / {d['exact_ref']} (reference's)")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1169,6 +1247,10 @@ def _main(args, work: str) -> int:
         print("  frame before:               " + frame_detail(rep.first_below - 1, ours_tr, ref_tr))
     if rep.first_flag_mismatch is not None:
       print("  first flag mismatch: " + frame_detail(rep.first_flag_mismatch, ours_tr, ref_tr))
+    crop = crop_divergence(ours_tr, ref_tr, frames.shape[1:3], settings,
+                           np.float64 if args.float64 else np.float32)
+    if crop is not None:
+      print("  " + format_crop_divergence(crop))
     first_score = first_score_divergence(ours_tr["max_scores"], ref_tr["max_scores"])
     if first_score is not None:
       print("  max scores first differ by > 1e-3 (relative): " + frame_detail(first_score, ours_tr, ref_tr))
@@ -1184,7 +1266,7 @@ def _main(args, work: str) -> int:
         "ours_flags": ours_tr["flags"].tolist(), "ref_flags": ref_tr["flags"].tolist(),
         "ours_max_scores": ours_tr["max_scores"].tolist(), "ref_max_scores": ref_tr["max_scores"].tolist(),
         "max_score_abs_diff": float(np.nanmax(score_diff)) if score_diff.size else 0.0,
-        "first_score_divergence": first_score, "ground_truth": truth}
+        "first_score_divergence": first_score, "crop_divergence": crop, "ground_truth": truth}
   if tcm_diffs:
     print("\n## Association network (KeepTrack target candidate matching) on the reference tracker's candidate sets "
           "(sequence, frame, previous x current candidates)\n")

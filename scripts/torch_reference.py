@@ -669,6 +669,40 @@ def install_part_timer(tracker, net: CPUNet) -> PartTimer:
   return timer
 
 
+def record_crops(tracker, num_frames: int) -> dict[str, np.ndarray]:
+  """Records the crop geometry of every tracked frame (the first `sample_patch` call of each `track()`) into
+  the returned arrays, filled in place: 'crops/sample_sz' [T, 2] (the requested size, in the tracker's float
+  dtype), 'crops/quotient' [T, 2] (the size after the inside / inside_major shrink, before `.long()`),
+  'crops/df' [T] (decimation factor) and 'crops/size' [T, 2] (crop side in decimated pixels); row 0 (the init
+  frame) stays NaN / -1. The values are recomputed beside the reference's own call with the same torch
+  operations, so a crop one pixel short from a quotient just below an integer shows here."""
+  prep = importlib.import_module("pytracking.features.preprocessing")
+  inner = prep.sample_patch
+  out = {"crops/sample_sz": np.full((num_frames, 2), np.nan), "crops/quotient": np.full((num_frames, 2), np.nan),
+         "crops/df": np.full(num_frames, -1), "crops/size": np.full((num_frames, 2), -1)}
+  seen = set()
+
+  def sample_patch(im, pos, sample_sz, output_sz=None, mode="replicate", max_scale_change=None, **kw):
+    t = tracker.frame_num - 1  # track() has already advanced frame_num
+    if getattr(tracker, "_tracking", False) and 0 < t < num_frames and t not in seen:
+      seen.add(t)
+      sz = sample_sz.float() if sample_sz.dtype == torch.float32 else sample_sz.clone()
+      q = sz.clone()
+      if mode in ("inside", "inside_major"):
+        ratio = sz / torch.tensor([im.shape[2], im.shape[3]], dtype=sz.dtype)
+        shrink = (ratio.max() if mode == "inside" else ratio.min()).clamp(min=1, max=max_scale_change)
+        q = sz / shrink
+        sz = q.long().to(q.dtype)
+      df = max(int(torch.min(sz / output_sz.to(sz.dtype)).item() - 0.1), 1) if output_sz is not None else 1
+      out["crops/sample_sz"][t] = _np(sample_sz)
+      out["crops/quotient"][t] = _np(q)
+      out["crops/df"][t] = df
+      out["crops/size"][t] = np.maximum(np.round(_np(sz) / df), 2).astype(int)  # half to even, as torch
+    return inner(im, pos, sample_sz, output_sz, mode=mode, max_scale_change=max_scale_change, **kw)
+  prep.sample_patch = sample_patch
+  return out
+
+
 def cmd_track(args) -> int:
   """Runs the reference tracker over the first `--num-frames` frames; saves boxes, max scores and flags (plus
   per-frame filters / centres with --save-filters and the internals of one frame with --dump-frame)."""
@@ -681,6 +715,7 @@ def cmd_track(args) -> int:
   dump, matches = {}, {}
   if args.dump_frame is not None:
     _instrument(tracker, args.dump_frame, dump)
+  crops = record_crops(tracker, n) if not args.timing else {}
   if args.record_matches:
     if args.arch != "keeptrack":
       raise ValueError("--record-matches: only for --arch keeptrack")
@@ -694,6 +729,7 @@ def cmd_track(args) -> int:
   t0 = time.perf_counter()
   tracker.initialize(images[0] if images else np.array(frames[0]), {"init_bbox": box})
   times[0] = time.perf_counter() - t0
+  tracker._tracking = True  # record_crops: the init's augmented crops are not tracked frames
   for t in range(1, n):
     if timer:
       timer.frame = {}
@@ -714,6 +750,7 @@ def cmd_track(args) -> int:
          "flags": np.asarray(flags)}
   out.update({f"dump/{k}": v for k, v in dump.items()})
   out.update({f"match/{k}": v for k, v in matches.items()})
+  out.update(crops)
   out["times"] = times  # [T] seconds: frame 0 = initialize, then tracker.track per frame
   if args.timing:
     out.update({f"parts/{p}": v for p, v in parts.items()})  # [T] exclusive seconds per part (0 at frame 0)

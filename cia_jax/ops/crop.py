@@ -52,9 +52,10 @@ def crop_window(image_hw, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
       crop (even szl) or half a pixel of `patch_coord` (odd szl); DiMP18 / SuperDiMP use upstream's.
 
   Returns:
-    dict with int32 `df` (decimation factor, scalar), `offset` `[2]` (decimation start o), `tl` `[2]`,
-    `br` `[2]` (int32 crop window in decimated pixels, br exclusive) and float `patch_coord` `[4]` =
-    df * (tl, br) (with upstream's half pixels under rule='pytracking').
+    dict with int32 `df` (decimation factor, scalar), `offset` `[2]` (decimation start o), `size` `[2]`
+    (int32 crop side szl in decimated pixels, before any shift into the image), `tl` `[2]`, `br` `[2]` (int32
+    crop window in decimated pixels, br exclusive) and float `patch_coord` `[4]` = df * (tl, br) (with
+    upstream's half pixels under rule='pytracking').
   """
   if mode not in MODES:
     raise ValueError(f"sample_patch: mode must be one of {MODES}, got {mode!r}")
@@ -102,7 +103,7 @@ def crop_window(image_hw, pos_yx, sample_sz_yx, output_sz_yx: Sequence[int],
   patch_coord = (df * jnp.concatenate([tl, br])).astype(f)
   if rule == "pytracking":  # F.pad with `.int()` pads: the crop is [trunc(tl), trunc(br)).
     tl, br = jnp.trunc(tl).astype(jnp.int32), jnp.trunc(br).astype(jnp.int32)
-  return {"df": df, "offset": offset, "tl": tl, "br": br, "patch_coord": patch_coord}
+  return {"df": df, "offset": offset, "size": szl, "tl": tl, "br": br, "patch_coord": patch_coord}
 
 
 def _axis_taps(tl, br, offset, df, size_full, out_len: int):

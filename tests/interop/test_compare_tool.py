@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
+import types
 
 import jax
 import numpy as np
@@ -370,3 +371,42 @@ def test_truth_verdict_and_table():
   assert cp.truth_verdict((4, "box"), (4, "flag"), None) == "both at the same frame"
   row = cp.format_truth_table([("seq", 29, (None, "-"), (15, "max score"), (18, "box"))], 0.99).splitlines()[2]
   assert row == "| seq | 29 | - | 15 (max score) | 18 (box) | ours |"
+
+
+def _f32(bits: int) -> float:
+  return float(np.asarray(bits, np.uint32).view(np.float32))
+
+
+@pytest.mark.parametrize("bits, mode, msc, expected", [
+    # Golden values from the reference tracker's own crops on VOT_bag (480 x 360, CIA18 trained weights).
+    (1146131399, "inside_major", 1.5, 556),  # frame 1: shrink 1.74 clamped to 1.5
+    (1144229506, "inside_major", 1.5, 480),  # frame 20
+    (1142278733, "inside_major", 1.5, 479),  # frame 27: quotient one ulp below 480
+    (1142278731, "inside_major", 1.5, 480),  # ours at frame 27
+    (1142278733, "replicate", None, 599),
+])
+def test_reference_crop_rule(bits, mode, msc, expected):
+  got = cp.reference_crop_rule(_f32(bits), (360, 480), mode, msc, np.float32)
+  assert got.tolist() == [expected, expected]
+
+
+def test_crop_divergence_names_the_frame_the_bits_and_the_exact_crop():
+  settings = types.SimpleNamespace(border_mode="inside_major", patch_max_scale_change=1.5)
+  n = 4
+  ours = {"crops/sample_sz": np.full((n, 2), _f32(1142278731)), "crops/df": np.ones(n, int),
+          "crops/size": np.full((n, 2), 480)}
+  ref = {"crops/sample_sz": np.full((n, 2), _f32(1142278731)), "crops/df": np.ones(n, int),
+         "crops/size": np.full((n, 2), 480), "crops/quotient": np.full((n, 2), 480.0)}
+  assert cp.crop_divergence(ours, ref, (360, 480), settings) is None
+  assert cp.crop_divergence({"boxes": None}, ref, (360, 480), settings) is None
+  ref["crops/sample_sz"][2:] = _f32(1142278733)
+  ref["crops/size"][2:] = 479
+  ref["crops/quotient"][2:] = 479.99997
+  d = cp.crop_divergence(ours, ref, (360, 480), settings)
+  assert d["frame"] == 2 and d["frames_differing"] == 2
+  assert d["ulp_apart"] == 2
+  assert d["ours_crop"] == [1, 480, 480] and d["ref_crop"] == [1, 479, 479]
+  assert d["ref_rule_on_ours"] == 480
+  assert d["exact_ours"] == 480 and d["exact_ref"] == 480
+  line = cp.format_crop_divergence(d)
+  assert "frame 2" in line and "+2 ulp" in line and "exact arithmetic gives 480" in line

@@ -176,3 +176,15 @@ def test_inside_major_shrink_to_the_image_width_is_exact_under_jit(rule):
   for k in ("tl", "br", "patch_coord"):
     np.testing.assert_array_equal(np.asarray(jitted[k]), np.asarray(eager[k]), err_msg=k)
   assert int(jitted["br"][1]) - int(jitted["tl"][1]) == 640
+
+
+def test_crop_size_takes_the_exact_integer_where_the_reference_truncates():
+  """VOT_bag frame 27 (scripts/compare_pytorch.py, CIA18 trained weights): the reference's float32 sample size
+  599.16095 (bits 0x4415CA4D) gives the quotient 479.99997 and a 479 px crop; exact arithmetic, and ours, give
+  the image width 480 for it and for our own sample size two ulp lower."""
+  for bits in (0x4415CA4B, 0x4415CA4D):
+    sz = np.asarray(bits, np.uint32).view(np.float32)
+    geo = crop.crop_window((360, 480), jnp.asarray([159.36774, 278.77774]), jnp.float32(sz), (352, 352),
+                           "inside_major", 1.5)
+    np.testing.assert_array_equal(np.asarray(geo["size"]), [480, 480])
+    assert int(geo["df"]) == 1
