@@ -292,6 +292,26 @@ def test_max_pool_pads_with_minus_inf_symmetrically():
   np.testing.assert_array_equal(np.argwhere(out[0, :, :, 1] == 5.0), [[1, 2]])
 
 
+@pytest.mark.parametrize("shape", [(1, 7, 9, 3), (2, 5, 4, 1), (1, 40, 40, 2)])
+def test_max_pool_odd_and_even_sizes_and_gradient(shape):
+  x = np.random.default_rng(1).standard_normal(shape)  # continuous values: no ties
+  xj = jnp.asarray(x, jnp.float32)
+  np.testing.assert_array_equal(np.asarray(resnet.max_pool_3x3_s2(xj)), np_maxpool(x.astype(np.float32)))
+  # d sum(pool) / dx = how many windows take each element as their maximum (torch routes to the arg max).
+  grad = np.asarray(jax.grad(lambda v: jnp.sum(resnet.max_pool_3x3_s2(v)))(xj))
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+  count = np.zeros_like(xp)
+  ho, wo = (shape[1] - 1) // 2 + 1, (shape[2] - 1) // 2 + 1
+  for n in range(shape[0]):
+    for c in range(shape[3]):
+      for oy in range(ho):
+        for ox in range(wo):
+          win = xp[n, 2 * oy:2 * oy + 3, 2 * ox:2 * ox + 3, c]
+          dy, dx = np.unravel_index(np.argmax(win), (3, 3))
+          count[n, 2 * oy + dy, 2 * ox + dx, c] += 1
+  np.testing.assert_array_equal(grad, count[:, 1:-1, 1:-1, :])
+
+
 # ----------------------------------------------------------------------------- early stop
 def test_stops_after_deepest_requested_layer():
   model = tiny("bottleneck")
