@@ -465,7 +465,7 @@ def finish_run(results_dir: str, summary: dict) -> dict:
   """Combines the summaries of every process (`distributed.gather`); process 0 writes `failures.json` (with
   several processes) and `<results_dir>/run_summary.json`. Returns the combined summary (same on every process):
   `tracked` / `skipped` / `failed` over all processes, `frames`, `seconds` (the slowest process's), `fps`,
-  `processes`."""
+  `processes`; the file also holds `per_process` and `xla_flags` (process 0's XLA_FLAGS)."""
   parts = distributed.gather(summary)
   total = {"tracked": [n for p in parts for n in p["tracked"]], "skipped": [n for p in parts for n in p["skipped"]],
            "failed": {k: v for p in parts for k, v in p["failed"].items()},
@@ -476,7 +476,9 @@ def finish_run(results_dir: str, summary: dict) -> dict:
     if len(parts) > 1:
       results.update_failures(results_dir, total["skipped"] + total["tracked"], total["failed"])
     per_process = [{k: p[k] for k in ("frames", "seconds")} | {"sequences": len(p["tracked"])} for p in parts]
-    text = json.dumps({**total, "per_process": per_process}, indent=1, default=float)
+    # XLA_FLAGS as this process ran (cia_jax.xla_flags adds its CPU defaults): part of how the run was made.
+    text = json.dumps({**total, "per_process": per_process, "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                      indent=1, default=float)
     with open(os.path.join(results_dir, distributed.SUMMARY_FILE), "w", encoding="utf-8") as f:
       f.write(text + "\n")
   return total
