@@ -5,6 +5,7 @@ single-sequence tracker, one frame per call. Data: 5 synthetic sequences (an odd
 4 lengths, one of them (2 frames) shorter than the chunk.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -148,14 +149,14 @@ def test_eight_cpu_devices(mixed, tmp_path):
   assert last_json(res.stdout) == {"devices": 8, "processes": 1, "tracked": sorted(reference),
                                     "frames": sum(frames * count for _, frames, count in GROUPS)}
   _assert_as_reference(out, reference)
+  summary = json.loads((out / distributed.SUMMARY_FILE).read_text(encoding="utf-8"))
+  assert summary["xla_flags"] == "--xla_force_host_platform_device_count=8"  # how the run was made
 
 
 
 
 @pytest.mark.slow
 def test_two_processes_share_the_sequences(mixed, tmp_path):
-  import json
-
   root, _, _, reference = mixed
   script = tmp_path / "run.py"
   script.write_text(_RUN)
