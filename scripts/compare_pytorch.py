@@ -559,9 +559,8 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
   """
   import jax  # pylint: disable=g-import-not-at-top
 
-  from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
-
   from cia_jax.ops.crop import crop_window  # pylint: disable=g-import-not-at-top
+  from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
 
   init, step = (tracker.init_impl, tracker.step_impl) if eager else (tracker.init, tracker.step)
   key = jax.random.PRNGKey(0)
