@@ -581,17 +581,25 @@ def track_ours(model, settings, frames: np.ndarray, box_xywh: np.ndarray, eager:
   return {"boxes": np.stack(boxes), "max_scores": np.asarray(scores), "flags": np.asarray(flags), **crops}
 
 
-def reference_crop_rule(sample_sz, image_hw, mode: str, max_scale_change: float | None, dtype) -> np.ndarray:
-  """The reference's crop side before decimation (`sample_patch`: sample_sz / clamp(min or max of sample_sz /
-  im_sz, 1, max_scale_change), then `.long()`), in IEEE arithmetic of `dtype`: `[2]` int64."""
-  sz = np.asarray(sample_sz, dtype) * np.ones(2, dtype)
+def _shrunk_side(side, image_hw, mode: str, max_scale_change: float | None):
+  """The reference's crop side before `.long()`: side / clamp(min (inside_major) or max (inside) of side / im_sz,
+  1, max_scale_change); `side` as is for 'replicate'. Scalar arithmetic of `side`'s own type (a NumPy float in
+  its IEEE rounding, or a `fractions.Fraction`, exact)."""
   if mode == "replicate":
-    return sz.astype(np.int64)
-  ratio = sz / np.asarray(image_hw, dtype)
-  shrink = max(ratio.max() if mode == "inside" else ratio.min(), dtype(1))
+    return side
+  one = type(side)(1)
+  ratios = [side / type(side)(h) for h in image_hw]
+  shrink = max(max(ratios) if mode == "inside" else min(ratios), one)
   if max_scale_change is not None:
-    shrink = min(shrink, dtype(max_scale_change))
-  return (sz / shrink).astype(np.int64)  # truncation toward zero, as .long()
+    shrink = min(shrink, type(side)(max_scale_change))
+  return side / shrink
+
+
+def reference_crop_rule(sample_sz, image_hw, mode: str, max_scale_change: float | None, dtype) -> np.ndarray:
+  """The reference's crop side before decimation (`sample_patch`, a square sample): `_shrunk_side` in IEEE
+  arithmetic of `dtype`, truncated toward zero as `.long()`: `[2]` int64."""
+  side = int(np.trunc(_shrunk_side(dtype(np.ravel(sample_sz)[0]), image_hw, mode, max_scale_change)))
+  return np.array([side, side], np.int64)
 
 
 def crop_divergence(ours: dict, ref: dict, image_hw, settings, dtype=np.float32) -> dict | None:
@@ -616,21 +624,10 @@ def crop_divergence(ours: dict, ref: dict, image_hw, settings, dtype=np.float32)
   t = diff[0]
   so, sr = dtype(ours["crops/sample_sz"][t][0]), dtype(ref["crops/sample_sz"][t][0])
   mode, msc = settings.border_mode, settings.patch_max_scale_change
-
-  def exact(v):
-    q = fractions.Fraction(float(v))
-    if mode != "replicate":
-      ratios = [q / h for h in image_hw]
-      shrink = max(max(ratios) if mode == "inside" else min(ratios), fractions.Fraction(1))
-      if msc is not None:
-        shrink = min(shrink, fractions.Fraction(msc))
-      q = q / shrink
-    return int(q)
-
-  ulp = int(np.asarray(sr, dtype).view(np.int32 if dtype == np.float32 else np.int64)) - int(
-      np.asarray(so, dtype).view(np.int32 if dtype == np.float32 else np.int64))
+  exact = lambda v: int(_shrunk_side(fractions.Fraction(float(v)), image_hw, mode, msc))  # noqa: E731
+  ordinal = lambda v: int(np.asarray(v, dtype).view(np.int32 if dtype == np.float32 else np.int64))  # noqa: E731
   return {"frame": t, "frames_differing": len(diff), "ours_sample_sz": float(so), "ref_sample_sz": float(sr),
-          "ulp_apart": ulp, "ours_crop": o[t].tolist(), "ref_crop": r[t].tolist(),
+          "ulp_apart": ordinal(sr) - ordinal(so), "ours_crop": o[t].tolist(), "ref_crop": r[t].tolist(),
           "ref_quotient": float(ref["crops/quotient"][t][0]) if "crops/quotient" in ref else float("nan"),
           "ref_rule_on_ours": int(reference_crop_rule(so, image_hw, mode, msc, dtype)[0]),
           "exact_ours": exact(so), "exact_ref": exact(sr)}

@@ -686,8 +686,7 @@ def record_crops(tracker, num_frames: int) -> dict[str, np.ndarray]:
     t = tracker.frame_num - 1  # track() has already advanced frame_num
     if getattr(tracker, "_tracking", False) and 0 < t < num_frames and t not in seen:
       seen.add(t)
-      sz = sample_sz.float() if sample_sz.dtype == torch.float32 else sample_sz.clone()
-      q = sz.clone()
+      sz = q = sample_sz  # not modified in place below
       if mode in ("inside", "inside_major"):
         ratio = sz / torch.tensor([im.shape[2], im.shape[3]], dtype=sz.dtype)
         shrink = (ratio.max() if mode == "inside" else ratio.min()).clamp(min=1, max=max_scale_change)
