@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from cia_jax.models.layers import Conv2d, at_least_float32, normal_fan_out_init
 from cia_jax.models.resnet import BasicBlock
+from cia_jax.ops.sums import blocked_sum
 
 # Backbone (layer3) channels of the real networks.
 DEFAULT_IN_DIM = {"r18": 256, "r50": 1024}
@@ -32,7 +33,7 @@ def instance_l2_norm(x: jax.Array, scale: float, eps: float = 1e-5) -> jax.Array
   if x.ndim != 4:
     raise ValueError(f"InstanceL2Norm: expected NHWC input of rank 4, got shape {x.shape}")
   n = x.shape[1] * x.shape[2] * x.shape[3]
-  ss = jnp.sum(jnp.square(x), axis=(1, 2, 3), keepdims=True)
+  ss = blocked_sum(jnp.square(x), axis=(1, 2, 3))[:, None, None, None]
   return x * (scale * jnp.sqrt(n / (ss + eps)))
 
 

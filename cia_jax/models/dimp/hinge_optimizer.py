@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
 from cia_jax.models.dimp.optimizer import sample_weights, static_num_iter, while_steps
 from cia_jax.ops.dtypes import default_float
+from cia_jax.ops.sums import blocked_sum
 
 
 class HingeResidual(nn.Module):
@@ -124,8 +125,8 @@ class HingeSteepestDescentGN(nn.Module):
       (g,) = filt_vjp((deriv * r).astype(s.dtype))
       g = g + reg * f
       q = deriv * apply_filter(feat, g)
-      g2 = jnp.sum(g * g, axis=(1, 2, 3))
-      den = jnp.maximum(jnp.sum(q * q, axis=(0, 2, 3)) + (reg + self.steplength_reg) * g2, 1e-8)
+      g2 = blocked_sum(g * g, axis=(1, 2, 3))
+      den = jnp.maximum(blocked_sum(q * q, axis=(0, 2, 3)) + (reg + self.steplength_reg) * g2, 1e-8)
       f_new = (f - (g2 / den)[:, None, None, None] * g).astype(f.dtype)
       return f_new, (f_new, loss)
 

@@ -27,6 +27,7 @@ import numpy as np
 from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
 from cia_jax.models.layers import Conv2d, Initializer
 from cia_jax.ops.dtypes import default_float
+from cia_jax.ops.sums import blocked_sum
 from cia_jax.ops.labels import distance_map
 
 
@@ -184,8 +185,8 @@ class DiMPSteepestDescentGN(nn.Module):
       (g,) = filt_vjp((deriv * v * r).astype(s.dtype))  # float64 labels with float32 params under x64
       g = g + reg * f
       q = v * deriv * apply_filter(feat, g)
-      g2 = jnp.sum(g * g, axis=(1, 2, 3))
-      den = jnp.maximum(jnp.sum(q * q, axis=(0, 2, 3)) + (reg + self.alpha_eps) * g2, 1e-8)
+      g2 = blocked_sum(g * g, axis=(1, 2, 3))
+      den = jnp.maximum(blocked_sum(q * q, axis=(0, 2, 3)) + (reg + self.alpha_eps) * g2, 1e-8)
       f_new = (f - (step * g2 / den)[:, None, None, None] * g).astype(f.dtype)
       return f_new, (f_new, loss)
 
