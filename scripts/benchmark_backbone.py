@@ -20,6 +20,8 @@ import time
 
 from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
 
+from cia_jax import xla_flags  # standard library only
+
 CASES = {"resnet18": ("layer3", "layer4"), "resnet50": ("layer3",)}
 
 
@@ -72,6 +74,7 @@ def measure_matmul_peak(warmup: int, repeats: int, n: int = 2048) -> float:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_flags.configure()  # what `cia-jax` runs with; before JAX's first computation
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax
   import jax.numpy as jnp

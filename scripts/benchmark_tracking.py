@@ -48,6 +48,8 @@ import time
 
 from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
 
+from cia_jax import xla_flags  # standard library only
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "real"))
 
@@ -278,6 +280,7 @@ def peak_rss_mb() -> float:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_flags.configure()  # what `cia-jax` runs with; before JAX's first computation
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax
   import jax.numpy as jnp

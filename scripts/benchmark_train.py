@@ -21,6 +21,8 @@ import time
 
 from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
 
+from cia_jax import xla_flags  # standard library only
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -42,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_flags.configure()  # what `cia-jax` runs with; before JAX's first computation
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax
   import numpy as np

@@ -86,6 +86,8 @@ import time
 
 import numpy as np
 
+from cia_jax import xla_flags  # standard library only
+
 _HERE = pathlib.Path(__file__).resolve().parent
 # The torch venv next to the checkout (see BENCHMARKS.md); CIA_JAX_TORCH_PYTHON or --torch-python point elsewhere.
 DEFAULT_TORCH_PYTHON = os.environ.get("CIA_JAX_TORCH_PYTHON", str(_HERE.parent.parent / "torchref" / "bin" / "python"))
@@ -1111,6 +1113,7 @@ def _check_inputs(args) -> None:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_flags.configure()  # what `cia-jax` runs with; before JAX's first computation
   try:
     _check_inputs(args)
   except (FileNotFoundError, ValueError) as e:

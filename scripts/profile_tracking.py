@@ -37,6 +37,8 @@ import numpy as np
 
 from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
 
+from cia_jax import xla_flags  # standard library only
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "real"))
 # (label, sequence folder, integer upsampling factor): 360x240 as is; 640x360 x 2 = 1280x720.
@@ -180,6 +182,7 @@ def profile(model, settings, frames, box, args, peak):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_flags.configure()  # what `cia-jax` runs with; before JAX's first computation
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.path.insert(0, HERE)
   import jax  # pylint: disable=g-import-not-at-top

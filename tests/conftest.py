@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from cia_jax import xla_flags  # noqa: E402
+
+xla_flags.configure()  # the XLA flags every `cia-jax` command runs with, so the tests run what users run
+
 import jax  # noqa: E402
 
 _CACHE = os.environ.get(

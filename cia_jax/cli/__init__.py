@@ -8,6 +8,9 @@ Errors a user can fix (`ValueError`, `FileNotFoundError`: a bad flag, file, key 
 line `cia-jax <command>: error: ...` with exit code 2, never as a traceback (set `CIA_JAX_DEBUG=1` for the
 traceback).
 
+XLA flags: `cia_jax.xla_flags` (the CPU backend without YNNPACK fusions on the measured jaxlib; opt out with
+`CIA_JAX_XLA_DEFAULTS=0`).
+
 Global option `--compilation-cache DIR|none` (before or after the subcommand): JAX's persistent compilation
 cache, on by default in a user-level folder (`cia_jax.compile_cache`), so a second run of the same command
 loads its compiled programs instead of compiling them again.
@@ -22,7 +25,7 @@ import signal
 import sys
 import threading
 
-from cia_jax import compile_cache  # standard library only: `--help` stays fast
+from cia_jax import compile_cache, xla_flags  # standard library only: `--help` stays fast
 
 # name -> (module under cia_jax.cli, one-line help). Add a line here when a subcommand lands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
   args.compilation_cache = cache
   try:
     compile_cache.configure(cache)  # before the command imports jax and compiles anything
+    xla_flags.configure()  # before JAX initialises its backends
     return int(_module(args.command).run(args) or 0)
   except (ValueError, FileNotFoundError) as e:
     if os.environ.get("CIA_JAX_DEBUG"):

@@ -476,7 +476,7 @@ def finish_run(results_dir: str, summary: dict) -> dict:
     if len(parts) > 1:
       results.update_failures(results_dir, total["skipped"] + total["tracked"], total["failed"])
     per_process = [{k: p[k] for k in ("frames", "seconds")} | {"sequences": len(p["tracked"])} for p in parts]
-    # XLA_FLAGS as this process ran (e.g. README's CPU opt-in): part of how the run was made.
+    # XLA_FLAGS as this process ran (cia_jax.xla_flags adds its CPU defaults): part of how the run was made.
     text = json.dumps({**total, "per_process": per_process, "xla_flags": os.environ.get("XLA_FLAGS", "")},
                       indent=1, default=float)
     with open(os.path.join(results_dir, distributed.SUMMARY_FILE), "w", encoding="utf-8") as f:
