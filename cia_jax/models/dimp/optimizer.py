@@ -27,8 +27,8 @@ import numpy as np
 from cia_jax.models.dimp.filter import apply_filter, check_filter_inputs, score_size
 from cia_jax.models.layers import Conv2d, Initializer
 from cia_jax.ops.dtypes import default_float
-from cia_jax.ops.sums import blocked_sum
 from cia_jax.ops.labels import distance_map
+from cia_jax.ops.sums import blocked_sum
 
 
 def _const_init(value: np.ndarray):
