@@ -8,7 +8,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from cia_jax import xla_flags  # noqa: E402
 
 # The suite (and the `cia-jax` subprocesses it starts) runs on XLA's default CPU flags: with the YNN-off default
-# of `cia_jax.xla_flags` it took 15.5 instead of 11.7 minutes on 2 cores. tests/test_xla_flags.py runs the flag
+# of `cia_jax.xla_flags` it took 15.5 instead of 11.7-13.5 minutes on 2 cores. tests/test_xla_flags.py runs the flag
 # itself; the parity runs with it are in BENCHMARKS.md ("Blocked sums").
 os.environ.setdefault(xla_flags.ENV_VAR, "0")
 
