@@ -2,8 +2,9 @@
 
 With this jaxlib's defaults, XLA's CPU backend hands convolutions and dots to YNNPACK fusions. With the fusion
 types emptied (`--xla_cpu_experimental_ynn_fusion_type=`) they run on XLA's built-in kernels instead. On our
-2-core test machine that tracked 5-25% faster side by side with the PyTorch reference and trained CIA18 8-9%
-faster (BENCHMARKS.md, "YNN fusions off, side by side"). XLA's own reduction kernels rounded the filter
+2-core test machine that tracked 5-20% faster side by side with the PyTorch reference, trained CIA18 8-15%
+faster and made batched lanes pay (BENCHMARKS.md, "YNN fusions off, side by side", "Blocked sums", "Lanes with
+the YNN-off default"). XLA's own reduction kernels rounded the filter
 optimiser's long sums worse than YNNPACK's; those sums now have a fixed order (`ops/sums.py`), and with it the
 flag keeps the reference's results (BENCHMARKS.md, "Blocked sums").
 
