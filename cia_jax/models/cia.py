@@ -22,7 +22,7 @@ Parameter tree (top level): `backbone` (ResNet, reference `feature_extractor.enc
 Stage methods (for the tracker, with `net.apply(variables, ..., method=...)`): `backbone_features`,
 `classification_input`, `classification_input_stages`, `classification_features`, `contrastive_embedding`,
 `key_embedding`, `category_logits`, `init_filter`, `optimize_filter`, `classify`, `iou_modulation`,
-`iou_features`, `predict_iou`. `__call__` is the training forward.
+`iou_features`, `iou_features_window`, `predict_iou`. `__call__` is the training forward.
 
 Mixed precision (`dtype='bfloat16'`, design.md §9.1): the backbone, the heads' convs / linear layers and the
 category encoder compute in bfloat16 with float32 parameters; every stage method and the training forward return
@@ -213,9 +213,14 @@ class CIANet(nn.Module):
     """IoU-Net test-branch features of `[N, ...]` layer2/layer3 maps."""
     return self.bb_regressor.get_iou_feat(layer2, layer3, train)
 
-  def predict_iou(self, mod3, mod4, c3t, c4t, proposals_xywh, train: bool = False):
-    """Predicted IoU `[N, P]` of proposals `[N, P, 4]` (crop pixels)."""
-    return self.bb_regressor.predict_iou(mod3, mod4, c3t, c4t, proposals_xywh, train)
+  def iou_features_window(self, layer2, layer3, start3_yx, start4_yx, size3: int, size4: int):
+    """IoU-Net test-branch features on windows of the maps (eval mode); see `AtomIoUNet.get_iou_feat_window`."""
+    return self.bb_regressor.get_iou_feat_window(layer2, layer3, start3_yx, start4_yx, size3, size4)
+
+  def predict_iou(self, mod3, mod4, c3t, c4t, proposals_xywh, train: bool = False, origin3_yx=None,
+                  origin4_yx=None):
+    """Predicted IoU `[N, P]` of proposals `[N, P, 4]` (crop pixels); origins: corners of windowed features."""
+    return self.bb_regressor.predict_iou(mod3, mod4, c3t, c4t, proposals_xywh, train, origin3_yx, origin4_yx)
 
   # ----------------------------------------------------------------------------------------------
   # Training forward.

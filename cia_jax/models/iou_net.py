@@ -72,10 +72,11 @@ class ConvBlock(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x: `[N, H, W, Cin]` -> `[N, H + 2 * padding - kernel_size + 1, ..., features]`."""
+  def __call__(self, x: jax.Array, train: bool, padding: int | None = None) -> jax.Array:
+    """x: `[N, H, W, Cin]` -> `[N, H + 2 * padding - kernel_size + 1, ..., features]` (`padding`: this call's
+    padding instead of the attribute)."""
     x = Conv2d(self.features, self.kernel_size, stride=1, padding=self.padding, use_bias=True,
-               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0", dtype=self.dtype)(x)
+               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0", dtype=self.dtype)(x, padding)
     x = _bn("1", self.dtype)(x, use_running_average=not train)
     return nn.relu(x)
 
@@ -114,15 +115,38 @@ def _check_boxes(name: str, box: jax.Array, lead_shape: Sequence[int]) -> None:
                      f"got {tuple(box.shape)}")
 
 
-def _pool(features: jax.Array, box_xywh: jax.Array, size_and_scale: tuple[int, float]) -> jax.Array:
+def _pool(features: jax.Array, box_xywh: jax.Array, size_and_scale: tuple[int, float],
+          origin_yx: jax.Array | None = None) -> jax.Array:
   """PrRoIPool of P boxes per image: `[N, H, W, C]`, `[N, P, 4]` xywh pixels -> `[N * P, ph, ph, C]`.
 
   The grouped form pools each image's own boxes without gathering a feature map per RoI (memory).
+  origin_yx: `[N, 2]` cell of the full map where a window `features` starts (None: the whole map).
   """
   size, scale = size_and_scale
   box_xyxy = xywh_to_xyxy(jnp.asarray(box_xywh, default_float()))  # x2 = x + w, no half-pixel shift
-  pooled = prroi_pool_grouped(at_least_float32(features), box_xyxy, size, scale)  # [N, P, ph, ph, C]
+  pooled = prroi_pool_grouped(at_least_float32(features), box_xyxy, size, scale, origin_yx)  # [N, P, ph, ph, C]
   return pooled.reshape((-1,) + pooled.shape[2:])
+
+
+def _window_blocks(first: ConvBlock, second: ConvBlock, feat: jax.Array, start_yx: jax.Array,
+                   size: int) -> jax.Array:
+  """Two 3x3 'same' conv blocks (eval mode) evaluated on a `size` x `size` window of their output only.
+
+  feat: `[N, H, W, C]`; start_yx: `[N, 2]` int window corner, 0 <= start <= H - size (W - size).
+  Returns `[N, size, size, C']`, equal to `second(first(feat))[:, y0:y0 + size, x0:x0 + size]`: the input is
+  cut with a 2-cell border (zeros beyond the map, as the convs' own padding), both convs run unpadded, and the
+  first block's outputs beyond the map are zeroed, since the second conv pads the full map with zeros there.
+  """
+  n, h, w, c = feat.shape
+  if not 0 < size <= min(h, w):
+    raise ValueError(f"AtomIoUNet: window size {size} must be in 1..{min(h, w)} for {h} x {w} maps")
+  padded = jnp.pad(feat, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  cut = jax.vmap(lambda f, s: jax.lax.dynamic_slice(f, (s[0], s[1], 0), (size + 4, size + 4, c)))(padded, start_yx)
+  a = first(cut, False, padding=0)  # [N, size + 2, size + 2, C']: cells start - 1 .. start + size
+  ys = start_yx[:, :1] - 1 + jnp.arange(size + 2)
+  xs = start_yx[:, 1:] - 1 + jnp.arange(size + 2)
+  inside = (((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :])[..., None]
+  return second(jnp.where(inside, a, 0.0).astype(a.dtype), False, padding=0)
 
 
 class AtomIoUNet(nn.Module):
@@ -211,18 +235,44 @@ class AtomIoUNet(nn.Module):
     c4t = self.conv4_2t(self.conv4_1t(feat3, train), train)
     return at_least_float32(c3t), at_least_float32(c4t)
 
+  def get_iou_feat_window(self, feat2: jax.Array, feat3: jax.Array, start3_yx: jax.Array, start4_yx: jax.Array,
+                          size3: int, size4: int) -> tuple[jax.Array, jax.Array]:
+    """Test-branch features (eval mode) on a square window of each level's output map.
+
+    The tracker's box ascent only reads the cells around its boxes (design.md §5.6); this computes the
+    convolutions there only, with the values `get_iou_feat` has on those cells.
+
+    Args:
+      feat2: `[N, H2, W2, input_dim[0]]` layer2 features (stride 8).
+      feat3: `[N, H3, W3, input_dim[1]]` layer3 features (stride 16).
+      start3_yx / start4_yx: `[N, 2]` int window corners, in `[0, H - size]` x `[0, W - size]`.
+      size3 / size4: static window sides (cells).
+
+    Returns:
+      (c3t `[N, size3, size3, pred_input_dim[0]]`, c4t `[N, size4, size4, pred_input_dim[1]]`); pass the
+      corners to `predict_iou` as its origins.
+    """
+    _check_feat("feat2", feat2, self.input_dim[0])
+    _check_feat("feat3", feat3, self.input_dim[1])
+    c3t = _window_blocks(self.conv3_1t, self.conv3_2t, feat2, start3_yx, size3)
+    c4t = _window_blocks(self.conv4_1t, self.conv4_2t, feat3, start4_yx, size4)
+    return at_least_float32(c3t), at_least_float32(c4t)
+
   def predict_iou(self, mod3: jax.Array, mod4: jax.Array, c3t: jax.Array, c4t: jax.Array,
-                  proposals_xywh: jax.Array, train: bool = False) -> jax.Array:
+                  proposals_xywh: jax.Array, train: bool = False, origin3_yx: jax.Array | None = None,
+                  origin4_yx: jax.Array | None = None) -> jax.Array:
     """IoU prediction for proposals on test frames.
 
     Args:
       mod3: `[N, pred_input_dim[0]]` modulation of the stride-8 features (one row per test image; repeat a
         sequence's modulation over its test frames).
       mod4: `[N, pred_input_dim[1]]` modulation of the stride-16 features.
-      c3t: `[N, H2, W2, pred_input_dim[0]]` from `get_iou_feat`.
-      c4t: `[N, H3, W3, pred_input_dim[1]]` from `get_iou_feat`.
+      c3t: `[N, H2, W2, pred_input_dim[0]]` from `get_iou_feat` (or a window from `get_iou_feat_window`).
+      c4t: `[N, H3, W3, pred_input_dim[1]]` from `get_iou_feat` (or a window).
       proposals_xywh: `[N, P, 4]` boxes (x, y, w, h) in image pixels.
       train: BN of `fc3_rt` / `fc4_rt` with batch statistics over all N * P proposals.
+      origin3_yx / origin4_yx: `[N, 2]` corners of windowed c3t / c4t in the full maps (None: whole maps).
+        A proposal must then lie where its pooling weights vanish outside the window; the caller checks.
 
     Returns:
       `[N, P]` predicted scores (IoU-like; the DiMP18 target is 2 * IoU - 1).
@@ -241,8 +291,8 @@ class AtomIoUNet(nn.Module):
     p = proposals_xywh.shape[1]
     c3t_att = c3t * mod3[:, None, None, :]
     c4t_att = c4t * mod4[:, None, None, :]
-    roi3t = _pool(c3t_att, proposals_xywh, _POOL3T)  # [N * P, 5, 5, C], proposal-major within an image
-    roi4t = _pool(c4t_att, proposals_xywh, _POOL4T)  # [N * P, 3, 3, C]
+    roi3t = _pool(c3t_att, proposals_xywh, _POOL3T, origin3_yx)  # [N * P, 5, 5, C], proposal-major per image
+    roi4t = _pool(c4t_att, proposals_xywh, _POOL4T, origin4_yx)  # [N * P, 3, 3, C]
     fc34 = jnp.concatenate([self.fc3_rt(roi3t, train), self.fc4_rt(roi4t, train)], axis=-1)
     return self.iou_predictor(fc34).reshape(n, p)
 

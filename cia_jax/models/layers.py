@@ -122,10 +122,11 @@ class Conv2d(nn.Module):
   dtype: Any = None  # computation dtype; None: that of x and the kernel promoted
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: `[N, H, W, Cin]` -> `[N, H', W', features]`."""
+  def __call__(self, x: jax.Array, padding: int | None = None) -> jax.Array:
+    """x: `[N, H, W, Cin]` -> `[N, H', W', features]`; `padding` overrides the attribute for this call."""
     if x.ndim != 4:
       raise ValueError(f"{self.name or 'Conv2d'}: expected NHWC input of rank 4, got shape {x.shape}")
+    pad = self.padding if padding is None else padding
     k = self.kernel_size
     fan_in = x.shape[-1] * k * k
     kernel = self.param("kernel", self.kernel_init or torch_default_kernel_init(),
@@ -133,8 +134,7 @@ class Conv2d(nn.Module):
     x = jnp.asarray(x)  # NumPy float64 -> JAX's default float
     dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
     y = jax.lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride),
-        ((self.padding, self.padding), (self.padding, self.padding)),
+        x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride), ((pad, pad), (pad, pad)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
       bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (self.features,),

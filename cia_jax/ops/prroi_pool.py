@@ -38,27 +38,31 @@ def _hat_antiderivative(u: jax.Array) -> jax.Array:
   return jnp.where(v <= 0.0, 0.5 * jnp.square(1.0 + v), 1.0 - 0.5 * jnp.square(1.0 - v))
 
 
-def _axis_weights(start: jax.Array, size: jax.Array, num_bins: int, length: int) -> jax.Array:
+def _axis_weights(start: jax.Array, size: jax.Array, num_bins: int, length: int,
+                  origin: jax.Array | None = None) -> jax.Array:
   """Integration weights of one axis.
 
   Args:
-    start: `[...]` bin-grid start in feature cells.
-    size: `[...]` total extent in feature cells (>= 0).
+    start: `[N, R]` bin-grid start in feature cells.
+    size: `[N, R]` total extent in feature cells (>= 0).
     num_bins: number of bins along the axis.
     length: number of feature cells along the axis.
+    origin: `[N]` integer index of the first cell in the full map (None: 0).
 
   Returns:
-    `[..., num_bins, length]`: integral of the hat at each index over each bin.
+    `[N, R, num_bins, length]`: integral of the hat at each index over each bin.
   """
   bins = jnp.arange(num_bins + 1, dtype=start.dtype)
   edges = start[..., None] + size[..., None] * bins / num_bins  # [..., num_bins + 1]
   idx = jnp.arange(length, dtype=start.dtype)
+  if origin is not None:  # whole numbers, so the weights of a cell are those of the full map, bit for bit
+    idx = origin.astype(start.dtype)[:, None, None, None] + idx  # [N, 1, 1, length]
   g = _hat_antiderivative(edges[..., :, None] - idx)  # [..., num_bins + 1, length]
   return g[..., 1:, :] - g[..., :-1, :]
 
 
 def prroi_pool_grouped(features: jax.Array, boxes_xyxy: jax.Array, output_size: int | Sequence[int],
-                       spatial_scale: float) -> jax.Array:
+                       spatial_scale: float, origin_yx: jax.Array | None = None) -> jax.Array:
   """Precise RoI Pooling of R boxes per image, without gathering feature maps.
 
   Use this when every image has the same number of boxes (IoU-Net proposals):
@@ -69,6 +73,9 @@ def prroi_pool_grouped(features: jax.Array, boxes_xyxy: jax.Array, output_size: 
     boxes_xyxy: `[N, R, 4]` boxes (x1, y1, x2, y2) in input-image pixels (x2 = x + w).
     output_size: `ph` or `(ph, pw)` bins.
     spatial_scale: feature cells per input pixel (1 / stride).
+    origin_yx: `[N, 2]` integer (row, column) of `features`' first cell in a larger map whose pixel frame the
+      boxes use (None: 0, the map is the whole image). With a window of the larger map, a box whose weights
+      vanish outside the window pools exactly what it pools on the whole map.
 
   Returns:
     `[N, R, ph, pw, C]` pooled features.
@@ -85,8 +92,13 @@ def prroi_pool_grouped(features: jax.Array, boxes_xyxy: jax.Array, output_size: 
   x1, y1, x2, y2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
   width = jnp.maximum(x2 - x1, 0.0)
   height = jnp.maximum(y2 - y1, 0.0)
-  wy = _axis_weights(y1, height, ph, h)  # [N, R, ph, H]
-  wx = _axis_weights(x1, width, pw, w)  # [N, R, pw, W]
+  oy = ox = None
+  if origin_yx is not None:
+    if origin_yx.shape != (features.shape[0], 2):
+      raise ValueError(f"prroi_pool_grouped: origin_yx must be [N={features.shape[0]}, 2], got {origin_yx.shape}")
+    oy, ox = origin_yx[:, 0], origin_yx[:, 1]
+  wy = _axis_weights(y1, height, ph, h, oy)  # [N, R, ph, H]
+  wx = _axis_weights(x1, width, pw, w, ox)  # [N, R, pw, W]
   f = features.astype(dtype)
   # Contract the larger spatial axis first with the map, then the other one.
   rows = jnp.einsum("nrpi,nijc->nrpjc", wy, f)

@@ -102,6 +102,11 @@ class TrackerSettings:
   # 'vmap' (one batched update running the batch's largest count for every sequence; may suit accelerators,
   # unmeasured). No effect on a single sequence, and none on the boxes.
   batched_filter_update: str = "sequential"
+  # Window sizes for the IoU-Net test features (design.md §5.6): (stride-8 side, stride-16 side) pairs in patch
+  # pixels, multiples of 16, smallest first. The box ascent computes the features on the first pair of square
+  # windows around the frame's boxes that holds them, on the whole maps when none does or the ascent leaves the
+  # windows. (): always the whole maps. No effect on the boxes.
+  iou_feature_windows: tuple = ((160, 192), (192, 224))
 
   def __post_init__(self):
     validate(self)
@@ -164,6 +169,11 @@ def validate(s: TrackerSettings) -> None:
     bad("compute_dtype", "must be 'float32' or 'bfloat16'")
   if s.batched_filter_update not in ("sequential", "vmap"):
     bad("batched_filter_update", "must be 'sequential' or 'vmap'")
+  if not isinstance(s.iou_feature_windows, tuple) or any(
+      not isinstance(w, tuple) or len(w) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in w)
+      for w in s.iou_feature_windows):
+    bad("iou_feature_windows", "must be a tuple of (stride-8 side, stride-16 side) pairs of positive multiples of "
+        "16 (patch pixels), e.g. ((160, 192), (192, 224)), or () for the whole maps")
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,

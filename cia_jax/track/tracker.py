@@ -301,47 +301,181 @@ def _rel_to_rect(r, sz_norm):
   return jnp.concatenate([r[..., :2] * sz_norm - 0.5 * sz, sz], axis=-1)
 
 
-def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3t, c4t, boxes_xywh):
+def refine_boxes(model: TrackingModel, settings: TrackerSettings, mod3, mod4, c3t, c4t, boxes_xywh, window=None):
   """Gradient ascent of the predicted IoU, each box independently (design.md §5.6 step 3).
 
   'default' space: b <- b + step * grad_b * (w, h, w, h); 'relative': r = (cx / w0, cy / h0, log w, log h)
   with (w0, h0) the first box's size, r <- r + step * grad_r; step *= decay after every iteration.
-  mod3/mod4: `[iou_dim]`; c3t/c4t: `[1, h, w, iou_dim]`; boxes_xywh: `[P, 4]` patch pixels.
-  Returns (boxes after the last step `[P, 4]`, scores of the last forward pass (before that step) `[P]`).
+  mod3/mod4: `[iou_dim]`; c3t/c4t: `[1, h, w, iou_dim]` (windows when `window` is given); boxes_xywh: `[P, 4]`
+  patch pixels. window: None or `_IoUWindow` (the corners of windowed c3t / c4t).
+  Returns (boxes after the last step `[P, 4]`, scores of the last forward pass (before that step) `[P]`,
+  whether every box a forward pass pooled lay inside the window (True without one)).
   """
+  origins = {} if window is None else {"origin3_yx": window.corner3_yx[None], "origin4_yx": window.corner4_yx[None]}
+
   def scores_of(b):
-    return _apply(model, "predict_iou", mod3[None], mod4[None], c3t, c4t, b[None])[0]
+    return _apply(model, "predict_iou", mod3[None], mod4[None], c3t, c4t, b[None], False, **origins)[0]
+
+  def inside(b):
+    return jnp.asarray(True) if window is None else window.holds(b)
 
   steps = jnp.asarray([settings.box_refinement_step_length * settings.box_refinement_step_decay**i
                        for i in range(settings.box_refinement_iter)], default_float())
   if settings.box_refinement_iter == 0:
-    return boxes_xywh, scores_of(boxes_xywh)
+    return boxes_xywh, scores_of(boxes_xywh), inside(boxes_xywh)
   if settings.box_refinement_space == "default":
-    def body(b, step):
+    def body(carry, step):
+      b, ok = carry
       out, vjp = jax.vjp(scores_of, b)
       (g,) = vjp(jnp.ones_like(out))
-      return b + step * g * jnp.concatenate([b[:, 2:], b[:, 2:]], axis=1), out
-    boxes, outs = jax.lax.scan(body, boxes_xywh, steps)
-    return boxes, outs[-1]
+      return (b + step * g * jnp.concatenate([b[:, 2:], b[:, 2:]], axis=1), ok & inside(b)), out
+    (boxes, ok), outs = jax.lax.scan(body, (boxes_xywh, jnp.asarray(True)), steps)
+    return boxes, outs[-1], ok
   sz_norm = boxes_xywh[:1, 2:]
 
-  def body_rel(r, step):
+  def body_rel(carry, step):
+    r, ok = carry
     out, vjp = jax.vjp(lambda rr: scores_of(_rel_to_rect(rr, sz_norm)), r)
     (g,) = vjp(jnp.ones_like(out))
-    return r + step * g, out
-  rel, outs = jax.lax.scan(body_rel, _rect_to_rel(boxes_xywh, sz_norm), steps)
-  return _rel_to_rect(rel, sz_norm), outs[-1]
+    return (r + step * g, ok & inside(_rel_to_rect(r, sz_norm))), out
+  (rel, ok), outs = jax.lax.scan(body_rel, (_rect_to_rel(boxes_xywh, sz_norm), jnp.asarray(True)), steps)
+  return _rel_to_rect(rel, sz_norm), outs[-1], ok
+
+
+@flax.struct.dataclass
+class _IoUWindow:
+  """Square windows of the IoU-Net test maps (stride 8 and 16) that hold a frame's boxes (design.md §5.6).
+
+  The box ascent pools the modulated test features over its boxes only; PrRoIPool's weights vanish one cell
+  beyond a box, so the features outside a window around the boxes are never read. A box `holds` when its
+  weights vanish outside both windows (a window at the map's edge reaches the map's padding).
+  """
+  corner3_yx: jax.Array  # [2] int32
+  corner4_yx: jax.Array  # [2] int32
+  size3: int = flax.struct.field(pytree_node=False)
+  size4: int = flax.struct.field(pytree_node=False)
+  length3: int = flax.struct.field(pytree_node=False)  # map side (cells)
+  length4: int = flax.struct.field(pytree_node=False)
+
+  def _levels(self):
+    return ((self.corner3_yx, self.size3, self.length3, 1.0 / 8), (self.corner4_yx, self.size4, self.length4, 1.0 / 16))
+
+  def holds(self, boxes_xywh, margin: float = 1e-3):
+    """Whether every box `[P, 4]` (patch pixels) pools inside the windows with `margin` cells to spare."""
+    ok = jnp.asarray(True)
+    for corner_yx, size, length, scale in self._levels():
+      corner = corner_yx[::-1].astype(boxes_xywh.dtype)  # (x, y)
+      lo = boxes_xywh[:, :2] * scale
+      hi = (boxes_xywh[:, :2] + boxes_xywh[:, 2:]) * scale
+      ok_lo = (corner == 0) | (lo >= corner + margin)
+      ok_hi = (corner + size == length) | (hi <= corner + size - 1 - margin)
+      ok = ok & jnp.all(ok_lo & ok_hi)
+    return ok
+
+  @classmethod
+  def around(cls, boxes_xywh, size3: int, size4: int, length3: int, length4: int) -> "_IoUWindow":
+    """Windows centred on the union of the boxes `[P, 4]`, shifted inside the maps."""
+    lo = jnp.min(boxes_xywh[:, :2], axis=0)
+    hi = jnp.max(boxes_xywh[:, :2] + boxes_xywh[:, 2:], axis=0)
+    def corner(size, length, scale):
+      # `holds` wants lo >= c and hi <= c + size - 1 (cells): c in the middle of that range.
+      c = jnp.round(0.5 * ((lo + hi) * scale + 1 - size))
+      return jnp.clip(c, 0, length - size).astype(jnp.int32)[::-1]
+    return cls(corner(size3, length3, 1.0 / 8), corner(size4, length4, 1.0 / 16), size3, size4, length3, length4)
+
+
+def _refine_full(model, settings, mod3, mod4, layer2, layer3, boxes):
+  c3t, c4t = _apply(model, "iou_features", layer2, layer3)
+  out_boxes, out_iou, _ = refine_boxes(model, settings, mod3, mod4, c3t, c4t, boxes)
+  return out_boxes, out_iou
+
+
+def _windows(settings, length3: int, length4: int) -> list[tuple[int, int]]:
+  """The window sizes (cells) of `settings.iou_feature_windows` smaller than the maps, smallest first."""
+  sizes = [(min(w8 // 8, length3), min(w16 // 16, length4)) for w8, w16 in settings.iou_feature_windows]
+  return [w for w in sizes if w != (length3, length4)]
+
+
+def _window_plan(settings, layer2, layer3, boxes, needed):
+  """(branch, windows): `_IoUWindow`s of every size around the initial boxes `[P, 4]`, and which branch of
+  `_refine` runs: 0 nothing (not `needed`), 1 + i the first window that holds the boxes with a cell to spare,
+  1 + len(windows) none holds them."""
+  length3, length4 = layer2.shape[1], layer3.shape[1]
+  windows = [_IoUWindow.around(boxes, n3, n4, length3, length4) for n3, n4 in _windows(settings, length3, length4)]
+  branch = jnp.asarray(1 + len(windows), jnp.int32)
+  for i in reversed(range(len(windows))):
+    branch = jnp.where(windows[i].holds(boxes, margin=1.0), 1 + i, branch)
+  return jnp.where(needed, branch, 0), windows
+
+
+def _refine_windowed(model, settings, mod3, mod4, layer2, layer3, boxes, window):
+  c3w, c4w = _apply(model, "iou_features_window", layer2, layer3, window.corner3_yx[None], window.corner4_yx[None],
+                    window.size3, window.size4)
+  return refine_boxes(model, settings, mod3, mod4, c3w, c4w, boxes, window)
+
+
+def _refine(model, settings, mod3, mod4, layer2, layer3, boxes, needed):
+  """IoU-Net features + box ascent; returns (boxes `[P, 4]`, scores `[P]`) as `refine_boxes`.
+
+  needed: bool; False (a `not_found` frame, whose refinement the reference skips and the step discards) skips
+  the work and returns the input boxes with scores 0.
+  With `settings.iou_feature_windows` the features are computed on the smallest windows around the boxes that
+  hold them (`_IoUWindow`), and on the whole maps when none does or the ascent leaves them (the windowed work
+  is then discarded). Both give the same boxes: the pooling reads the same cells with the same weights. Under
+  `vmap` (lanes) the branch is chosen for the whole batch (the largest any sequence needs), so the `cond`s stay
+  branches instead of selects that would run every branch.
+  """
+  def full(*a):
+    return _refine_full(a[0], settings, *a[1:])
+
+  def plan(*a):
+    return _window_plan(settings, a[3], a[4], a[5], a[6])
+
+  def outputs(bx, lead: tuple, done: bool):  # the branches that do not refine (`done`: no fallback either)
+    p = bx.shape[-2]
+    return (jnp.broadcast_to(bx, lead + (p, 4)) if done else jnp.zeros(lead + (p, 4), bx.dtype),
+            jnp.zeros(lead + (p,), bx.dtype), jnp.asarray(done))
+
+  def one(*a):
+    branch, windows = plan(*a)
+    windowed = [functools.partial(_refine_windowed, a[0], settings, *a[1:6], w) for w in windows]
+    b, sc, ok = jax.lax.switch(branch, [functools.partial(outputs, a[5], (), True), *windowed,
+                                        functools.partial(outputs, a[5], (), False)])
+    return jax.lax.cond(ok, lambda: (b, sc), lambda: full(*a[:6]))
+
+  @jax.custom_batching.custom_vmap
+  def refine(*a):
+    return one(*a)
+
+  @refine.def_vmap
+  def refine_batched(axis_size, in_batched, *a):
+    axes = tuple(jax.tree.map(lambda b: 0 if b else None, x) for x in in_batched)
+    branch, windows = jax.vmap(plan, in_axes=axes)(*a)
+
+    def windowed(i):
+      def run():
+        b, sc, ok = jax.vmap(lambda w, *aa: _refine_windowed(aa[0], settings, *aa[1:], w),
+                             in_axes=(0,) + axes[:6])(windows[i], *a[:6])
+        return b, sc, jnp.all(ok)
+      return run
+    branches = [functools.partial(outputs, a[5], (axis_size,), True), *[windowed(i) for i in range(len(windows))],
+                functools.partial(outputs, a[5], (axis_size,), False)]
+    b, sc, ok = jax.lax.switch(jnp.max(branch), branches)
+    out = jax.lax.cond(ok, lambda: (b, sc), lambda: jax.vmap(full, in_axes=axes[:6])(*a[:6]))
+    return out, (True, True)
+
+  return refine(model, mod3, mod4, layer2, layer3, boxes, jnp.asarray(needed))
 
 
 def refine_target(model: TrackingModel, settings: TrackerSettings, state: TrackerState, layer2, layer3,
-                  pos_yx, target_sz_yx, sample_pos_yx, sample_scale, key):
-  """IoU-Net refinement of (pos, target_sz) in the current patch (design.md §5.6).
+                  pos_yx, target_sz_yx, sample_pos_yx, sample_scale, key, needed=True):
+  """IoU-Net refinement of (pos, target_sz) in the current patch (design.md §5.6); `needed` False skips the
+  work (a `not_found` frame: the caller keeps the old state) and the results are meaningless.
 
   Returns dict with `ok` (bool: some box passed the aspect filter), `pos_yx`, `target_sz_yx`, `target_scale`.
   """
   s = settings.image_sample_size
   init_box = patch_box(pos_yx, target_sz_yx, sample_pos_yx, sample_scale, s)
-  c3t, c4t = _apply(model, "iou_features", layer2, layer3)
   boxes = init_box[None]
   n_rand = 0 if settings.deterministic else settings.num_init_random_boxes
   if n_rand > 0:
@@ -351,7 +485,7 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
     new_sz = jnp.maximum(wh + rand_bb[:, 2:], jnp.min(wh) / 3.0)
     new_center = init_box[:2] + wh / 2.0 + rand_bb[:, :2]
     boxes = jnp.concatenate([boxes, jnp.concatenate([new_center - new_sz / 2.0, new_sz], axis=1)])
-  out_boxes, out_iou = refine_boxes(model, settings, state.iou_mod3, state.iou_mod4, c3t, c4t, boxes)
+  out_boxes, out_iou = _refine(model, settings, state.iou_mod3, state.iou_mod4, layer2, layer3, boxes, needed)
 
   out_boxes = jnp.concatenate([out_boxes[:, :2], jnp.maximum(out_boxes[:, 2:], 1.0)], axis=1)
   aspect = out_boxes[:, 2] / out_boxes[:, 3]
@@ -468,7 +602,7 @@ def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerSta
   pos = jnp.maximum(jnp.minimum(sample_pos + translation, state.image_sz_yx - inside_offset), inside_offset)
 
   ref = refine_target(model, settings, state, layer2, layer3, pos, state.target_sz_yx, sample_pos, sample_scale,
-                      k_box)
+                      k_box, needed=found)
   ok = ref["ok"]
   update_scale = jnp.asarray(settings.update_scale_when_uncertain) | (flag != FLAG_UNCERTAIN)
   if settings.use_iounet_pos_for_learning:

@@ -340,6 +340,46 @@ def test_stage_methods_compose_to_call(model_and_vars):
   np.testing.assert_allclose(staged(variables).reshape(_NTE, _B, _P), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("corner3, corner4", [((0, 0), (0, 0)), ((3, 7), (1, 3)), ((7, 2), (3, 0))])
+def test_window_features_equal_the_whole_maps_there(model_and_vars, corner3, corner4):
+  """get_iou_feat_window == get_iou_feat cut to the window: inside, at the map's corner (the convs' own zero
+  padding) and at its far edges (design.md §5.6); predict_iou on the windows with their origins == on the maps."""
+  model, variables = model_and_vars
+  rng = np.random.default_rng(7)
+  feat2 = jnp.asarray(rng.normal(size=(2, 12, 12, 128)), jnp.float32)
+  feat3 = jnp.asarray(rng.normal(size=(2, 6, 6, 256)), jnp.float32)
+  c3 = jnp.asarray([corner3, corner3[::-1]], jnp.int32)  # per image
+  c4 = jnp.asarray([corner4, corner4[::-1]], jnp.int32)
+  whole = jax.jit(lambda v: model.apply(v, feat2, feat3, method=AtomIoUNet.get_iou_feat))(variables)
+  win = jax.jit(lambda v: model.apply(v, feat2, feat3, c3, c4, 5, 3, method=AtomIoUNet.get_iou_feat_window))(
+      variables)
+  for full, part, corners, n in ((whole[0], win[0], c3, 5), (whole[1], win[1], c4, 3)):
+    for i, (y, x) in enumerate(np.asarray(corners)):
+      np.testing.assert_allclose(np.asarray(part[i]), np.asarray(full[i, y:y + n, x:x + n]), rtol=1e-6, atol=1e-6)
+  # One box per image well inside both windows (stride 8: cells corner3 + 1 .. + 3; stride 16: corner4 + 1 .. + 1.8).
+  boxes = []
+  for i in range(2):
+    (y3, x3), (y4, x4) = np.asarray(c3[i]), np.asarray(c4[i])
+    lo = np.maximum([x3 * 8 + 8, y3 * 8 + 8], [x4 * 16 + 16, y4 * 16 + 16]) + 0.5
+    hi = np.minimum([x3 * 8 + 24, y3 * 8 + 24], [x4 * 16 + 28, y4 * 16 + 28])
+    boxes.append([[lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]])
+  boxes = jnp.asarray(boxes, jnp.float32)
+  assert np.all(np.asarray(boxes)[..., 2:] > 1.0)
+  mod3 = jnp.asarray(rng.normal(size=(2, 256)), jnp.float32)
+  mod4 = jnp.asarray(rng.normal(size=(2, 256)), jnp.float32)
+  predict = jax.jit(lambda v, a, b, o3, o4: model.apply(v, mod3, mod4, a, b, boxes, False, o3, o4,
+                                                         method=AtomIoUNet.predict_iou))
+  np.testing.assert_allclose(np.asarray(predict(variables, *win, c3, c4)),
+                             np.asarray(predict(variables, *whole, None, None)), rtol=1e-5, atol=1e-6)
+
+
+def test_window_larger_than_the_map_raises(model_and_vars):
+  model, variables = model_and_vars
+  with pytest.raises(ValueError, match="window size 13 must be in 1..12"):
+    model.apply(variables, jnp.zeros((1, 12, 12, 128)), jnp.zeros((1, 6, 6, 256)), jnp.zeros((1, 2), jnp.int32),
+                jnp.zeros((1, 2), jnp.int32), 13, 3, method=AtomIoUNet.get_iou_feat_window)
+
+
 # ----------------------------------------------------------------------------- gradients and BN modes
 
 

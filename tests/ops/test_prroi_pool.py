@@ -138,3 +138,37 @@ def test_bad_input_raises_clear_errors():
     prroi_pool(jnp.zeros((5, 5, 3)), jnp.zeros((1, 5)), 2, 1.0)
   with pytest.raises(ValueError, match="rois must be"):
     prroi_pool(jnp.zeros((1, 5, 5, 3)), jnp.zeros((1, 4)), 2, 1.0)
+
+
+def test_window_with_origin_pools_what_the_whole_map_pools():
+  """A window of the map with its origin gives the whole map's pooling (the float64 reference) and box gradient
+  for boxes whose weights vanish outside it (design.md §5.6); a box reaching out of the window does not."""
+  rng = np.random.default_rng(3)
+  feat = rng.normal(size=(2, 20, 20, 5))
+  stride, origin = 8.0, np.array([[4, 6], [0, 9]])  # (row, column) of the window's first cell per image
+  # x1, y1, x2, y2 pixels, per image: inside the 10 x 10 window by >= 1 cell (weights vanish beyond +-1 cell).
+  boxes = np.array([[[7.2, 5.1, 14.0, 12.5], [9.0, 8.0, 10.5, 9.5]],
+                    [[10.3, 1.0, 17.4, 8.2], [12.0, 0.5, 16.0, 3.0]]]) * stride
+  window = np.stack([feat[i, o[0]:o[0] + 10, o[1]:o[1] + 10] for i, o in enumerate(origin)])
+  ref = _reference_prroi(feat, np.concatenate([np.c_[np.full(2, i), boxes[i]] for i in range(2)]), 3, 3,
+                         1 / stride).reshape(2, 2, 3, 3, 5)
+  pool = jax.jit(lambda f, b, o: prroi_pool_grouped(f, b, 3, 1 / stride, o))
+  whole = pool(jnp.asarray(feat, jnp.float32), jnp.asarray(boxes, jnp.float32), None)
+  win = pool(jnp.asarray(window, jnp.float32), jnp.asarray(boxes, jnp.float32), jnp.asarray(origin))
+  np.testing.assert_allclose(np.asarray(win), ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(win), np.asarray(whole), rtol=1e-6, atol=1e-6)
+  grad = lambda f, o: jax.grad(lambda b: jnp.sum(jnp.sin(prroi_pool_grouped(f, b, 3, 1 / stride, o))))(  # noqa: E731
+      jnp.asarray(boxes, jnp.float32))
+  np.testing.assert_allclose(np.asarray(grad(jnp.asarray(window, jnp.float32), jnp.asarray(origin))),
+                             np.asarray(grad(jnp.asarray(feat, jnp.float32), None)), rtol=1e-5, atol=1e-5)
+  # Reaching past the window's last column (x2 = 16.5 cells > 6 + 10 - 1): the window lacks cells it reads.
+  out = boxes.copy()
+  out[0, 0, 2] = 16.5 * stride
+  a = pool(jnp.asarray(window, jnp.float32), jnp.asarray(out, jnp.float32), jnp.asarray(origin))
+  b = pool(jnp.asarray(feat, jnp.float32), jnp.asarray(out, jnp.float32), None)
+  assert np.abs(np.asarray(a)[0, 0] - np.asarray(b)[0, 0]).max() > 1e-3
+
+
+def test_origin_must_have_one_row_per_image():
+  with pytest.raises(ValueError, match=r"origin_yx must be \[N=2, 2\]"):
+    prroi_pool_grouped(jnp.zeros((2, 4, 4, 1)), jnp.zeros((2, 1, 4)), 2, 1.0, jnp.zeros((1, 2), jnp.int32))

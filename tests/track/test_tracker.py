@@ -387,7 +387,8 @@ def test_refine_boxes_follow_the_update_rule(model, space):
                                  box_refinement_step_decay=0.8)
   _, _, mod3, mod4, c3t, c4t, predict = _iou_inputs(model)
   boxes = jnp.asarray([[20.0, 22.0, 18.0, 14.0], [18.0, 25.0, 22.0, 12.0], [25.0, 20.0, 12.0, 16.0]])
-  out, scores = jax.jit(lambda *a: tracker.refine_boxes(model, settings, *a))(mod3, mod4, c3t, c4t, boxes)
+  out, scores, inside = jax.jit(lambda *a: tracker.refine_boxes(model, settings, *a))(mod3, mod4, c3t, c4t, boxes)
+  assert bool(inside)  # no window: always
   # Spec 5.6 step 3 written out: gradient of the summed predictions, step decayed every iteration.
   grad = jax.jit(jax.grad(lambda b: jnp.sum(predict(b))))
   predict = jax.jit(predict)
@@ -420,7 +421,7 @@ def test_refine_target_filters_aspect_and_averages_top_k(model, monkeypatch):
                    [10, 10, 20, 20], [12, 14, 16, 18], [8, 9, 10, 30], [0, 0, 5, 5]], np.float32)
   iou = np.array([0.99, 0.9, 0.8, 0.7, 0.1], np.float32)
   fake = lambda *a: (jnp.asarray(cand), jnp.asarray(iou))  # noqa: E731
-  monkeypatch.setattr(tracker, "refine_boxes", fake)
+  monkeypatch.setattr(tracker, "_refine", fake)
   pos, sz, spos, scale = jnp.asarray([40.0, 50.0]), jnp.asarray([16.0, 16.0]), jnp.asarray([41.0, 48.0]), 1.25
   ref = tracker.refine_target(model, settings, state, layer2, layer3, pos, sz, spos, jnp.float32(scale), None)
   pred = cand[1:4].mean(0)
