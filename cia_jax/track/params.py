@@ -106,7 +106,7 @@ class TrackerSettings:
   # pixels, multiples of 16, smallest first. The box ascent computes the features on the first pair of square
   # windows around the frame's boxes that holds them, on the whole maps when none does or the ascent leaves the
   # windows. (): always the whole maps. No effect on the boxes.
-  iou_feature_windows: tuple = ((160, 192), (192, 224))
+  iou_feature_windows: tuple = ((128, 160), (160, 192), (192, 224))
 
   def __post_init__(self):
     validate(self)
@@ -173,7 +173,7 @@ def validate(s: TrackerSettings) -> None:
       not isinstance(w, tuple) or len(w) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in w)
       for w in s.iou_feature_windows):
     bad("iou_feature_windows", "must be a tuple of (stride-8 side, stride-16 side) pairs of positive multiples of "
-        "16 (patch pixels), e.g. ((160, 192), (192, 224)), or () for the whole maps")
+        "16 (patch pixels), e.g. ((128, 160), (192, 224)), or () for the whole maps")
 
 
 _DIMP18 = dict(image_sample_size=288, search_area_scale=5.0, border_mode="replicate", patch_max_scale_change=None,

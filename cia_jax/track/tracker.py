@@ -390,6 +390,11 @@ def _refine_full(model, settings, mod3, mod4, layer2, layer3, boxes):
   return out_boxes, out_iou
 
 
+# Cells a window keeps beyond the initial boxes, for the ascent's moves (which rarely reach a cell on real
+# sequences, BENCHMARKS.md); an ascent that leaves the window anyway falls back to the whole maps.
+_WINDOW_SPARE = 0.5
+
+
 def _windows(settings, length3: int, length4: int) -> list[tuple[int, int]]:
   """The window sizes (cells) of `settings.iou_feature_windows` smaller than the maps, smallest first."""
   sizes = [(min(w8 // 8, length3), min(w16 // 16, length4)) for w8, w16 in settings.iou_feature_windows]
@@ -398,13 +403,13 @@ def _windows(settings, length3: int, length4: int) -> list[tuple[int, int]]:
 
 def _window_plan(settings, layer2, layer3, boxes, needed):
   """(branch, windows): `_IoUWindow`s of every size around the initial boxes `[P, 4]`, and which branch of
-  `_refine` runs: 0 nothing (not `needed`), 1 + i the first window that holds the boxes with a cell to spare,
-  1 + len(windows) none holds them."""
+  `_refine` runs: 0 nothing (not `needed`), 1 + i the first window that holds the boxes with `_WINDOW_SPARE`
+  cells to spare, 1 + len(windows) none holds them."""
   length3, length4 = layer2.shape[1], layer3.shape[1]
   windows = [_IoUWindow.around(boxes, n3, n4, length3, length4) for n3, n4 in _windows(settings, length3, length4)]
   branch = jnp.asarray(1 + len(windows), jnp.int32)
   for i in reversed(range(len(windows))):
-    branch = jnp.where(windows[i].holds(boxes, margin=1.0), 1 + i, branch)
+    branch = jnp.where(windows[i].holds(boxes, margin=_WINDOW_SPARE), 1 + i, branch)
   return jnp.where(needed, branch, 0), windows
 
 
