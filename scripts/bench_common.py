@@ -32,3 +32,40 @@ def pipeline_rate(sampler, cfg, batch: int, batches: int, parallel, threads: int
   for b in it:
     n += b["sample_index"].size
   return n / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / n
+
+
+def iou_refine_flops(model, settings, state) -> tuple[float, float]:
+  """(whole maps, smallest window) FLOPs of a frame's IoU-Net features + box ascent (`tracker.refine_whole_maps`,
+  `refine_in_window`; design.md §5.6), compiled alone at the settings' patch size and box count. The smallest
+  window equals the whole maps when `settings.iou_feature_windows` has no window smaller than the maps."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
+
+  s = settings.image_sample_size
+  l2, l3, _ = jax.eval_shape(lambda p: trk.extract_features(model, p), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+  p = 1 if settings.deterministic else 1 + settings.num_init_random_boxes
+  args = (l2, l3, jax.ShapeDtypeStruct((p, 4), jnp.float32))
+  m3, m4 = state.iou_mod3, state.iou_mod4
+  whole = jax.jit(lambda a, b, c: trk.refine_whole_maps(model, settings, m3, m4, a, b, c))
+  full = flops_of(whole.lower(*args).compile())
+  if not trk.window_sizes(settings, l2.shape[1], l3.shape[1]):
+    return full, full
+
+  smallest = jax.jit(lambda a, b, c: trk.refine_in_window(model, settings, m3, m4, a, b, c))
+  return full, flops_of(smallest.lower(*args).compile())
+
+
+def step_flops(model, settings, state, frame, key) -> float:
+  """FLOPs of one tracker step on a frame whose boxes fit the smallest IoU window (the common case, BENCHMARKS.md).
+
+  XLA's cost analysis counts a `cond` / `switch` by its costliest branch, so the compiled step's own count
+  includes the whole-map fallback of the box ascent and its largest window as well. This is the step compiled
+  on the whole maps, with the whole-map refinement's cost swapped for the smallest window's.
+  """
+  from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
+
+  whole = flops_of(trk.step.lower(model, settings.replace(iou_feature_windows=()), state, frame, key).compile())
+  full, small = iou_refine_flops(model, settings, state)
+  return whole - full + small

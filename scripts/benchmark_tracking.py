@@ -9,8 +9,9 @@ of a frame is exercised. For each sequence of --root (default: ../shared/data/re
 reader): the first call of `init` / `step` at that frame size (compilation + run), then a second `init`, then
 frames 2..N (median and mean ms per frame). Batched: the first --batch sequences of one frame size are tracked
 in lockstep with `jax.vmap` (copies of one sequence under different names when no K sequences share a size),
-frames/s counted over all K. FLOPs per `step` come from XLA's cost analysis of the compiled step. Peak RSS is
-the process maximum (`resource.getrusage`).
+frames/s counted over all K. FLOPs per `step` come from XLA's cost analysis of the compiled step, for a frame
+whose boxes fit the smallest IoU window (`bench_common.step_flops`). Peak RSS is the process maximum
+(`resource.getrusage`).
 
 Lanes (`--lanes`, what `cia-jax track` runs): every sequence of --root (mixed frame sizes, padded to one
 bucket) tracked by `batching.track_lanes` with K lanes per device and C frames per call, for each (K, C) of
@@ -18,7 +19,8 @@ bucket) tracked by `batching.track_lanes` with K lanes per device and C frames p
 writing included, compilation excluded: a short run of the same shapes first), median of `--rounds` rounds
 (`--copies N` tracks the set N times, so that idle lanes at the end weigh as little as in a long benchmark)
 that alternate the configurations. GFLOP/s = XLA's cost analysis of the compiled chunk and init programs x
-calls / wall time. Then the projected LaSOT-test wall time (`--lasot-frames` in `--lasot-sequences`): one CPU
+calls / wall time (a chunk's count includes the IoU-Net's whole-map fallback, so it is high). Then the
+projected LaSOT-test wall time (`--lasot-frames` in `--lasot-sequences`): one CPU
 host at the best measured rate, and N accelerators at an assumed sustained rate (`--accel-tflops`, see the
 printed assumptions).
 
@@ -28,8 +30,8 @@ Association cost (`--tcm-cost`): what KeepTrack's target candidate matching adds
 (--sequences, default OTB_Crossing) the jitted `init` / `step` of SuperDiMP, KeepTrack with matching off (the
 same 480 px / scale-8 geometry: SuperDiMP's tracker at KeepTrack's parameters), KeepTrack; then CIA50,
 CIA50-tcm with matching off, CIA50-tcm. --rounds runs of each, alternating (the order rotates per round),
-median ms per tracked frame (frames 2..N, compilation excluded), and XLA's cost analysis of the compiled step
-(GFLOP; a `lax.cond` counts both branches). Random weights peak near 0.02, below the candidate threshold 0.05,
+median ms per tracked frame (frames 2..N, compilation excluded), and XLA's cost analysis of the step
+(GFLOP, `bench_common.step_flops`). Random weights peak near 0.02, below the candidate threshold 0.05,
 so `--candidate-threshold` (default 0.01) lets candidates and the matcher run as with trained weights.
 
   .venv/bin/python scripts/benchmark_tracking.py --tcm-cost --max-frames 30 --rounds 3
@@ -46,7 +48,7 @@ import statistics
 import sys
 import time
 
-from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import flops_of, step_flops  # noqa: E402  (scripts/ is on sys.path)
 
 from cia_jax import xla_flags  # standard library only
 
@@ -233,7 +235,7 @@ def tcm_cost_benchmark(args, seqs) -> int:
     state1, out = trk.step(model, settings, state, frames[1], jax.random.fold_in(key, 1))
     jax.block_until_ready(out)
     compile_s = time.perf_counter() - t0
-    flops = flops_of(trk.step.lower(model, settings, state, frames[1], jax.random.fold_in(key, 1)).compile())
+    flops = step_flops(model, settings, state, frames[1], jax.random.fold_in(key, 1))
     variants[label] = dict(model=model, settings=settings, base=base, compile_s=compile_s, flops=flops, times=[])
     print(f"  {label}: compile + first frames {compile_s:.0f} s, step {flops / 1e9:.1f} GFLOP", flush=True)
   labels = list(variants)
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
     net = build_model(model_kwargs(name))
     model = trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed)))
     settings = params.get_settings(name, target_not_found_threshold=0.0)
-    step_flops = None
+    frame_flops = None
     for seq in seqs:
       n = min(len(seq), args.max_frames)
       frames = [read_frame(p) for p in seq.frame_paths[:n]]
@@ -328,14 +330,12 @@ def main(argv=None) -> int:
         state, out = trk.step(model, settings, state, frames[t], jax.random.fold_in(key, t))
         jax.block_until_ready(out)
         times.append(time.perf_counter() - t0)
-      if step_flops is None:
-        lowered = jax.jit(trk.step_impl, static_argnums=1).lower(model, settings, state, frames[1],
-                                                                   jax.random.fold_in(key, 1))
-        step_flops = flops_of(lowered.compile())
+      if frame_flops is None:
+        frame_flops = step_flops(model, settings, state, frames[1], jax.random.fold_in(key, 1))
       med = statistics.median(times) if times else float("nan")
       h, w = frames[0].shape[:2]
       rows.append((name, seq.name, f"{w}x{h}", n, first_init - init_s, init_s, first_step - med, med,
-                   1.0 / med, step_flops / med / 1e9))
+                   1.0 / med, frame_flops / med / 1e9))
       print(f"  {name} {seq.name}: init {init_s * 1e3:.0f} ms, step median {med * 1e3:.1f} ms", flush=True)
     if args.batch > 1:
       groups = [g for g in runner.batch_groups(seqs, args.batch) if len(g) == args.batch]

@@ -849,16 +849,17 @@ def format_speed_table(rows) -> str:
 
 
 def step_gflop_without_update(model, settings, frames: np.ndarray, box) -> float:
-  """GFLOP of one compiled tracker step at this frame size with the filter update switched off (XLA's cost
-  analysis): the work every tracked frame does at least."""
+  """GFLOP of one compiled tracker step at this frame size with the filter update switched off and the boxes in
+  the smallest IoU window (XLA's cost analysis, `bench_common.step_flops`): the work every tracked frame does
+  at least."""
   import jax  # pylint: disable=g-import-not-at-top
-  from bench_common import flops_of  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+  from bench_common import step_flops  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
 
   from cia_jax.track import tracker  # pylint: disable=g-import-not-at-top
   no_update = settings.replace(net_opt_update_iter=0, net_opt_hn_iter=0)
   key = jax.random.key(0)
   state = tracker.init(model, no_update, frames[0], np.asarray(box, np.float32), key)
-  return flops_of(tracker.step.lower(model, no_update, state, frames[1], key).compile()) / 1e9
+  return step_flops(model, no_update, state, frames[1], key) / 1e9
 
 
 def format_breakdown_table(breakdowns: dict[str, dict[str, float]]) -> str:

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from bench_common import flops_of  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import flops_of, iou_refine_flops, step_flops  # noqa: E402  (scripts/ is on sys.path)
 
 from cia_jax import xla_flags  # standard library only
 
@@ -165,6 +165,12 @@ def profile(model, settings, frames, box, args, peak):
     fn, a = fns[n], calls[n]
     flops[n] = flops_of(fn.lower(*a).compile())
     jax.block_until_ready(fn(*a))  # compile + warm
+  # The cost analysis counts the IoU-Net's whole-map fallback and its largest window: count the smallest window.
+  full, small = iou_refine_flops(model, settings, calls["iou_refine"][0])
+  iou_counted = flops_of(make_parts(model, settings.replace(iou_feature_windows=()))["iou_refine"]
+                         .lower(*calls["iou_refine"]).compile())
+  flops["iou_refine"] = iou_counted - full + small
+  flops["step"] = step_flops(model, settings, calls["step"][2], calls["step"][3], calls["step"][4])
   times = {n: [] for n in order}
   for _ in range(args.rounds):
     for n in order:

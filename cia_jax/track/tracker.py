@@ -384,7 +384,8 @@ class _IoUWindow:
     return cls(corner(size3, length3, 1.0 / 8), corner(size4, length4, 1.0 / 16), size3, size4, length3, length4)
 
 
-def _refine_full(model, settings, mod3, mod4, layer2, layer3, boxes):
+def refine_whole_maps(model, settings, mod3, mod4, layer2, layer3, boxes):
+  """IoU-Net features on the whole maps + box ascent: (boxes `[P, 4]`, scores `[P]`) as `refine_boxes`."""
   c3t, c4t = _apply(model, "iou_features", layer2, layer3)
   out_boxes, out_iou, _ = refine_boxes(model, settings, mod3, mod4, c3t, c4t, boxes)
   return out_boxes, out_iou
@@ -395,7 +396,7 @@ def _refine_full(model, settings, mod3, mod4, layer2, layer3, boxes):
 _WINDOW_SPARE = 0.5
 
 
-def _windows(settings, length3: int, length4: int) -> list[tuple[int, int]]:
+def window_sizes(settings, length3: int, length4: int) -> list[tuple[int, int]]:
   """The window sizes (cells) of `settings.iou_feature_windows` smaller than the maps, smallest first."""
   sizes = [(min(w8 // 8, length3), min(w16 // 16, length4)) for w8, w16 in settings.iou_feature_windows]
   return [w for w in sizes if w != (length3, length4)]
@@ -406,7 +407,7 @@ def _window_plan(settings, layer2, layer3, boxes, needed):
   `_refine` runs: 0 nothing (not `needed`), 1 + i the first window that holds the boxes with `_WINDOW_SPARE`
   cells to spare, 1 + len(windows) none holds them."""
   length3, length4 = layer2.shape[1], layer3.shape[1]
-  windows = [_IoUWindow.around(boxes, n3, n4, length3, length4) for n3, n4 in _windows(settings, length3, length4)]
+  windows = [_IoUWindow.around(boxes, n3, n4, length3, length4) for n3, n4 in window_sizes(settings, length3, length4)]
   branch = jnp.asarray(1 + len(windows), jnp.int32)
   for i in reversed(range(len(windows))):
     branch = jnp.where(windows[i].holds(boxes, margin=_WINDOW_SPARE), 1 + i, branch)
@@ -417,6 +418,13 @@ def _refine_windowed(model, settings, mod3, mod4, layer2, layer3, boxes, window)
   c3w, c4w = _apply(model, "iou_features_window", layer2, layer3, window.corner3_yx[None], window.corner4_yx[None],
                     window.size3, window.size4)
   return refine_boxes(model, settings, mod3, mod4, c3w, c4w, boxes, window)
+
+
+def refine_in_window(model, settings, mod3, mod4, layer2, layer3, boxes, index: int = 0):
+  """The box ascent on window size `index` of `window_sizes` around the boxes `[P, 4]`, without the fallback:
+  (boxes, scores, whether the ascent stayed inside). What `_refine` runs when that size holds the boxes."""
+  window = _window_plan(settings, layer2, layer3, boxes, True)[1][index]
+  return _refine_windowed(model, settings, mod3, mod4, layer2, layer3, boxes, window)
 
 
 def _refine(model, settings, mod3, mod4, layer2, layer3, boxes, needed):
@@ -431,7 +439,7 @@ def _refine(model, settings, mod3, mod4, layer2, layer3, boxes, needed):
   branches instead of selects that would run every branch.
   """
   def full(*a):
-    return _refine_full(a[0], settings, *a[1:])
+    return refine_whole_maps(a[0], settings, *a[1:])
 
   def plan(*a):
     return _window_plan(settings, a[3], a[4], a[5], a[6])

@@ -51,7 +51,8 @@ def _refine(model, feats, boxes, settings=SETTINGS, needed=True):
 
 def _full(model, feats, boxes, settings=SETTINGS):
   layer2, layer3, mod3, mod4 = feats
-  return jax.jit(lambda b: tracker._refine_full(model, settings, mod3, mod4, layer2, layer3, b))(jnp.asarray(boxes))
+  whole = jax.jit(lambda b: tracker.refine_whole_maps(model, settings, mod3, mod4, layer2, layer3, b))
+  return whole(jnp.asarray(boxes))
 
 
 def test_the_smallest_window_that_holds_the_boxes_is_chosen(inputs):
