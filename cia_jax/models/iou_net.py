@@ -8,9 +8,11 @@ train frame:
   256-vectors are concatenated and mapped by the 1x1 conv blocks `fc34_3r` / `fc34_4r` to the two channel
   modulation vectors `mod3`, `mod4`.
 * `get_iou_feat(feat2, feat3)`: test branch, two conv blocks per level (`conv3_1t`, `conv3_2t` at stride 8;
-  `conv4_1t`, `conv4_2t` at stride 16).
-* `predict_iou(mod3, mod4, c3t, c4t, proposals_xywh)`: channel-wise modulation of the test features,
-  PrRoIPool 5x5 (stride 8) and 3x3 (stride 16) of every proposal, `fc3_rt` / `fc4_rt` (Dense -> BN -> ReLU),
+  `conv4_1t`, `conv4_2t` at stride 16). `get_iou_feat_window` computes the same values on a square window of
+  each output map only (the tracker's box ascent, design.md §5.6).
+* `predict_iou(mod3, mod4, c3t, c4t, proposals_xywh)`: channel-wise modulation of the test features (whole
+  maps, or windows with their corners as origins), PrRoIPool 5x5 (stride 8) and 3x3 (stride 16) of every
+  proposal, `fc3_rt` / `fc4_rt` (Dense -> BN -> ReLU),
   concatenation and `iou_predictor` (Dense -> 1).
 
 Boxes are `[x, y, w, h]` in image (crop) pixels; the pooling uses the continuous corners (x, y, x + w, y + h)

@@ -361,7 +361,8 @@ class _IoUWindow:
     return ((self.corner3_yx, self.size3, self.length3, 1.0 / 8), (self.corner4_yx, self.size4, self.length4, 1.0 / 16))
 
   def holds(self, boxes_xywh, margin: float = 1e-3):
-    """Whether every box `[P, 4]` (patch pixels) pools inside the windows with `margin` cells to spare."""
+    """Whether every box `[P, 4]` (patch pixels) pools inside the windows with `margin` cells to spare (the
+    default covers the pooling's last bin edge, x1 + width, rounding a little above x2)."""
     ok = jnp.asarray(True)
     for corner_yx, size, length, scale in self._levels():
       corner = corner_yx[::-1].astype(boxes_xywh.dtype)  # (x, y)
@@ -434,7 +435,8 @@ def _refine(model, settings, mod3, mod4, layer2, layer3, boxes, needed):
   the work and returns the input boxes with scores 0.
   With `settings.iou_feature_windows` the features are computed on the smallest windows around the boxes that
   hold them (`_IoUWindow`), and on the whole maps when none does or the ascent leaves them (the windowed work
-  is then discarded). Both give the same boxes: the pooling reads the same cells with the same weights. Under
+  is then discarded). Both give the same boxes up to float32 rounding: the pooling reads the same cells with
+  the same weights, its sums just skip the zero terms outside the window. Under
   `vmap` (lanes) the branch is chosen for the whole batch (the largest any sequence needs), so the `cond`s stay
   branches instead of selects that would run every branch.
   """
