@@ -424,7 +424,9 @@ def _refine_windowed(model, settings, mod3, mod4, layer2, layer3, boxes, window)
 def refine_in_window(model, settings, mod3, mod4, layer2, layer3, boxes, index: int = 0):
   """The box ascent on window size `index` of `window_sizes` around the boxes `[P, 4]`, without the fallback:
   (boxes, scores, whether the ascent stayed inside). What `_refine` runs when that size holds the boxes."""
-  window = _window_plan(settings, layer2, layer3, boxes, True)[1][index]
+  length3, length4 = layer2.shape[1], layer3.shape[1]
+  size3, size4 = window_sizes(settings, length3, length4)[index]
+  window = _IoUWindow.around(boxes, size3, size4, length3, length4)
   return _refine_windowed(model, settings, mod3, mod4, layer2, layer3, boxes, window)
 
 
@@ -440,43 +442,39 @@ def _refine(model, settings, mod3, mod4, layer2, layer3, boxes, needed):
   `vmap` (lanes) the branch is chosen for the whole batch (the largest any sequence needs), so the `cond`s stay
   branches instead of selects that would run every branch.
   """
-  def full(*a):
-    return refine_whole_maps(a[0], settings, *a[1:])
+  def full(net, m3, m4, l2, l3, bx):
+    return refine_whole_maps(net, settings, m3, m4, l2, l3, bx)
 
-  def plan(*a):
-    return _window_plan(settings, a[3], a[4], a[5], a[6])
+  def windowed(window, net, m3, m4, l2, l3, bx):
+    return _refine_windowed(net, settings, m3, m4, l2, l3, bx, window)
 
-  def outputs(bx, lead: tuple, done: bool):  # the branches that do not refine (`done`: no fallback either)
+  def unrefined(bx, lead: tuple, done: bool):  # the branches that do not refine (`done`: no fallback either)
     p = bx.shape[-2]
     return (jnp.broadcast_to(bx, lead + (p, 4)) if done else jnp.zeros(lead + (p, 4), bx.dtype),
             jnp.zeros(lead + (p,), bx.dtype), jnp.asarray(done))
 
-  def one(*a):
-    branch, windows = plan(*a)
-    windowed = [functools.partial(_refine_windowed, a[0], settings, *a[1:6], w) for w in windows]
-    b, sc, ok = jax.lax.switch(branch, [functools.partial(outputs, a[5], (), True), *windowed,
-                                        functools.partial(outputs, a[5], (), False)])
-    return jax.lax.cond(ok, lambda: (b, sc), lambda: full(*a[:6]))
-
   @jax.custom_batching.custom_vmap
-  def refine(*a):
-    return one(*a)
+  def refine(net, m3, m4, l2, l3, bx, need):
+    branch, windows = _window_plan(settings, l2, l3, bx, need)
+    args = (net, m3, m4, l2, l3, bx)
+    b, sc, ok = jax.lax.switch(branch, [functools.partial(unrefined, bx, (), True),
+                                        *[functools.partial(windowed, w, *args) for w in windows],
+                                        functools.partial(unrefined, bx, (), False)])
+    return jax.lax.cond(ok, lambda: (b, sc), lambda: full(*args))
 
   @refine.def_vmap
-  def refine_batched(axis_size, in_batched, *a):
+  def refine_batched(axis_size, in_batched, net, m3, m4, l2, l3, bx, need):
+    args = (net, m3, m4, l2, l3, bx)
     axes = tuple(jax.tree.map(lambda b: 0 if b else None, x) for x in in_batched)
-    branch, windows = jax.vmap(plan, in_axes=axes)(*a)
+    branch, windows = jax.vmap(lambda *a: _window_plan(settings, a[3], a[4], a[5], a[6]), in_axes=axes)(*args, need)
 
-    def windowed(i):
-      def run():
-        b, sc, ok = jax.vmap(lambda w, *aa: _refine_windowed(aa[0], settings, *aa[1:], w),
-                             in_axes=(0,) + axes[:6])(windows[i], *a[:6])
-        return b, sc, jnp.all(ok)
-      return run
-    branches = [functools.partial(outputs, a[5], (axis_size,), True), *[windowed(i) for i in range(len(windows))],
-                functools.partial(outputs, a[5], (axis_size,), False)]
-    b, sc, ok = jax.lax.switch(jnp.max(branch), branches)
-    out = jax.lax.cond(ok, lambda: (b, sc), lambda: jax.vmap(full, in_axes=axes[:6])(*a[:6]))
+    def run_windowed(window):
+      b, sc, ok = jax.vmap(windowed, in_axes=(0,) + axes[:6])(window, *args)
+      return b, sc, jnp.all(ok)
+    b, sc, ok = jax.lax.switch(jnp.max(branch), [functools.partial(unrefined, bx, (axis_size,), True),
+                                                 *[functools.partial(run_windowed, w) for w in windows],
+                                                 functools.partial(unrefined, bx, (axis_size,), False)])
+    out = jax.lax.cond(ok, lambda: (b, sc), lambda: jax.vmap(full, in_axes=axes[:6])(*args))
     return out, (True, True)
 
   return refine(model, mod3, mod4, layer2, layer3, boxes, jnp.asarray(needed))
