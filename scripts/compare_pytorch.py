@@ -58,7 +58,8 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    compilation excluded), the speed ratio, the reference's per-part breakdown (timing wrappers installed from
    outside around the reference tracker's methods, `torch_reference.py track --timing 1`), the CPU model, its
    AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average. What the work allows: the
-   GFLOP of our step without a filter update (XLA cost analysis, the least work of any tracked frame) at JAX's
+   GFLOP of our step without a filter update and with the boxes in the smallest IoU window (XLA cost analysis,
+   `bench_common.step_flops`: the least work of any tracked frame) at JAX's
    measured matmul peak give a per-frame floor, our % of peak on that work, and the ceiling: the largest speed
    ratio over the reference that any implementation doing this work at that peak could reach.
 
