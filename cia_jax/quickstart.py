@@ -37,7 +37,7 @@ from cia_jax.evaluation import baselines, embedding, report, video
 from cia_jax.models.cia import init_variables
 from cia_jax.track import runner
 from cia_jax.track.params import get_settings
-from cia_jax.track.tracker import TrackingModel
+from cia_jax.track.tracker import TrackingModel, prepare
 from cia_jax.train.trainer import train_and_evaluate
 
 # Synthetic data sizes: small frames keep decoding and tracking cheap on 2 cores.
@@ -188,8 +188,8 @@ def run_quickstart(workdir: str, minutes: float = 6.0, real: str | None = None, 
   train_dir = os.path.join(workdir, "train")
   train_and_evaluate(config, train_dir)
   net, variables, _ = load_for_tracking(train_dir)
-  trained = TrackingModel(net=net, variables=variables)
-  untrained = TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed + 1)))
+  trained = prepare(TrackingModel(net=net, variables=variables))
+  untrained = prepare(TrackingModel(net=net, variables=init_variables(net, jax.random.key(seed + 1))))
 
   sets = {"synthetic": load_dataset("lasot", roots["test"], "all")}
   if real:

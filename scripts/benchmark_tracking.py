@@ -112,7 +112,7 @@ def lanes_benchmark(args, seqs) -> int:
   rows, best = [], {}
   for name in args.trackers:
     net = build_model(model_kwargs(name))
-    model = trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed)))
+    model = trk.prepare(trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed))))
     settings = params.get_settings(name, target_not_found_threshold=0.0)
     fns = batching.lane_fns(settings, mesh)
     flops, walls = {}, {cfg: [] for cfg in configs}
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
   rows, brows = [], []
   for name in args.trackers:
     net = build_model(model_kwargs(name))
-    model = trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed)))
+    model = trk.prepare(trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed))))
     settings = params.get_settings(name, target_not_found_threshold=0.0)
     frame_flops = None
     for seq in seqs:

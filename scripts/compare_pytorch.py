@@ -329,14 +329,14 @@ def load_our_model(checkpoint: str, arch: str, float64: bool = False, tcm_checkp
 
   from cia_jax.interop.convert import convert_file  # pylint: disable=g-import-not-at-top
   from cia_jax.models.cia import build_model  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.tracker import TrackingModel  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import TrackingModel, prepare  # pylint: disable=g-import-not-at-top
 
   variables, _, meta = convert_file(checkpoint, keeptrack_base_of(checkpoint) if arch == "keeptrack" else arch)
   if float64:
     variables = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
                              variables)
   net = build_model(meta["model"])
-  model = TrackingModel(net=net, variables=variables)
+  model = prepare(TrackingModel(net=net, variables=variables))
   if arch == "keeptrack":
     if not tcm_checkpoint:
       raise ValueError("--arch keeptrack needs --tcm-checkpoint (keep_track.pth.tar layout)")
@@ -378,16 +378,18 @@ def enable_float64() -> None:
 
 
 def our_settings(arch: str, threshold: float, deterministic: bool = True, candidate_threshold: float | None = None,
-                 candidate_capacity: int | None = None):
+                 candidate_capacity: int | None = None, overrides=()):
   """The preset of `arch`, deterministic, with `target_not_found_threshold`; keeptrack: the candidate threshold
-  (`local_max_candidate_score_th`) and our static `candidate_capacity` when given."""
-  from cia_jax.track.params import get_settings  # pylint: disable=g-import-not-at-top
+  (`local_max_candidate_score_th`) and our static `candidate_capacity` when given; then the `--set KEY=VALUE`
+  `overrides` (`params.apply_overrides`)."""
+  from cia_jax.track.params import apply_overrides, get_settings  # pylint: disable=g-import-not-at-top
   extra = {}
   if candidate_threshold is not None:
     extra["local_max_candidate_score_th"] = candidate_threshold
   if candidate_capacity is not None:
     extra["candidate_capacity"] = candidate_capacity
-  return get_settings(arch, deterministic=deterministic, target_not_found_threshold=threshold, **extra)
+  return apply_overrides(get_settings(arch, deterministic=deterministic, target_not_found_threshold=threshold,
+                                      **extra), overrides)
 
 
 def recorded_matches(track: dict) -> list[dict]:
@@ -955,7 +957,8 @@ def _speed_header(args) -> dict:
                        text=True, env=dict(os.environ, TORCH_REF_THREADS=str(args.threads)), check=False)
   torch_peak = res.stdout.strip() or res.stderr.strip()[-300:]
   load = os.getloadavg()
-  print(f"# side-by-side speed: {args.arch}, checkpoint {args.checkpoint}\n\nCPU: {cpu['model']}, "
+  print(f"# side-by-side speed: {args.arch}, checkpoint {args.checkpoint}"
+        f"{', our --set ' + ' '.join(args.set) if args.set else ''}\n\nCPU: {cpu['model']}, "
         f"{cpu['cores']} cores, AVX2 {'yes' if cpu['avx2'] else 'no'}, AVX-512 {'yes' if cpu['avx512f'] else 'no'}; "
         f"runs pinned to CPUs {cpus} ({args.threads} thread(s): JAX via the affinity mask, torch via "
         f"set_num_threads); fp32 matmul peak (2048^3): JAX {jax_peak:.0f} GFLOP/s, {torch_peak}; "
@@ -1038,6 +1041,9 @@ def parse_args(argv=None):
   p.add_argument("--sequences-root", default=None, help="also every sequence folder under this directory")
   p.add_argument("--max-frames", type=int, default=None, help="compare only the first N frames of each sequence")
   p.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help="python of a venv with torch + numpy + cv2")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a tracker setting of our side (repeatable), e.g. winograd_convs=False; the reference's "
+                      "tracker is unchanged")
   p.add_argument("--tolerance", type=float, default=1e-4, help="target per-stage relative difference")
   p.add_argument("--iou-threshold", type=float, default=0.99, help="target per-frame box IoU")
   p.add_argument("--target-not-found-threshold", type=float, default=0.0)
@@ -1161,8 +1167,12 @@ def _main(args, work: str) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
-  settings = our_settings(args.arch, args.target_not_found_threshold, candidate_threshold=args.candidate_threshold,
-                          candidate_capacity=args.candidate_capacity)
+  try:
+    settings = our_settings(args.arch, args.target_not_found_threshold, candidate_threshold=args.candidate_threshold,
+                            candidate_capacity=args.candidate_capacity, overrides=args.set)
+  except ValueError as e:
+    print(f"compare_pytorch: {e}", file=sys.stderr)
+    return 2
   if args.speed:
     results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings,
                                                                         machine["jax_matmul_gflops"])}

@@ -216,7 +216,7 @@ def main(argv=None) -> int:
   print("|---|---|---|---:|---:|---:|---:|")
   for name in args.trackers:
     net = build_model(model_kwargs(name))
-    model = trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed)))
+    model = trk.prepare(trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed))))
     settings = params.get_settings(name, target_not_found_threshold=0.0)
     for size in args.sizes:
       seq, factor = FRAME_SETS[size]

@@ -77,6 +77,9 @@ class CIANet(nn.Module):
       test crops separately (two BN batches).
     dtype: compute dtype, 'float32' or 'bfloat16' (mixed precision: parameters stay float32, see the module
       docstring).
+    winograd: the 3x3 stride-1 convolutions of 128 and more input channels by Winograd's F(2x2, 3x3)
+      (`ops/winograd.py`): same variables, same results up to float rounding, fewer multiplications. The
+      tracker's `winograd_convs` setting turns it on (`with_winograd`); training keeps the direct convolutions.
   """
 
   backbone_arch: str = "resnet18"
@@ -99,6 +102,7 @@ class CIANet(nn.Module):
   encoder_dropout: float = 0.1
   joint_backbone_batch: bool = True
   dtype: str = "float32"
+  winograd: bool = False
 
   def setup(self):
     if self.backbone_arch not in _STAGES:
@@ -113,9 +117,9 @@ class CIANet(nn.Module):
     chans = layer_channels(block, self.backbone_width)
     dtype = compute_dtype(self.dtype)
     self.backbone = ResNet(block, stages, width=self.backbone_width, frozen_layers=tuple(self.frozen_layers),
-                           dtype=dtype)
+                           dtype=dtype, winograd=self.winograd)
     if self.contrastive or self.instance_encoder:
-      self.proj = ContrastiveProjector(dtype=dtype)
+      self.proj = ContrastiveProjector(dtype=dtype, winograd=self.winograd)
     if self.instance_encoder:
       self.modulator = AngleModulator(dtype=dtype)
     if self.category_classification:
@@ -127,10 +131,11 @@ class CIANet(nn.Module):
           dictionary_features=chans["layer4"], dtype=dtype, name="category_encoder")
     self.classifier = LinearFilter(arch=self.clf_arch, out_dim=self.clf_dim, in_dim=chans["layer3"],
                                    num_iter=self.num_iter, init_gauss_sigma=self.init_gauss_sigma,
-                                   optimizer=self.clf_optimizer, dtype=dtype)
+                                   optimizer=self.clf_optimizer, dtype=dtype, winograd=self.winograd)
     self.bb_regressor = AtomIoUNet(input_dim=(chans["layer2"], chans["layer3"]),
                                    pred_input_dim=(self.iou_dim, self.iou_dim),
-                                   pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype)
+                                   pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype,
+                                   winograd=self.winograd)
 
   # ----------------------------------------------------------------------------------------------
   # Stage methods.
@@ -307,6 +312,12 @@ def with_dtype(net: CIANet, dtype: str) -> CIANet:
   """
   compute_dtype(dtype)
   return net if getattr(net, "dtype", "float32") == dtype else net.clone(dtype=dtype)
+
+
+def with_winograd(net: CIANet, winograd: bool) -> CIANet:
+  """`net` with its eligible 3x3 convolutions by Winograd's F(2x2, 3x3) or not; the same module when it already
+  does (no recompile). The tracker's `winograd_convs` setting goes through this."""
+  return net if getattr(net, "winograd", False) == winograd else net.clone(winograd=winograd)
 
 
 def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:

@@ -53,6 +53,7 @@ class ContrastiveProjector(nn.Module):
   """
 
   dtype: Any = None
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: int) -> jax.Array:
@@ -71,7 +72,8 @@ class ContrastiveProjector(nn.Module):
       raise ValueError(
           f"ContrastiveProjector: padding must be 0 (pooled RoI) or 1 (dense map), got {padding}")
     c = x.shape[-1]
-    y = Conv2d(c, kernel_size=3, padding=padding, use_bias=True, name="conv1", dtype=self.dtype)(x)
+    y = Conv2d(c, kernel_size=3, padding=padding, use_bias=True, name="conv1", dtype=self.dtype,
+               winograd=self.winograd)(x)
     return Conv2d(c, kernel_size=1, use_bias=True, name="conv2", dtype=self.dtype)(nn.relu(y))
 
   def embed_target(self, layer3: jax.Array, box_xywh: jax.Array) -> jax.Array:

@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cia_jax.ops import winograd
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -110,6 +112,9 @@ class Conv2d(nn.Module):
     padding: zero padding on every side (pixels).
     use_bias: whether to add a bias.
     kernel_init / bias_init: initialisers (default: PyTorch's defaults).
+    winograd: compute 3x3 stride-1 convolutions with at least `winograd.MIN_CHANNELS` input channels by
+      Winograd's F(2x2, 3x3) (`ops/winograd.py`; float32 / float64 only, bfloat16 stays direct). Same
+      parameters, same results up to float rounding; the tracker's `winograd_convs` setting turns it on.
   """
 
   features: int
@@ -120,6 +125,7 @@ class Conv2d(nn.Module):
   kernel_init: Initializer | None = None
   bias_init: Initializer | None = None
   dtype: Any = None  # computation dtype; None: that of x and the kernel promoted
+  winograd: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: int | None = None) -> jax.Array:
@@ -133,9 +139,18 @@ class Conv2d(nn.Module):
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x = jnp.asarray(x)  # NumPy float64 -> JAX's default float
     dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride), ((pad, pad), (pad, pad)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if (self.winograd and k == 3 and self.stride == 1 and x.shape[-1] >= winograd.MIN_CHANNELS
+        and jnp.dtype(dtype) in (jnp.float32, jnp.float64)):
+      # A tracker transforms its kernels once per model (`winograd.prepare_variables`), not once per frame.
+      if self.has_variable(winograd.COLLECTION, "kernel"):
+        u = self.get_variable(winograd.COLLECTION, "kernel")
+      else:
+        u = winograd.kernel_transform(kernel)
+      y = winograd.conv3x3_transformed(x.astype(dtype), u.astype(dtype), pad)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride), ((pad, pad), (pad, pad)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
       bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (self.features,),
                         jnp.float32)

@@ -47,10 +47,11 @@ _BN_MOMENTUM = 0.9  # Flax convention: PyTorch momentum 0.1.
 _BN_EPS = 1e-5
 
 
-def _conv(features: int, kernel_size: int, stride: int = 1, name: str | None = None, dtype: Any = None) -> Conv2d:
+def _conv(features: int, kernel_size: int, stride: int = 1, name: str | None = None, dtype: Any = None,
+          winograd: bool = False) -> Conv2d:
   """Bias-free conv with 'same-size' symmetric padding (k // 2) and the ResNet He-normal fan-out init."""
   return Conv2d(features, kernel_size, stride=stride, padding=kernel_size // 2, use_bias=False,
-                kernel_init=normal_fan_out_init(), name=name, dtype=dtype)
+                kernel_init=normal_fan_out_init(), name=name, dtype=dtype, winograd=winograd)
 
 
 def _bn(name: str, dtype: Any = None) -> BatchNorm:
@@ -91,14 +92,15 @@ class BasicBlock(nn.Module):
   stride: int = 1
   use_downsample: bool = False
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, ceil(H / stride), ceil(W / stride), planes]`."""
     _check_shortcut(self, x, self.planes)
-    out = _conv(self.planes, 3, self.stride, name="conv1", dtype=self.dtype)(x)
+    out = _conv(self.planes, 3, self.stride, name="conv1", dtype=self.dtype, winograd=self.winograd)(x)
     out = nn.relu(_bn("bn1", self.dtype)(out, use_running_average=use_running_average))
-    out = _conv(self.planes, 3, 1, name="conv2", dtype=self.dtype)(out)
+    out = _conv(self.planes, 3, 1, name="conv2", dtype=self.dtype, winograd=self.winograd)(out)
     out = _bn("bn2", self.dtype)(out, use_running_average=use_running_average)
     shortcut = x
     if self.use_downsample:
@@ -121,6 +123,7 @@ class Bottleneck(nn.Module):
   stride: int = 1
   use_downsample: bool = False
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -129,7 +132,7 @@ class Bottleneck(nn.Module):
     _check_shortcut(self, x, out_ch)
     out = _conv(self.planes, 1, 1, name="conv1", dtype=self.dtype)(x)
     out = nn.relu(_bn("bn1", self.dtype)(out, use_running_average=use_running_average))
-    out = _conv(self.planes, 3, self.stride, name="conv2", dtype=self.dtype)(out)
+    out = _conv(self.planes, 3, self.stride, name="conv2", dtype=self.dtype, winograd=self.winograd)(out)
     out = nn.relu(_bn("bn2", self.dtype)(out, use_running_average=use_running_average))
     out = _conv(out_ch, 1, 1, name="conv3", dtype=self.dtype)(out)
     out = _bn("bn3", self.dtype)(out, use_running_average=use_running_average)
@@ -181,6 +184,7 @@ class ResLayer(nn.Module):
   num_blocks: int
   stride: int = 1
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -190,7 +194,7 @@ class ResLayer(nn.Module):
     for i in range(self.num_blocks):
       stride = self.stride if i == 0 else 1
       use_downsample = i == 0 and (stride != 1 or x.shape[-1] != out_ch)
-      x = cls(self.planes, stride, use_downsample, self.dtype, name=str(i))(x, use_running_average)
+      x = cls(self.planes, stride, use_downsample, self.dtype, self.winograd, name=str(i))(x, use_running_average)
     return x
 
 
@@ -214,6 +218,7 @@ class ResNet(nn.Module):
   width: int = 64
   frozen_layers: Sequence[str] = ()
   dtype: Any = None  # compute dtype, e.g. jnp.bfloat16 (parameters and BN statistics stay float32)
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`; inference speed)
 
   @nn.compact
   def __call__(self, x: jax.Array, output_layers: Sequence[str] = ("layer3",),
@@ -259,7 +264,7 @@ class ResNet(nn.Module):
       if i + 1 > last:
         break
       y = ResLayer(self.block, self.width * 2**i, self.stage_sizes[i], 1 if i == 0 else 2, self.dtype,
-                   name=name)(y, not train or name in frozen)
+                   self.winograd, name=name)(y, not train or name in frozen)
       y = finish(name, y)
       if name in output_layers:
         outputs[name] = y

@@ -107,6 +107,9 @@ class TrackerSettings:
   # windows around the frame's boxes that holds them, on the whole maps when none does or the ascent leaves the
   # windows. (): always the whole maps. No effect on the boxes.
   iou_feature_windows: tuple = ((128, 160), (160, 192), (192, 224))
+  # The network's 3x3 stride-1 convolutions of >= 128 input channels by Winograd's F(2x2, 3x3) (`ops/winograd.py`,
+  # design.md §9.2): 2.25x fewer multiplications, the float32 rounding of the direct convolution. False: direct.
+  winograd_convs: bool = False
 
   def __post_init__(self):
     validate(self)
@@ -169,6 +172,8 @@ def validate(s: TrackerSettings) -> None:
     bad("compute_dtype", "must be 'float32' or 'bfloat16'")
   if s.batched_filter_update not in ("sequential", "vmap"):
     bad("batched_filter_update", "must be 'sequential' or 'vmap'")
+  if not isinstance(s.winograd_convs, bool):
+    bad("winograd_convs", "must be True or False")
   if not isinstance(s.iou_feature_windows, tuple) or any(
       not isinstance(w, tuple) or len(w) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in w)
       for w in s.iou_feature_windows):

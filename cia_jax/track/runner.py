@@ -530,13 +530,13 @@ def load_model(tracker_name: str, checkpoint: str | None, random_weights: bool, 
   _check_weights(checkpoint, random_weights, tcm, tcm_checkpoint)
   if checkpoint:
     net, variables, _ = load_for_tracking(checkpoint)
-    model = trk.TrackingModel(net=net, variables=variables)
+    model = trk.prepare(trk.TrackingModel(net=net, variables=variables))
     if not tcm:
       return model
     return attach_tcm(model, tcm_checkpoint)
   key = jax.random.key(seed)
   net = build_model(model_kwargs(TCM_BASE_NETWORKS.get(tracker_name, tracker_name)))
-  model = trk.TrackingModel(net=net, variables=init_variables(net, key))
+  model = trk.prepare(trk.TrackingModel(net=net, variables=init_variables(net, key)))
   if not tcm:
     return model
   tcm_net = TargetCandidateMatchingNet()

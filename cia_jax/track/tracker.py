@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cia_jax.models.cia import CIANet, with_dtype
+from cia_jax.models.cia import CIANet, with_dtype, with_winograd
+from cia_jax.ops import winograd
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
 from cia_jax.ops.image import IMAGENET_MEAN as IMAGE_MEAN, IMAGENET_STD as IMAGE_STD, gaussian_label_at
@@ -56,6 +57,8 @@ class TrackingModel:
   KeepTrack / CIA50-tcm (`settings.use_tcm`) also need the target candidate association network: `tcm_net`
   (static, e.g. `cia_jax.models.tcm.TargetCandidateMatchingNet`, or a stand-in with the same methods, see
   `cia_jax.track.keeptrack`) and its `tcm_variables`. Both stay None for the DiMP / CIA trackers.
+
+  `variables` may also hold the Winograd kernels of `prepare` (collection 'winograd').
   """
 
   net: CIANet = flax.struct.field(pytree_node=False)
@@ -103,6 +106,13 @@ class TrackerState:
 def _apply(model: TrackingModel, method: str, *args, **kwargs):
   # The net's own class: a CIANet subclass may override a stage (tests build known score maps this way).
   return model.net.apply(model.variables, *args, method=getattr(type(model.net), method), **kwargs)
+
+
+def prepare(model: TrackingModel) -> TrackingModel:
+  """`model` with its 3x3 kernels transformed once for `settings.winograd_convs` (`winograd.prepare_variables`),
+  so the step does not transform them at every frame. Call it where a model is loaded, outside `jit`;
+  idempotent. An unprepared model tracks alike, only more slowly with `winograd_convs`."""
+  return model.replace(variables=winograd.prepare_variables(model.variables))
 
 
 def normalize_image(patches: jax.Array) -> jax.Array:
@@ -176,8 +186,10 @@ def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
   return sz
 
 def _in_compute_dtype(model: TrackingModel, settings: TrackerSettings) -> TrackingModel:
-  # `settings.compute_dtype` applies here, once, so every caller (runner, lanes, VOT, video, export) gets it.
-  return model.replace(net=with_dtype(model.net, settings.compute_dtype))
+  # `settings.compute_dtype` and `winograd_convs` apply here, once, so every caller (runner, lanes, VOT, video,
+  # export) gets them.
+  net = with_winograd(with_dtype(model.net, settings.compute_dtype), settings.winograd_convs)
+  return model.replace(net=net)
 
 
 def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key,
@@ -714,7 +726,7 @@ class Tracker:
   """
 
   def __init__(self, model: TrackingModel, settings: TrackerSettings, seed: int = 0, name: str = "cia_jax"):
-    self.model, self.settings, self.name = model, settings, name
+    self.model, self.settings, self.name = prepare(model), settings, name
     self._key = jax.random.PRNGKey(seed)
     self.state: TrackerState | None = None
     self.last_output: dict | None = None

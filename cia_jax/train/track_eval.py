@@ -24,7 +24,7 @@ import ml_collections
 from cia_jax.evaluation import metrics
 from cia_jax.track import runner
 from cia_jax.track.params import TrackerSettings, apply_overrides, get_settings
-from cia_jax.track.tracker import TrackingModel
+from cia_jax.track.tracker import TrackingModel, prepare
 from cia_jax.train import inputs
 from cia_jax.train.step import host_value
 
@@ -129,7 +129,7 @@ def tracking_auc(net, variables: Mapping[str, Any], settings: TrackerSettings, s
     `track_seconds` (wall clock, compilation included).
   """
   t0 = time.perf_counter()
-  model = TrackingModel(net=net, variables=variables)
+  model = prepare(TrackingModel(net=net, variables=variables))
   fns = runner.tracker_fns(settings)
   scored, failed, frames = [], 0, 0
   for group in runner.batch_groups(sequences, int(batch_sequences)):

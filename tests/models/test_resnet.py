@@ -423,3 +423,31 @@ def test_bad_block_shortcut_and_layer_channels():
     Bottleneck(4).init(jax.random.key(0), images((1, 8, 8, 8)), use_running_average=True)
   with pytest.raises(ValueError, match="block"):
     resnet.layer_channels("wide")
+
+
+# ----------------------------------------------------------------------------- Winograd convolutions
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_winograd_resnet_matches_numpy(block):
+  """Width 32: the 3x3 stride-1 convs of 128+ input channels go through Winograd F(2x2, 3x3) (layer3 / layer4
+  of the basic net, layer4 of the bottleneck one), from the kernels or from `prepare_variables`' transforms."""
+  from cia_jax.ops import winograd  # pylint: disable=g-import-not-at-top
+  direct = resnet.ResNet(block=block, stage_sizes=(1, 2, 2, 1), width=32)
+  wino = direct.clone(winograd=True)
+  abstract = jax.eval_shape(functools.partial(resnet.init_variables, direct), jax.random.key(0))
+  variables = random_variables(abstract, seed=3)
+  x = images((1, 48, 46, 3), seed=4)
+  ref, _ = np_resnet(block, to_np(x), to_np(variables["params"]), to_np(variables["batch_stats"]), False)
+  convs = lambda net: str(jax.make_jaxpr(  # noqa: E731
+      lambda v: net.apply(v, x, output_layers=LAYER_NAMES))(variables)).count("conv_general_dilated")
+  assert convs(wino) < convs(direct)  # the Winograd path is taken
+  prepared = winograd.prepare_variables(variables)
+  assert winograd.COLLECTION in prepared
+  outs = {name: jax.jit(lambda v, net=net: net.apply(v, x, output_layers=LAYER_NAMES))(v)
+          for name, net, v in (("direct", direct, variables), ("wino", wino, variables),
+                               ("prepared", wino, prepared))}
+  for layer in LAYER_NAMES:
+    scale = np.abs(ref[layer]).max()
+    errs = {k: np.abs(np.asarray(o[layer], np.float64) - ref[layer]).max() / scale for k, o in outs.items()}
+    assert errs["wino"] < 1e-5 and errs["prepared"] < 1e-5, (layer, errs)
+    assert errs["wino"] < 4 * errs["direct"] + 1e-7, (layer, errs)
+  np.testing.assert_array_equal(np.asarray(outs["wino"]["layer4"]), np.asarray(outs["prepared"]["layer4"]))

@@ -62,10 +62,11 @@ class LinearFilter(nn.Module):
   hinge_threshold: float = 0.05
   activation_leak: float = 0.1
   dtype: Any = None
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   def setup(self):
     self.feature_extractor = ClassificationFeatures(self.arch, self.out_dim, self.in_dim, self.filter_size,
-                                                    self.dtype)
+                                                    self.dtype, self.winograd)
     self.filter_initializer = FilterInitializerLinear(self.filter_size, self.feat_stride, self.dtype)
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f"LinearFilter: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")

@@ -76,6 +76,7 @@ class ClassificationFeatures(nn.Module):
   in_dim: int | None = None
   filter_size: int = 4
   dtype: Any = None
+  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -92,8 +93,10 @@ class ClassificationFeatures(nn.Module):
                        f"got shape {x.shape}")
     conv_init = normal_fan_out_init()  # N(0, sqrt(2 / (9 * out_channels)))
     if self.arch == "r18":
-      x = BasicBlock(in_dim, dtype=self.dtype, name="0")(x, use_running_average=not train)
-      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="1", dtype=self.dtype)(x)
+      x = BasicBlock(in_dim, dtype=self.dtype, winograd=self.winograd, name="0")(x, use_running_average=not train)
+      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="1", dtype=self.dtype,
+                 winograd=self.winograd)(x)
     else:
-      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="0", dtype=self.dtype)(x)
+      x = Conv2d(self.out_dim, 3, padding=1, use_bias=False, kernel_init=conv_init, name="0", dtype=self.dtype,
+                 winograd=self.winograd)(x)
     return InstanceL2Norm(feat_norm_scale(self.out_dim, self.filter_size))(at_least_float32(x))
