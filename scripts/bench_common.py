@@ -63,9 +63,14 @@ def step_flops(model, settings, state, frame, key) -> float:
   XLA's cost analysis counts a `cond` / `switch` by its costliest branch, so the compiled step's own count
   includes the whole-map fallback of the box ascent and its largest window as well. This is the step compiled
   on the whole maps, with the whole-map refinement's cost swapped for the smallest window's.
+
+  The work is that of direct convolutions even when `settings.winograd_convs` computes them with fewer
+  multiplications (design.md §9.2): the same frame is the same work, so the rates it gives are effective rates,
+  as GPU libraries report for their Winograd kernels.
   """
   from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
 
-  whole = flops_of(trk.step.lower(model, settings.replace(iou_feature_windows=()), state, frame, key).compile())
+  direct = settings.replace(iou_feature_windows=(), winograd_convs=False)
+  whole = flops_of(trk.step.lower(model, direct, state, frame, key).compile())
   full, small = iou_refine_flops(model, settings, state)
   return whole - full + small

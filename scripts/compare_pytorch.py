@@ -484,9 +484,10 @@ def our_stages(model, settings, ref: dict, first_frame: np.ndarray) -> dict[str,
   from cia_jax.ops.crop import sample_patch  # pylint: disable=g-import-not-at-top
   from cia_jax.ops.dtypes import default_float  # pylint: disable=g-import-not-at-top
   from cia_jax.track import augment  # pylint: disable=g-import-not-at-top
-  from cia_jax.track.tracker import normalize_image, sample_labels, takes_labels  # pylint: disable=g-import-not-at-top
+  from cia_jax.track.tracker import (  # pylint: disable=g-import-not-at-top
+      for_settings, normalize_image, sample_labels, takes_labels)
 
-  net = model.net
+  net = for_settings(model, settings).net  # the network as the tracker runs it (compute dtype, Winograd convs)
   box = np.asarray(ref["meta/box"], np.float64)
   s = settings.image_sample_size
   pos = np.array([box[1] + (box[3] - 1) / 2, box[0] + (box[2] - 1) / 2])

@@ -2,6 +2,7 @@
 
   .venv/bin/python scripts/profile_tracking.py                       # dimp18 + cia18, 360x240 and 1280x720
   .venv/bin/python scripts/profile_tracking.py --trackers cia18 --rounds 15 --peak-gflops 166
+  .venv/bin/python scripts/profile_tracking.py --set winograd_convs=false --against winograd_convs=true  # A / B
 
 Random-weight networks (the presets' architectures, `models.cia.init_variables`) with the reference tracker
 parameters, except `target_not_found_threshold=0` (random-weight scores must not stop the model updates).
@@ -22,6 +23,8 @@ Each part is its own jitted function; rounds run every part once in turn (altern
 parts alike) and the median per part is reported, with the FLOPs of XLA's cost analysis of that compiled part
 and the achieved GFLOP/s against the fp32 matmul peak (`--peak-gflops`, or `--measure-peak` as in
 scripts/benchmark_backbone.py). The step row counts frames as the runner does: a NumPy uint8 frame passed in.
+`--against KEY=VALUE` adds a variant B of the settings; A's and B's parts alternate in every round. GFLOP
+counts direct convolutions whatever runs (`bench_common.step_flops`), so Winograd's rows give effective rates.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--peak-gflops", type=float, default=None, help="fp32 matmul peak (GFLOP/s)")
   p.add_argument("--measure-peak", action="store_true", help="measure the matmul peak first (2048^3, jitted)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a tracker setting (repeatable, the `cia-jax track --set` parser), e.g. winograd_convs=false")
+  p.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                 help="also profile variant B: the settings with these overrides on top of --set (repeatable); "
+                      "A and B alternate in every round")
   args = p.parse_args(argv)
   if args.rounds < 1 or args.warmup_frames < 1:
     p.error("--rounds and --warmup-frames must be >= 1")
@@ -132,8 +140,8 @@ def make_parts(model, settings):
   return parts
 
 
-def profile(model, settings, frames, box, args, peak):
-  """Rows (part, GFLOP, median ms, GFLOP/s, % peak) of one tracker on one frame size."""
+def _variant(model, settings, frames, box, args):
+  """(jitted parts, their arguments, part order, FLOPs per part) of one tracker on one frame set."""
   import jax  # pylint: disable=g-import-not-at-top
 
   from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
@@ -143,7 +151,10 @@ def profile(model, settings, frames, box, args, peak):
   for t in range(1, args.warmup_frames):
     state, _ = trk.step(model, settings, state, frames[t], jax.random.fold_in(key, t))
   image = frames[args.warmup_frames]
-  fns = make_parts(model, settings)
+  # The parts run the network as the step does (`--set winograd_convs=...`); their work is counted on direct
+  # convolutions whatever runs (`bench_common.step_flops`).
+  fns = make_parts(trk.for_settings(model, settings), settings)
+  counted = make_parts(trk.for_settings(model, settings.replace(winograd_convs=False)), settings)
   p, coord = fns["patch"](state, image)
   layer2, layer3 = fns["backbone"](p)
   clf_in = fns["cia_input"](layer3) if model.net.instance_encoder or model.net.category_encoder else layer3
@@ -163,26 +174,37 @@ def profile(model, settings, frames, box, args, peak):
   flops = {}
   for n in order:
     fn, a = fns[n], calls[n]
-    flops[n] = flops_of(fn.lower(*a).compile())
+    flops[n] = flops_of(counted.get(n, fn).lower(*a).compile())
     jax.block_until_ready(fn(*a))  # compile + warm
   # The cost analysis counts the IoU-Net's whole-map fallback and its largest window: count the smallest window.
   full, small = iou_refine_flops(model, settings, calls["iou_refine"][0])
-  iou_counted = flops_of(make_parts(model, settings.replace(iou_feature_windows=()))["iou_refine"]
-                         .lower(*calls["iou_refine"]).compile())
+  direct = settings.replace(iou_feature_windows=(), winograd_convs=False)
+  iou_counted = flops_of(make_parts(model, direct)["iou_refine"].lower(*calls["iou_refine"]).compile())
   flops["iou_refine"] = iou_counted - full + small
   flops["step"] = step_flops(model, settings, calls["step"][2], calls["step"][3], calls["step"][4])
-  times = {n: [] for n in order}
+  return fns, calls, order, flops
+
+
+def profile(model, variants, frames, box, args, peak):
+  """Rows (variant, part, GFLOP, median ms, GFLOP/s, % peak) of one tracker on one frame size, for each
+  settings variant; every round runs every part of every variant once (alternating)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  runs = {v: _variant(model, settings, frames, box, args) for v, settings in variants.items()}
+  times = {(v, n): [] for v, run in runs.items() for n in run[2]}
   for _ in range(args.rounds):
-    for n in order:
-      t0 = time.perf_counter()
-      jax.block_until_ready(fns[n](*calls[n]))
-      times[n].append(time.perf_counter() - t0)
+    for v, (fns, calls, order, _) in runs.items():
+      for n in order:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fns[n](*calls[n]))
+        times[(v, n)].append(time.perf_counter() - t0)
   rows = []
-  for n in order:
-    ms = 1e3 * statistics.median(times[n])
-    gf = flops[n] / 1e9
-    rate = gf / (ms / 1e3) if ms > 0 else float("nan")
-    rows.append((n, gf, ms, rate, 100.0 * rate / peak if peak else float("nan")))
+  for v, (_, _, order, flops) in runs.items():
+    for n in order:
+      ms = 1e3 * statistics.median(times[(v, n)])
+      gf = flops[n] / 1e9
+      rate = gf / (ms / 1e3) if ms > 0 else float("nan")
+      rows.append((v, n, gf, ms, rate, 100.0 * rate / peak if peak else float("nan")))
   return rows
 
 
@@ -208,21 +230,25 @@ def main(argv=None) -> int:
   flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
   isa = "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "no AVX2")
   print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} CPUs, {cpu} ({isa}), "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load avg (1 min) {os.getloadavg()[0]:.2f}")
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load avg (1 min) {os.getloadavg()[0]:.2f}"
+        f"{'; --set ' + ' '.join(args.set) if args.set else ''}")
   print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({'measured' if args.measure_peak else 'given'})" if peak
         else "fp32 matmul peak: not given (--peak-gflops or --measure-peak)")
   print(f"median of {args.rounds} alternating rounds\n")
-  print("| tracker | frame | part | GFLOP | median ms | GFLOP/s | % peak |")
-  print("|---|---|---|---:|---:|---:|---:|")
+  if args.against:
+    print(f"variant A: --set {' '.join(args.set) or '(preset)'}; variant B: A + {' '.join(args.against)}")
+  print("| tracker | frame | variant | part | GFLOP | median ms | GFLOP/s | % peak |")
+  print("|---|---|---|---|---:|---:|---:|---:|")
   for name in args.trackers:
     net = build_model(model_kwargs(name))
     model = trk.prepare(trk.TrackingModel(net=net, variables=init_variables(net, jax.random.key(args.seed))))
-    settings = params.get_settings(name, target_not_found_threshold=0.0)
+    settings = params.apply_overrides(params.get_settings(name, target_not_found_threshold=0.0), args.set)
+    variants = {"A": settings, "B": params.apply_overrides(settings, args.against)} if args.against else {"-": settings}
     for size in args.sizes:
       seq, factor = FRAME_SETS[size]
       frames, box = load_frames(args.root, seq, factor, args.warmup_frames + 1)
-      for part, gf, ms, rate, pct in profile(model, settings, frames, box, args, peak):
-        print(f"| {name} | {size} | {part} | {gf:.2f} | {ms:.1f} | {rate:.0f} | {pct:.0f}% |", flush=True)
+      for v, part, gf, ms, rate, pct in profile(model, variants, frames, box, args, peak):
+        print(f"| {name} | {size} | {v} | {part} | {gf:.2f} | {ms:.1f} | {rate:.0f} | {pct:.0f}% |", flush=True)
   print(f"\nload avg (1 min) at the end {os.getloadavg()[0]:.2f}")
   return 0
 

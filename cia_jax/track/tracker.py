@@ -185,9 +185,10 @@ def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
     raise ValueError(f"tracker: image_sz_yx must be [2] (h, w), got shape {sz.shape}")
   return sz
 
-def _in_compute_dtype(model: TrackingModel, settings: TrackerSettings) -> TrackingModel:
-  # `settings.compute_dtype` and `winograd_convs` apply here, once, so every caller (runner, lanes, VOT, video,
-  # export) gets them.
+def for_settings(model: TrackingModel, settings: TrackerSettings) -> TrackingModel:
+  """`model` with the network as `settings` runs it: `compute_dtype` and `winograd_convs`. `init` and `step`
+  apply it themselves, so every caller (runner, lanes, VOT, video, export) gets them; profilers use it to run
+  a stage as the step does."""
   net = with_winograd(with_dtype(model.net, settings.compute_dtype), settings.winograd_convs)
   return model.replace(net=net)
 
@@ -195,7 +196,7 @@ def _in_compute_dtype(model: TrackingModel, settings: TrackerSettings) -> Tracki
 def init_impl(model: TrackingModel, settings: TrackerSettings, image, box_xywh, key,
               image_sz_yx=None) -> TrackerState:
   """Un-jitted `init` (for `jax.vmap` / `jax.disable_jit`); see `init`."""
-  model = _in_compute_dtype(model, settings)
+  model = for_settings(model, settings)
   image = _as_frame(image)
   box = jnp.asarray(box_xywh, default_float())
   s = settings.image_sample_size
@@ -601,7 +602,7 @@ def update_model(model, settings, state: TrackerState, x, train_box, flag, frame
 
 def step_impl(model: TrackingModel, settings: TrackerSettings, state: TrackerState, image, key):
   """Un-jitted `step`; see `step`."""
-  model = _in_compute_dtype(model, settings)
+  model = for_settings(model, settings)
   image = _as_frame(image)
   s = settings.image_sample_size
   frame_num = state.frame_num + 1
