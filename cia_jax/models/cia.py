@@ -77,9 +77,11 @@ class CIANet(nn.Module):
       test crops separately (two BN batches).
     dtype: compute dtype, 'float32' or 'bfloat16' (mixed precision: parameters stay float32, see the module
       docstring).
-    winograd: the 3x3 stride-1 convolutions of 128 and more input channels by Winograd's F(2x2, 3x3)
-      (`ops/winograd.py`): same variables, same results up to float rounding, fewer multiplications. The
-      tracker's `winograd_convs` setting turns it on (`with_winograd`); training keeps the direct convolutions.
+    winograd: the 3x3 stride-1 convolutions of 128 and more input channels in `WINOGRAD_MODULES` (backbone,
+      contrastive projector, classification feature block) by Winograd's F(2x2, 3x3) (`ops/winograd.py`): same
+      variables, same results up to float rounding, fewer multiplications. The IoU-Net stays direct (on its
+      small windows Winograd was slower, design.md §9.2). The tracker's `winograd_convs` setting turns it on
+      (`with_winograd`); training keeps the direct convolutions.
   """
 
   backbone_arch: str = "resnet18"
@@ -134,8 +136,7 @@ class CIANet(nn.Module):
                                    optimizer=self.clf_optimizer, dtype=dtype, winograd=self.winograd)
     self.bb_regressor = AtomIoUNet(input_dim=(chans["layer2"], chans["layer3"]),
                                    pred_input_dim=(self.iou_dim, self.iou_dim),
-                                   pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype,
-                                   winograd=self.winograd)
+                                   pred_inter_dim=(self.iou_dim, self.iou_dim), dtype=dtype)
 
   # ----------------------------------------------------------------------------------------------
   # Stage methods.
@@ -312,6 +313,10 @@ def with_dtype(net: CIANet, dtype: str) -> CIANet:
   """
   compute_dtype(dtype)
   return net if getattr(net, "dtype", "float32") == dtype else net.clone(dtype=dtype)
+
+
+# The submodules (parameter subtrees) whose eligible convolutions `CIANet.winograd` computes by Winograd.
+WINOGRAD_MODULES = ("backbone", "proj", "classifier")
 
 
 def with_winograd(net: CIANet, winograd: bool) -> CIANet:

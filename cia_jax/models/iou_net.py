@@ -72,15 +72,13 @@ class ConvBlock(nn.Module):
   kernel_size: int = 3
   padding: int = 1
   dtype: Any = None
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, padding: int | None = None) -> jax.Array:
     """x: `[N, H, W, Cin]` -> `[N, H + 2 * padding - kernel_size + 1, ..., features]` (`padding`: this call's
     padding instead of the attribute)."""
     x = Conv2d(self.features, self.kernel_size, stride=1, padding=self.padding, use_bias=True,
-               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0", dtype=self.dtype,
-               winograd=self.winograd)(x, padding)
+               kernel_init=_KERNEL_INIT, bias_init=nn.initializers.zeros, name="0", dtype=self.dtype)(x, padding)
     x = _bn("1", self.dtype)(x, use_running_average=not train)
     return nn.relu(x)
 
@@ -170,21 +168,19 @@ class AtomIoUNet(nn.Module):
   pred_input_dim: tuple[int, int] = (256, 256)
   pred_inter_dim: tuple[int, int] = (256, 256)
   dtype: Any = None
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
 
   def setup(self):
-    wino = dict(dtype=self.dtype, winograd=self.winograd)
     # Reference branch.
-    self.conv3_1r = ConvBlock(128, 3, padding=1, **wino)
-    self.conv4_1r = ConvBlock(256, 3, padding=1, **wino)
+    self.conv3_1r = ConvBlock(128, 3, padding=1, dtype=self.dtype)
+    self.conv4_1r = ConvBlock(256, 3, padding=1, dtype=self.dtype)
     self.fc3_1r = ConvBlock(256, 3, padding=0, dtype=self.dtype)  # 3x3 RoI -> 1x1
     self.fc34_3r = ConvBlock(self.pred_input_dim[0], 1, padding=0, dtype=self.dtype)
     self.fc34_4r = ConvBlock(self.pred_input_dim[1], 1, padding=0, dtype=self.dtype)
     # Test branch.
-    self.conv3_1t = ConvBlock(256, 3, padding=1, **wino)
-    self.conv3_2t = ConvBlock(self.pred_input_dim[0], 3, padding=1, **wino)
-    self.conv4_1t = ConvBlock(256, 3, padding=1, **wino)
-    self.conv4_2t = ConvBlock(self.pred_input_dim[1], 3, padding=1, **wino)
+    self.conv3_1t = ConvBlock(256, 3, padding=1, dtype=self.dtype)
+    self.conv3_2t = ConvBlock(self.pred_input_dim[0], 3, padding=1, dtype=self.dtype)
+    self.conv4_1t = ConvBlock(256, 3, padding=1, dtype=self.dtype)
+    self.conv4_2t = ConvBlock(self.pred_input_dim[1], 3, padding=1, dtype=self.dtype)
     # Predictor (float32 whatever `dtype` is).
     self.fc3_rt = LinearBlock(self.pred_inter_dim[0])
     self.fc4_rt = LinearBlock(self.pred_inter_dim[1])

@@ -20,6 +20,8 @@ rows, then to columns):
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -89,13 +91,14 @@ def conv3x3_transformed(x: jax.Array, u: jax.Array, padding: int) -> jax.Array:
   return y.reshape(n, 2 * th, 2 * tw, -1)[:, :ho, :wo]  # [N, th, 2, tw, 2, Cout] -> interleaved
 
 
-def prepare_variables(variables: dict) -> dict:
+def prepare_variables(variables: dict, modules: Sequence[str] | None = None) -> dict:
   """`variables` plus a `COLLECTION` tree holding `kernel_transform` of every 3x3 'kernel' parameter with at
   least `MIN_CHANNELS` input channels, at the parameter's module path.
 
   A `Conv2d(winograd=True)` reads its transformed kernel from there instead of transforming its kernel at
-  every call (for a tracker, at every frame). Stride-2 kernels get one too and never read it. Idempotent; the
-  variables of a network without such kernels come back unchanged.
+  every call (for a tracker, at every frame). `modules`: only these top-level parameter subtrees (None: all).
+  A stride-2 kernel gets one too and never reads it. Idempotent; the variables of a network without such
+  kernels come back unchanged.
   """
 
   def eligible(name, value):
@@ -113,7 +116,8 @@ def prepare_variables(variables: dict) -> dict:
         out[name] = value
     return out
 
-  kernels = select(variables.get("params", {}))
+  params = variables.get("params", {})
+  kernels = select({k: v for k, v in params.items() if modules is None or k in modules})
   if not kernels:
     return variables
   return {**variables, COLLECTION: jax.jit(lambda t: jax.tree.map(kernel_transform, t))(kernels)}

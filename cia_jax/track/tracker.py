@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cia_jax.models.cia import CIANet, with_dtype, with_winograd
+from cia_jax.models.cia import WINOGRAD_MODULES, CIANet, with_dtype, with_winograd
 from cia_jax.ops import winograd
 from cia_jax.ops.crop import sample_patch, sample_pos_scale
 from cia_jax.ops.dtypes import default_float
@@ -112,7 +112,8 @@ def prepare(model: TrackingModel) -> TrackingModel:
   """`model` with its 3x3 kernels transformed once for `settings.winograd_convs` (`winograd.prepare_variables`),
   so the step does not transform them at every frame. Call it where a model is loaded, outside `jit`;
   idempotent. An unprepared model tracks alike, only more slowly with `winograd_convs`."""
-  return model.replace(variables=winograd.prepare_variables(model.variables))
+  modules = WINOGRAD_MODULES if isinstance(model.net, CIANet) else None
+  return model.replace(variables=winograd.prepare_variables(model.variables, modules))
 
 
 def normalize_image(patches: jax.Array) -> jax.Array:

@@ -1,7 +1,7 @@
 """`winograd_convs`: the tracker with its 3x3 convolutions by Winograd F(2x2, 3x3) follows the direct tracker.
 
-A random-weight DiMP network of width 32 (layer3 128 channels, so the backbone's layer3 and layer4, the
-classification block and the IoU-Net's test branch are eligible), a 96 px patch, a synthetic moving square."""
+A random-weight DiMP network of width 32 (layer3 128 channels, so the backbone's layer3 and layer4 and the
+classification block are eligible), a 96 px patch, a synthetic moving square."""
 
 from __future__ import annotations
 
