@@ -108,8 +108,8 @@ class TrackerSettings:
   # windows. (): always the whole maps. No effect on the boxes.
   iou_feature_windows: tuple = ((128, 160), (160, 192), (192, 224))
   # The network's 3x3 stride-1 convolutions of >= 128 input channels by Winograd's F(2x2, 3x3) (`ops/winograd.py`,
-  # design.md §9.2): 2.25x fewer multiplications, the float32 rounding of the direct convolution. False: direct.
-  winograd_convs: bool = False
+  # design.md §9.2): 2.25x fewer multiplications at the float32 rounding of the direct convolutions. False: direct.
+  winograd_convs: bool = True
 
   def __post_init__(self):
     validate(self)
