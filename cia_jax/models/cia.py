@@ -321,8 +321,11 @@ WINOGRAD_MODULES = ("backbone", "proj", "classifier")
 
 def with_winograd(net: CIANet, winograd: bool) -> CIANet:
   """`net` with its eligible 3x3 convolutions by Winograd's F(2x2, 3x3) or not; the same module when it already
-  does (no recompile). The tracker's `winograd_convs` setting goes through this."""
-  return net if getattr(net, "winograd", False) == winograd else net.clone(winograd=winograd)
+  does (no recompile), and a network without the option (a stand-in) as it is. The tracker's `winograd_convs`
+  setting goes through this."""
+  if not hasattr(net, "winograd") or net.winograd == winograd:
+    return net
+  return net.clone(winograd=winograd)
 
 
 def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:
