@@ -116,8 +116,13 @@ def prepare_variables(variables: dict, modules: Sequence[str] | None = None) -> 
         out[name] = value
     return out
 
+  if COLLECTION in variables:  # already prepared (the weights of a model never change in place)
+    return variables
   params = variables.get("params", {})
   kernels = select({k: v for k, v in params.items() if modules is None or k in modules})
   if not kernels:
     return variables
-  return {**variables, COLLECTION: jax.jit(lambda t: jax.tree.map(kernel_transform, t))(kernels)}
+  return {**variables, COLLECTION: _transform_tree(kernels)}
+
+
+_transform_tree = jax.jit(lambda tree: jax.tree.map(kernel_transform, tree))  # one compilation per tree shape
