@@ -64,6 +64,28 @@ def test_single_sequence_gemm_path_and_its_gradient(fsz):
     np.testing.assert_allclose(np.asarray(g[lane]), np_filter_vjp(feat[lane], r[lane], fsz), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("b", [1, 2])
+def test_taps_derivatives_match_the_grouped_convolution(b):
+  """'taps' sums its taps with shifted slices and a hand-written VJP (`sum_taps`); the grouped convolution is
+  differentiated by JAX. Both agree on the feature gradient and on the second-order terms training takes
+  (the gradient of a loss on the filter VJP, as when backpropagating through the unrolled optimizer)."""
+  rng = np.random.default_rng(5)
+  with jax.enable_x64():
+    feat = jnp.asarray(rng.normal(size=(3, b, 6, 5, 4)))
+    filt = jnp.asarray(rng.normal(size=(b, 4, 3, 4)))
+    r = jnp.asarray(rng.normal(size=(3, b, *score_size((6, 5), (4, 3)))))
+
+    def outer(impl):
+      def loss(x, f):
+        s, vjp = jax.vjp(lambda ff: apply_filter(x, ff, impl=impl), f)
+        (g,) = vjp(r * jnp.tanh(s))
+        return jnp.sum(g**2) + jnp.sum(jnp.sin(apply_filter(x, f - 0.1 * g, impl=impl)))
+      return jax.jit(jax.grad(loss, argnums=(0, 1)))(feat, filt)
+
+    for got, ref in zip(outer("taps"), outer("grouped")):
+      np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-10, atol=1e-10)
+
+
 def test_score_size_even_filter_adds_one_cell():
   assert score_size((18, 18), (4, 4)) == (19, 19)
   assert score_size((22, 22), (4, 4)) == (23, 23)

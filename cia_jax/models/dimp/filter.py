@@ -6,10 +6,12 @@ gives `(H + 1) x (W + 1)` scores (19x19 on 18x18, 23x23 on 22x22).
 
 Two implementations, equal up to float32 rounding:
 * 'taps' (default): one batched matmul projects every feature vector on the fh*fw filter taps
-  (`[Nimg, B, H, W, fh*fw]`), then a convolution with a fixed one-hot kernel sums each tap from its shifted
-  cell. The features are read once and the heavy work is a GEMM. For B = 1 (the tracker's sample memory, also
-  when vmapped over lanes) it is a plain 2-D GEMM on the features' own layout: as a dot with a batch axis in
-  the middle, XLA's CPU backend transposed the whole memory first (filter update 4x slower, BENCHMARKS.md).
+  (`[Nimg, B, H, W, fh*fw]`), then `sum_taps` adds each tap from its shifted cell. The features are read once
+  and the heavy work is a GEMM. For B = 1 (the tracker's sample memory, also when vmapped over lanes) it is a
+  plain 2-D GEMM on the features' own layout: as a dot with a batch axis in the middle, XLA's CPU backend
+  transposed the whole memory first (filter update 4x slower, BENCHMARKS.md). The tap sum is shifted slices
+  with a hand-written VJP: as a convolution with a one-hot kernel (what it equals) it took a third of a
+  steepest-descent iteration on the 50-slot memory (BENCHMARKS.md "Tap sums by slices").
 * 'grouped': one grouped convolution (`feature_group_count = B`) over `[Nimg, H, W, B * D]`. `vmap` of a plain
   conv over the sequences lowers to the same grouped conv and times the same.
 CPU timings (this project's 2-core machine, jitted forward + filter VJP + forward, medians): 'taps' 4.7 ms vs
@@ -19,6 +21,8 @@ tracker-init size (15 x 1 x 22 x 22 x 256); 42 vs 173 / 173 ms on a full 50-samp
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +44,46 @@ def check_filter_inputs(feat: jax.Array, filt: jax.Array, where: str = "apply_fi
 def score_size(feat_hw: tuple[int, int], filter_hw: tuple[int, int]) -> tuple[int, int]:
   """Score-map size for `H x W` features and an `fh x fw` filter: H + 1 - fh % 2 (H + 1 for even filters)."""
   return tuple(int(s) + 1 - int(k) % 2 for s, k in zip(feat_hw, filter_hw))
+
+
+def _pairwise_sum(terms: list[jax.Array]) -> jax.Array:
+  while len(terms) > 1:
+    terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+  return terms[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def sum_taps(taps: jax.Array, fh: int, fw: int) -> jax.Array:
+  """Scores from per-cell filter taps: `[N, H, W, fh*fw]` -> `[N, Ho, Wo]` (`score_size`), with
+
+    y[n, i, j] = sum_{u, v} tapspad[n, i + u, j + v, u * fw + v],  tapspad = taps zero-padded by fh//2, fw//2,
+
+  the convolution of the taps with a one-hot `[fh, fw, fh*fw, 1]` kernel, as fh*fw shifted slices added in a
+  pairwise tree. XLA's CPU convolution with one output channel (and its transpose, one input channel) ran at
+  ~4x the time of the slices on the sample memory; the VJP is the fh*fw shifted slices of the padded scores'
+  cotangent, stacked (differentiating the slices would pad and add fh*fw full-size arrays).
+  """
+  ph, pw = fh // 2, fw // 2
+  ho, wo = score_size(taps.shape[1:3], (fh, fw))
+  tp = jnp.pad(taps, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  return _pairwise_sum([tp[:, u:u + ho, v:v + wo, u * fw + v] for u in range(fh) for v in range(fw)])
+
+
+def _sum_taps_fwd(taps, fh, fw):
+  return sum_taps(taps, fh, fw), taps.shape[1:3]
+
+
+def _sum_taps_bwd(fh, fw, hw, dy):
+  # d taps[n, a, b, (u, v)] = dy[n, a + fh//2 - u, b + fw//2 - v] (0 outside): dy padded by fh-1, fw-1.
+  h, w = hw
+  ph, pw = fh // 2, fw // 2
+  dp = jnp.pad(dy, ((0, 0), (fh - 1, fh - 1), (fw - 1, fw - 1)))
+  cols = [dp[:, ph - u + fh - 1:ph - u + fh - 1 + h, pw - v + fw - 1:pw - v + fw - 1 + w]
+          for u in range(fh) for v in range(fw)]
+  return (jnp.stack(cols, axis=-1),)
+
+
+sum_taps.defvjp(_sum_taps_fwd, _sum_taps_bwd)
 
 
 def apply_filter(feat: jax.Array, filt: jax.Array, impl: str = "taps") -> jax.Array:
@@ -74,9 +118,7 @@ def apply_filter(feat: jax.Array, filt: jax.Array, impl: str = "taps") -> jax.Ar
       taps = (feat.reshape(nimg * h * w, d) @ filt.reshape(fh * fw, d).T).reshape(nimg, 1, h, w, fh * fw)
     else:
       taps = jnp.einsum("nbhwd,bkd->nbhwk", feat, filt.reshape(b, fh * fw, d))
-    onehot = jnp.eye(fh * fw, dtype=taps.dtype).reshape(fh, fw, fh * fw, 1)
-    y = jax.lax.conv_general_dilated(taps.reshape(nimg * b, h, w, fh * fw), onehot, (1, 1), pad,
-                                     dimension_numbers=dims)
+    y = sum_taps(taps.reshape(nimg * b, h, w, fh * fw), fh, fw)
     return y.reshape(nimg, b, y.shape[1], y.shape[2])
   x = jnp.transpose(feat, (0, 2, 3, 1, 4)).reshape(nimg, h, w, b * d)  # channel = b * D + d (group-major)
   k = jnp.transpose(filt, (1, 2, 3, 0))  # HWIO [fh, fw, D, B]: output channel b belongs to group b
