@@ -62,6 +62,9 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    `bench_common.step_flops`: the least work of any tracked frame) at JAX's
    measured matmul peak give a per-frame floor, our % of peak on that work, and the ceiling: the largest speed
    ratio over the reference that any implementation doing this work at that peak could reach.
+   `--frame-size WxH` (repeatable, 'native' for the frames as they are) tracks each sequence at those sizes, the
+   frames resized and the boxes scaled: the same content and nearly the same decisions (update frames) at another
+   frame size, so the ratio of the per-frame times measures what the frame size alone costs each tracker.
 
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
@@ -894,15 +897,57 @@ def _time_ours(model, settings, seq, frames: np.ndarray) -> tuple[np.ndarray, np
   return runner.track_sequence(model, settings, seq, max_frames=len(frames), frames=iter(frames))
 
 
+def parse_frame_size(text: str) -> tuple[int, int] | None:
+  """`--frame-size`: 'WIDTHxHEIGHT' pixels -> (width, height); 'native' -> None (the frames as they are)."""
+  if text.strip().lower() == "native":
+    return None
+  parts = text.lower().split("x")
+  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels (e.g. 1280x720) or 'native', got {text!r}")
+  return int(parts[0]), int(parts[1])
+
+
+def resized_sequence(frames: np.ndarray, seq, size_wh: tuple[int, int] | None):
+  """The same video at another frame size: `frames` `[T, H, W, 3]` uint8 resized to `size_wh` (bilinear) and the
+  sequence's boxes scaled with them, so both trackers do the same work on the same content at a new frame size.
+  None: unchanged. Returns (frames, seq)."""
+  if size_wh is None or size_wh == (frames.shape[2], frames.shape[1]):
+    return frames, seq
+  import cv2  # pylint: disable=g-import-not-at-top
+  w, h = size_wh
+  sx, sy = w / frames.shape[2], h / frames.shape[1]
+  out = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
+  return out, dataclasses.replace(seq, boxes=np.asarray(seq.boxes, np.float64) * np.array([sx, sy, sx, sy]))
+
+
+def frame_size_ratios(rows) -> list[tuple[str, str, str, float, float]]:
+  """Per sequence tracked at several frame sizes (`format_speed_table` rows, its first size first): (sequence,
+  first size, other size, ours per-frame time at the other size / at the first, the reference's likewise)."""
+  first, out = {}, []
+  for name, size, _, ours, ref, *_ in rows:
+    if name not in first:
+      first[name] = (size, ours, ref)
+      continue
+    size0, ours0, ref0 = first[name]
+    out.append((name, size0, size, ours["median"] / ours0["median"], ref["median"] / ref0["median"]))
+  return out
+
+
 def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops: float) -> dict:
-  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each; prints both tables and
-  what the work allows at JAX's measured matmul peak `peak_gflops` (`work_ceiling`)."""
+  """`--speed`: both trackers over the same frames, `--rounds` alternating runs each, at every `--frame-size`;
+  prints both tables and what the work allows at JAX's measured matmul peak `peak_gflops` (`work_ceiling`)."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
   rows, breakdowns, results = [], {}, {}
+  jobs = []
   for seq_dir in seq_dirs:
     name, frames, box, seq = _load_sequence(seq_dir, args.max_frames or 40)
-    frames_path = os.path.join(work, f"{name}_frames.npy")
+    for size_wh in args.frame_size or [None]:
+      jobs.append((name, *resized_sequence(frames, seq, size_wh)))
+  for name, frames, seq in jobs:
+    box = runner.first_box(seq)
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    frames_path = os.path.join(work, f"{name}_{size}_frames.npy")
     np.save(frames_path, frames)
     ref_args = ["track", "--reference-root", str(pathlib.Path(args.reference_root).resolve()), "--arch", args.arch,
                 "--checkpoint", os.path.abspath(args.checkpoint), "--frames", frames_path,
@@ -918,31 +963,39 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops
           boxes, times = _time_ours(model, settings, seq, frames)
           ours_t.append(times)
         else:
-          path = os.path.join(work, f"{name}_speed_{r}.npz")
+          path = os.path.join(work, f"{name}_{size}_speed_{r}.npz")
           _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
           ref = dict(np.load(path))
           ref_t.append(ref["times"])
           ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
       ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
     ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
-    size = f"{frames.shape[2]}x{frames.shape[1]}"
     ceiling = work_ceiling(step_gflop_without_update(model, settings, frames, box), peak_gflops, ours_s["median"],
                            ref_s["median"])
     rows.append((name, size, len(frames) - 1, ours_s, ref_s, ceiling))
-    breakdowns[name] = part_breakdown(ref_parts, ref_t)
+    label = name if len(args.frame_size or [None]) == 1 else f"{name}@{size}"
+    breakdowns[label] = part_breakdown(ref_parts, ref_t)
     print(f"{name} ({size}): ours {1e3 * ours_s['median']:.1f} ms/frame, reference {1e3 * ref_s['median']:.1f} "
           f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
           f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f}); work without filter update "
           f"{ceiling['gflop']:.2f} GFLOP/frame = {1e3 * ceiling['floor_s']:.1f} ms at JAX's {peak_gflops:.0f} "
           f"GFLOP/s: ours at {ceiling['ours_pct_peak']:.0f}% of peak, ceiling {ceiling['ceiling']:.2f}x the "
           f"reference", flush=True)
-    results[name] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
-                     "reference_parts": breakdowns[name], "min_iou": min(ious), "compile_s": compile_s,
-                     "work_ceiling": ceiling,
-                     "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
+    results[label] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
+                      "reference_parts": breakdowns[label], "min_iou": min(ious), "compile_s": compile_s,
+                      "work_ceiling": ceiling,
+                      "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
   print(f"\n## Per-frame speed, {args.arch}, side by side (median over tracked frames 2..T of {args.rounds} "
         f"alternating runs each, {args.threads} thread(s) each)\n")
   print(format_speed_table(rows))
+  ratios = frame_size_ratios(rows)
+  if ratios:
+    print("\n## Frame size: the same video resized (median ms per frame at the other size / at the first)\n")
+    print("| sequence | sizes | ours | reference |\n|---|---|---:|---:|")
+    for name, size0, size1, ours_r, ref_r in ratios:
+      print(f"| {name} | {size1} / {size0} | {ours_r:.3f} | {ref_r:.3f} |")
+    results["frame_size_ratios"] = [dict(zip(("sequence", "first", "other", "ours", "reference"), r))
+                                    for r in ratios]
   print("\n## Where the reference spends a frame (mean ms per tracked frame, exclusive time per part)\n")
   print(format_breakdown_table(breakdowns))
   return results
@@ -1070,6 +1123,10 @@ def parse_args(argv=None):
   p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
   p.add_argument("--threads", type=int, default=2,
                  help="--speed: CPUs for both sides (affinity mask; torch.set_num_threads in the reference)")
+  p.add_argument("--frame-size", action="append", type=parse_frame_size, default=[], metavar="WxH|native",
+                 help="--speed: track each sequence at this frame size, the frames resized (bilinear) and the boxes "
+                      "scaled (repeatable; 'native' = as they are). Two sizes print the per-frame time ratio on "
+                      "the same content")
   p.add_argument("--float64-truth", action="store_true",
                  help="also run both sides in float64 (a second process) and report, per frame, each float32 "
                       "run's distance from the float64 trajectory and the frame and stage where each leaves it first")
@@ -1114,6 +1171,8 @@ def _check_inputs(args) -> None:
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
   if args.float64_truth and (args.float64 or args.skip_tracking or args.speed):
     raise ValueError("--float64-truth compares float32 tracking runs: not with --float64, --skip-tracking, --speed")
+  if args.frame_size and not args.speed:
+    raise ValueError("--frame-size is a --speed option")
   if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
     raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:

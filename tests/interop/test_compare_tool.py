@@ -3,6 +3,7 @@ boundary, and the JAX stage plumbing on a tiny network (the torch side is exerci
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import pathlib
 import sys
@@ -11,6 +12,8 @@ import types
 import jax
 import numpy as np
 import pytest
+
+from cia_jax.data.datasets import Sequence
 
 _SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "compare_pytorch.py"
 _spec = importlib.util.spec_from_file_location("compare_pytorch", _SCRIPT)
@@ -197,6 +200,8 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
         "--reference-crop-from", str(tmp_path)], "preprocessing.py"),
       (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path), "--speed",
         "--float64"], "--speed"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path),
+        "--frame-size", "1280x720"], "--frame-size"),
   ]
   for argv, needle in cases:
     assert cp.main(base + argv) == 2, argv
@@ -410,3 +415,31 @@ def test_crop_divergence_names_the_frame_the_bits_and_the_exact_crop():
   assert d["exact_ours"] == 480 and d["exact_ref"] == 480
   line = cp.format_crop_divergence(d)
   assert "frame 2" in line and "+2 ulp" in line and "exact arithmetic gives 480" in line
+
+
+def test_frame_size_option_and_resized_sequence():
+  assert cp.parse_frame_size("1280x720") == (1280, 720)
+  assert cp.parse_frame_size("native") is None
+  for bad in ("1280", "0x720", "axb", "1280x720x3"):
+    with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT"):
+      cp.parse_frame_size(bad)
+  frames = np.zeros((2, 24, 36, 3), np.uint8)
+  frames[:, 6:12, 9:18] = 200  # a bright 9 x 6 block at x = 9, y = 6
+  seq = Sequence(name="s", frame_paths=("a.jpg", "b.jpg"), boxes=np.array([[9.0, 6.0, 9.0, 6.0]] * 2),
+                 visible=np.ones(2, bool))
+  out, seq2 = cp.resized_sequence(frames, seq, (72, 48))
+  assert out.shape == (2, 48, 72, 3) and out.dtype == np.uint8
+  np.testing.assert_allclose(seq2.boxes, [[18.0, 12.0, 18.0, 12.0]] * 2)
+  ys, xs = np.nonzero(out[0, :, :, 0] > 100)  # the block moved and grew with the box
+  assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (18, 12, 36, 24)
+  assert seq2.name == seq.name and np.array_equal(seq.boxes[0], [9.0, 6.0, 9.0, 6.0])
+  same, seq3 = cp.resized_sequence(frames, seq, (36, 24))
+  assert same is frames and seq3 is seq
+
+
+def test_frame_size_ratios_pair_each_sequence_with_its_first_size():
+  s = lambda ms: {"median": ms / 1e3}
+  rows = [("a", "360x240", 9, s(50), s(100)), ("a", "1280x720", 9, s(55), s(150)), ("b", "640x360", 9, s(40), s(80))]
+  (name, size0, size1, ours, ref), = cp.frame_size_ratios(rows)
+  assert (name, size0, size1) == ("a", "360x240", "1280x720")
+  assert ours == pytest.approx(1.1) and ref == pytest.approx(1.5)
