@@ -201,11 +201,12 @@ class CIANet(nn.Module):
     """Initial filter `[B, 4, 4, D]` from features `[Nimg, B, H, W, D]` and boxes `[Nimg, B, 4]`."""
     return self.classifier.init_filter(feat, box_xywh)
 
-  def optimize_filter(self, filt, feat, box_xywh, sample_weight=None, num_iter=None, active_iter=None, label=None):
+  def optimize_filter(self, filt, feat, box_xywh, sample_weight=None, num_iter=None, active_iter=None, label=None,
+                      zero_empty_slots=True):
     """Steepest-descent refinement; see `LinearFilter.optimize_filter` (`active_iter`: traced count; `label`:
-    the hinge optimiser's target labels)."""
+    the hinge optimiser's target labels; `zero_empty_slots`: False for finite weight-0 samples)."""
     return self.classifier.optimize_filter(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter,
-                                           active_iter=active_iter, label=label)
+                                           active_iter=active_iter, label=label, zero_empty_slots=zero_empty_slots)
 
   def classify(self, filt: jax.Array, feat: jax.Array) -> jax.Array:
     """Scores `[Nimg, B, H + 1, W + 1]` of filters `[B, 4, 4, D]` on features `[Nimg, B, H, W, D]`."""

@@ -537,8 +537,9 @@ def _optimize_one(model, filt, memory: SampleMemory, num_iter, max_iter: int):
   targets, masking, loop) when the count is 0, and the optimizer's `while_loop` runs exactly the count."""
   def run(f):
     label = None if memory.labels is None else memory.labels[:, None]
+    # Empty memory slots hold zeros (`memory.init_memory`): the optimizer need not mask them.
     out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
-                       memory.weights, max_iter, num_iter, label=label)
+                       memory.weights, max_iter, num_iter, label=label, zero_empty_slots=False)
     return out[0]
   return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
 

@@ -1,5 +1,6 @@
 """DiMPSteepestDescentGN (design.md §2.4) against a float64 NumPy implementation written from the equations."""
 
+import functools
 import math
 
 import jax
@@ -175,6 +176,25 @@ def test_zero_weight_slots_contribute_nothing():
   _, it_pad, loss_pad = APPLY(v, filt, feat_pad, box_pad, w_pad)
   np.testing.assert_allclose(np.asarray(it_pad), np.asarray(it_two), rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(np.asarray(loss_pad), np.asarray(loss_two), rtol=1e-5)
+
+
+def test_unmasked_finite_empty_slots_give_the_same_filter():
+  """zero_empty_slots=False (the tracker's memory, whose empty slots hold finite values) skips the masking copy
+  and gives the masked result: weight-0 slots holding finite non-zero features still add nothing."""
+  unmasked = jax.jit(functools.partial(OPT.apply, zero_empty_slots=False))
+  filt, feat, box = make_problem(seed=4)
+  v = INIT(filt, feat, box)
+  w = jnp.array([[0.6, 0.1], [0.4, 0.9]])
+  _, it_two, loss_two = APPLY(v, filt, feat[:2], box[:2], w)
+  feat_pad = feat.at[2].multiply(7.0)  # finite garbage in the empty slot
+  w_pad = jnp.concatenate([w, jnp.zeros((1, B))])
+  _, it_pad, loss_pad = unmasked(v, filt, feat_pad, box, w_pad)
+  np.testing.assert_allclose(np.asarray(it_pad), np.asarray(it_two), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(loss_pad), np.asarray(loss_two), rtol=1e-5)
+  final, _, _ = unmasked(v, filt, feat_pad, box, w_pad, active_iter=jnp.asarray(2))  # the tracker's form
+  np.testing.assert_allclose(np.asarray(final), np.asarray(it_two[-1]), rtol=1e-5, atol=1e-7)
+  _, it_nan, _ = unmasked(v, filt, feat.at[2].set(jnp.nan), box, w_pad)
+  assert np.isnan(np.asarray(it_nan[-1])).any()  # the contract: unmasked, a NaN slot is not safe
 
 
 def test_loss_decreases_on_synthetic_problem():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cia_jax.ops.image import gaussian_label
-from cia_jax.ops.labels import distance_map
+from cia_jax.ops.labels import distance_bin_readout, distance_map
 
 
 def np_distance_map(center_yx, hw, num_bins, disp):
@@ -56,6 +56,31 @@ def test_distance_map_defaults_peak_and_saturating_bin():
   # Between bins 98 and 99 (t = 98.5) both hold 0.5.
   e = np.asarray(distance_map(jnp.array([0.0, 0.0]), (1, 11), num_bins=100, bin_displacement=10 / 98.5))
   np.testing.assert_allclose(e[0, 10, 98:], [0.5, 0.5], atol=1e-4)
+
+
+@pytest.mark.parametrize("num_bins, disp", [(12, 0.5), (100, 0.1), (2, 1.5)])
+def test_distance_bin_readout_equals_the_map_times_the_weights(num_bins, disp):
+  """The interpolated read-out against the NumPy bin map @ weights: cells at the centre, between bins, on bin
+  edges and past the saturating last bin."""
+  rng = np.random.default_rng(3)
+  centers = np.array([[3.0, 4.0], [2.3, 5.7], [0.0, 0.0], [6.5, -2.0], [3.0, 4.5]])
+  w = rng.normal(size=num_bins)
+  ref = np_distance_map(centers, (7, 8), num_bins, disp) @ w
+  with jax.enable_x64():
+    got = distance_bin_readout(jnp.asarray(centers.reshape(5, 1, 2)), (7, 8), jnp.asarray(w), disp)
+    assert got.shape == (5, 1, 7, 8) and got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got)[:, 0], ref, rtol=1e-12, atol=1e-12)
+    # Its weight gradient is the bin map itself (training learns the three predictors through it).
+    gw = jax.grad(lambda v: jnp.sum(distance_bin_readout(jnp.asarray(centers), (7, 8), v, disp)))(jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(gw), np_distance_map(centers, (7, 8), num_bins, disp).sum((0, 1, 2)),
+                               rtol=1e-12, atol=1e-12)
+  got32 = distance_bin_readout(jnp.asarray(centers, jnp.float32), (7, 8), jnp.asarray(w, jnp.float32), disp)
+  assert got32.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got32), ref, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="weights must be"):
+    distance_bin_readout(jnp.zeros(2), (3, 3), jnp.zeros((2, 2)))
+  with pytest.raises(ValueError, match="num_bins >= 2"):
+    distance_bin_readout(jnp.zeros(2), (3, 3), jnp.zeros(1))
 
 
 def test_distance_map_gradient_finite_at_centre():

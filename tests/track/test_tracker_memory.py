@@ -58,6 +58,8 @@ def test_init_memory_layout():
   np.testing.assert_allclose(np.asarray(mem.weights[:15]), 1 / 15)
   assert float(jnp.sum(mem.weights[15:])) == 0.0
   assert int(mem.num_stored) == 15 and int(mem.previous_replace_ind) == -1
+  # Empty slots hold zeros: the tracker's filter update relies on it (`zero_empty_slots=False`).
+  np.testing.assert_array_equal(np.asarray(mem.features[15:]), 0.0)
 
 
 def test_weight_rule_vmaps():

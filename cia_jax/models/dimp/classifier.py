@@ -100,12 +100,14 @@ class LinearFilter(nn.Module):
 
   def optimize_filter(self, filt: jax.Array, feat: jax.Array, box_xywh: jax.Array,
                       sample_weight: jax.Array | None = None, num_iter: int | None = None,
-                      active_iter: jax.Array | None = None, label: jax.Array | None = None):
+                      active_iter: jax.Array | None = None, label: jax.Array | None = None,
+                      zero_empty_slots: bool = True):
     """Steepest-descent refinement of `filt` `[B, fs, fs, D]`; see `DiMPSteepestDescentGN.__call__` and
     `HingeSteepestDescentGN.__call__`.
 
     label: the hinge optimiser's target labels `[Nimg, B, Ho, Wo]` (None: `box_labels`, the training labels);
-    the DiMP optimiser predicts its own and refuses them.
+    the DiMP optimiser predicts its own and refuses them. zero_empty_slots: False when weight-0 samples are
+    finite (the tracker's memory), skipping a masked copy of `feat`.
 
     Returns (filter, iterates `[num_iter + 1, B, fs, fs, D]`, losses `[num_iter + 1]`); with a traced
     `active_iter` (at most `num_iter` iterations) (filter, None, None).
@@ -114,12 +116,12 @@ class LinearFilter(nn.Module):
       if label is None:
         label = self.box_labels(feat, filt, box_xywh)
       return self.filter_optimizer(filt, feat, label, sample_weight=sample_weight, num_iter=num_iter,
-                                   active_iter=active_iter)
+                                   active_iter=active_iter, zero_empty_slots=zero_empty_slots)
     if label is not None:
       raise ValueError("LinearFilter.optimize_filter: the 'dimp' optimizer predicts its own labels; "
                        "label is only for optimizer='hinge'")
     return self.filter_optimizer(filt, feat, box_xywh, sample_weight=sample_weight, num_iter=num_iter,
-                                 active_iter=active_iter)
+                                 active_iter=active_iter, zero_empty_slots=zero_empty_slots)
 
   def box_labels(self, feat: jax.Array, filt: jax.Array, box_xywh: jax.Array) -> jax.Array:
     """Gaussian labels `[Nimg, B, Ho, Wo]` centred on boxes `[Nimg, B, 4]` (crop pixels): the training labels

@@ -67,7 +67,7 @@ class HingeSteepestDescentGN(nn.Module):
 
   @nn.compact
   def __call__(self, filt: jax.Array, feat: jax.Array, label: jax.Array, sample_weight: jax.Array | None = None,
-               num_iter: int | None = None, active_iter: jax.Array | None = None):
+               num_iter: int | None = None, active_iter: jax.Array | None = None, zero_empty_slots: bool = True):
     """Runs `num_iter` (or, traced, `active_iter`) steps from `filt`.
 
     Args:
@@ -77,6 +77,8 @@ class HingeSteepestDescentGN(nn.Module):
       sample_weight: None -> w = 1 / Nimg for every image; or `[Nimg, B]` / `[Nimg]` (shared by all sequences).
         Samples of weight 0 contribute nothing (their features and labels are masked: empty memory slots may
         hold anything, NaN included).
+      zero_empty_slots: False: weight-0 features are finite and not masked (saves a copy of the feature
+        array; see `DiMPSteepestDescentGN`). Labels are masked either way.
       num_iter: static Python int (None: the module default; 0 returns `filt`); with `active_iter`, the upper
         bound of the traced count.
       active_iter: optional traced int scalar: run min(active_iter, num_iter) iterations in a `lax.while_loop`.
@@ -101,7 +103,8 @@ class HingeSteepestDescentGN(nn.Module):
       sw = sample_weights(sample_weight, nimg, nseq, "HingeSteepestDescentGN")
       valid = sw > 0
       # Empty (weight-0) memory slots may hold anything; zero them so no 0 * nan/inf reaches the sums.
-      feat = jnp.where(valid[:, :, None, None, None], feat, 0.0)
+      if zero_empty_slots:
+        feat = jnp.where(valid[:, :, None, None, None], feat, 0.0)
       label = jnp.where(valid[:, :, None, None], label, 0.0)
       sqrt_w = jnp.sqrt(jnp.where(valid, sw, 0.0))[:, :, None, None]
 
