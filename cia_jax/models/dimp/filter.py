@@ -11,7 +11,7 @@ Two implementations, equal up to float32 rounding:
   plain 2-D GEMM on the features' own layout: as a dot with a batch axis in the middle, XLA's CPU backend
   transposed the whole memory first (filter update 4x slower, BENCHMARKS.md). The tap sum is shifted slices
   with a hand-written VJP: as a convolution with a one-hot kernel (what it equals) it took a third of a
-  steepest-descent iteration on the 50-slot memory (BENCHMARKS.md "Tap sums by slices").
+  steepest-descent iteration on the 50-slot memory (BENCHMARKS.md, "The filter update's own costs").
 * 'grouped': one grouped convolution (`feature_group_count = B`) over `[Nimg, H, W, B * D]`. `vmap` of a plain
   conv over the sequences lowers to the same grouped conv and times the same.
 CPU timings (this project's 2-core machine, jitted forward + filter VJP + forward, medians): 'taps' 4.7 ms vs
