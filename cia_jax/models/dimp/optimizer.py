@@ -145,9 +145,8 @@ class DiMPSteepestDescentGN(nn.Module):
         per-sample weights `[Nimg, B]` or `[Nimg]` (shared by all sequences) -> v = sqrt(w) * spatial weight.
         Samples of weight 0 contribute nothing (their features are masked: empty memory slots may hold
         anything, NaN included).
-      zero_empty_slots: False skips that masking, for a caller whose weight-0 samples are finite (the
-        tracker's `SampleMemory` keeps zeros in its empty slots): the masked copy of the 50-slot memory cost
-        3 ms per update. Finite features give the same result either way.
+      zero_empty_slots: False skips that masking (a copy of `feat`, 3 ms per update on the 50-slot memory) for
+        a caller whose weight-0 samples are finite: the tracker's memory keeps zeros in its empty slots.
       num_iter: static Python int overriding the default number of iterations (0 returns `filt` unchanged);
         with `active_iter`, the upper bound of the traced count.
       active_iter: optional traced int scalar: run min(active_iter, num_iter) iterations (0 or less: none) in a
