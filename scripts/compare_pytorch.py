@@ -59,9 +59,10 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    outside around the reference tracker's methods, `torch_reference.py track --timing 1`), the CPU model, its
    AVX2 / AVX-512 flags, both libraries' fp32 matmul peak and the load average. What the work allows: the
    GFLOP of our step without a filter update and with the boxes in the smallest IoU window (XLA cost analysis,
-   `bench_common.step_flops`: the least work of any tracked frame) at JAX's
-   measured matmul peak give a per-frame floor, our % of peak on that work, and the ceiling: the largest speed
-   ratio over the reference that any implementation doing this work at that peak could reach.
+   `bench_common.step_flops`: the least work of any tracked frame) at JAX's matmul peak (measured after each of
+   our runs, the median of those: the rate of a VM can swing within minutes) give a per-frame floor, our % of
+   peak on that work, and the ceiling: the largest speed ratio over the reference that any implementation doing
+   this work at that peak could reach.
    `--frame-size WxH` (repeatable, 'native' for the frames as they are) tracks each sequence at those sizes, the
    frames resized and the boxes scaled: the same content and nearly the same decisions (update frames) at another
    frame size, so the ratio of the per-frame times measures what the frame size alone costs each tracker.
@@ -835,7 +836,8 @@ def work_ceiling(gflop: float, peak_gflops: float, ours_s: float, ref_s: float) 
   that work (an underestimate), `ceiling` the largest speed ratio over the reference (per-frame `ref_s`) that any
   implementation doing this work at that peak could reach."""
   floor_s = gflop / peak_gflops
-  return {"gflop": gflop, "floor_s": floor_s, "ours_pct_peak": 100.0 * floor_s / ours_s, "ceiling": ref_s / floor_s}
+  return {"gflop": gflop, "peak_gflops": peak_gflops, "floor_s": floor_s, "ours_pct_peak": 100.0 * floor_s / ours_s,
+          "ceiling": ref_s / floor_s}
 
 
 def format_speed_table(rows) -> str:
@@ -843,11 +845,12 @@ def format_speed_table(rows) -> str:
   rows; 'ours / reference speed' is ours fps / reference fps (> 1: ours faster)."""
   lines = ["| sequence | frame size | tracked frames x runs | ours ms/frame (fps) | reference ms/frame (fps) | "
            "ours / reference speed | per-run medians ours / reference (ms) | GFLOP/frame without update | "
-           "ours % of JAX peak | ceiling at JAX peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "ours % of JAX peak (GFLOP/s) | ceiling at JAX peak |", "|---|---|---|---|---|---|---|---|---|---|"]
   for name, size, n, ours, ref, *ceiling in rows:
     per_run = (" ".join(f"{1e3 * m:.0f}" for m in ours["round_medians"]) + " / "
                + " ".join(f"{1e3 * m:.0f}" for m in ref["round_medians"]))
-    work = (f"{ceiling[0]['gflop']:.2f} | {ceiling[0]['ours_pct_peak']:.0f}% | {ceiling[0]['ceiling']:.2f}x"
+    work = (f"{ceiling[0]['gflop']:.2f} | {ceiling[0]['ours_pct_peak']:.0f}% ({ceiling[0]['peak_gflops']:.0f}) | "
+            f"{ceiling[0]['ceiling']:.2f}x"
             if ceiling else "- | - | -")
     lines.append(f"| {name} | {size} | {n} x {len(ours['round_medians'])} | {1e3 * ours['median']:.1f} "
                  f"({ours['fps']:.2f}) | {1e3 * ref['median']:.1f} ({ref['fps']:.2f}) | "
@@ -933,9 +936,11 @@ def frame_size_ratios(rows) -> list[tuple[str, str, str, float, float]]:
   return out
 
 
-def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops: float) -> dict:
+def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
   """`--speed`: both trackers over the same frames, `--rounds` alternating runs each, at every `--frame-size`;
-  prints both tables and what the work allows at JAX's measured matmul peak `peak_gflops` (`work_ceiling`)."""
+  prints both tables and what the work allows at JAX's matmul peak (`work_ceiling`). The peak is measured right
+  after each of our runs and its median taken, so the denominator comes from the same minutes as the times (this
+  machine's matmul rate has swung 157-212 GFLOP/s within ten minutes)."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
   rows, breakdowns, results = [], {}, {}
@@ -956,12 +961,13 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops
     t0 = time.perf_counter()
     runner.track_sequence(model, settings, seq, max_frames=2, frames=iter(frames[:2]))  # compile at this size
     compile_s = time.perf_counter() - t0
-    ours_t, ref_t, ref_parts, ious = [], [], [], []
+    ours_t, ref_t, ref_parts, ious, peaks = [], [], [], [], []
     for r in range(args.rounds):
       for side in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):  # alternate who goes first
         if side == "ours":
           boxes, times = _time_ours(model, settings, seq, frames)
           ours_t.append(times)
+          peaks.append(_jax_matmul_peak())
         else:
           path = os.path.join(work, f"{name}_{size}_speed_{r}.npz")
           _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
@@ -970,6 +976,7 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops
           ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
       ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
     ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
+    peak_gflops = float(np.median(peaks))
     ceiling = work_ceiling(step_gflop_without_update(model, settings, frames, box), peak_gflops, ours_s["median"],
                            ref_s["median"])
     rows.append((name, size, len(frames) - 1, ours_s, ref_s, ceiling))
@@ -979,11 +986,11 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings, peak_gflops
           f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
           f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f}); work without filter update "
           f"{ceiling['gflop']:.2f} GFLOP/frame = {1e3 * ceiling['floor_s']:.1f} ms at JAX's {peak_gflops:.0f} "
-          f"GFLOP/s: ours at {ceiling['ours_pct_peak']:.0f}% of peak, ceiling {ceiling['ceiling']:.2f}x the "
-          f"reference", flush=True)
+          f"GFLOP/s (median of {', '.join(f'{p:.0f}' for p in peaks)}): ours at {ceiling['ours_pct_peak']:.0f}% "
+          f"of peak, ceiling {ceiling['ceiling']:.2f}x the reference", flush=True)
     results[label] = {"size": size, "frames": len(frames), "ours": ours_s, "reference": ref_s,
                       "reference_parts": breakdowns[label], "min_iou": min(ious), "compile_s": compile_s,
-                      "work_ceiling": ceiling,
+                      "work_ceiling": ceiling, "jax_matmul_gflops_per_run": peaks,
                       "ours_times": [t.tolist() for t in ours_t], "reference_times": [t.tolist() for t in ref_t]}
   print(f"\n## Per-frame speed, {args.arch}, side by side (median over tracked frames 2..T of {args.rounds} "
         f"alternating runs each, {args.threads} thread(s) each)\n")
@@ -1234,8 +1241,7 @@ def _main(args, work: str) -> int:
     print(f"compare_pytorch: {e}", file=sys.stderr)
     return 2
   if args.speed:
-    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings,
-                                                                        machine["jax_matmul_gflops"])}
+    results = {"arch": args.arch, "machine": machine, "speed": run_speed(args, work, seq_dirs, model, settings)}
     if args.json:
       with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

@@ -307,7 +307,7 @@ def test_part_breakdown_and_tables():
   assert ceiling["floor_s"] == pytest.approx(0.2) and ceiling["ours_pct_peak"] == pytest.approx(50.0)
   assert ceiling["ceiling"] == pytest.approx(4.0)
   row = cp.format_speed_table([("seqA", "360x240", 2, ours, ref, ceiling)]).splitlines()[-1]
-  assert row.endswith("| 20.00 | 50% | 4.00x |")
+  assert ceiling["peak_gflops"] == 100.0 and row.endswith("| 20.00 | 50% (100) | 4.00x |")
 
 
 _TORCH_PYTHON = pathlib.Path(cp.DEFAULT_TORCH_PYTHON)
