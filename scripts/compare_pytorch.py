@@ -939,8 +939,8 @@ def frame_size_ratios(rows) -> list[tuple[str, str, str, float, float]]:
 def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
   """`--speed`: both trackers over the same frames, `--rounds` alternating runs each, at every `--frame-size`;
   prints both tables and what the work allows at JAX's matmul peak (`work_ceiling`). The peak is measured right
-  after each of our runs and its median taken, so the denominator comes from the same minutes as the times (this
-  machine's matmul rate has swung 157-212 GFLOP/s within ten minutes)."""
+  after each of our runs and its median taken, so the denominator comes from the same minutes as the times (a
+  shared VM's matmul rate can swing by a third within minutes)."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
   rows, breakdowns, results = [], {}, {}
