@@ -12,7 +12,8 @@ few frames; the parts then run on that state and the next frame:
 
   patch        `sample_patch` from the uint8 frame (the only part that sees the frame)
   backbone     normalisation + ResNet to layer2 / layer3
-  cia_input    CIA's [IE] angle modulation + [CE] category encoder on layer3 (absent for DiMP)
+  instance     CIA's [IE]: the learned projection of layer3 and its angle modulation (absent for DiMP)
+  category     CIA's [CE]: the category encoder over the dictionary (absent for DiMP)
   clf_feat     DiMP's classification feature block
   localize     scores (filter correlation) + advanced localisation
   iou_refine   IoU-Net features, 10 boxes x box_refinement_iter gradient steps, top-k average
@@ -105,8 +106,11 @@ def make_parts(model, settings):
     f = apply(CIANet.backbone_features, trk.normalize_image(p), False, ("layer2", "layer3"))
     return f["layer2"], f["layer3"]
 
-  def cia_input(layer3):
-    return apply(CIANet.classification_input, layer3, True)
+  def instance(layer3):
+    return apply(CIANet.instance_stage, layer3)
+
+  def category(x):
+    return apply(CIANet.category_stage, x, True)
 
   def clf_feat(x):
     return apply(lambda m, v: m.classifier.extract_classification_feat(v, False), x)
@@ -133,8 +137,9 @@ def make_parts(model, settings):
       return trk.update_model(model, settings, state, x, box, flag, frame_num, state.tcm, None)[:2]
     return run
 
-  parts = {"patch": jax.jit(patch), "backbone": jax.jit(backbone), "cia_input": jax.jit(cia_input),
-           "clf_feat": jax.jit(clf_feat), "localize": jax.jit(localize), "iou_refine": jax.jit(iou_refine)}
+  parts = {"patch": jax.jit(patch), "backbone": jax.jit(backbone), "instance": jax.jit(instance),
+           "category": jax.jit(category), "clf_feat": jax.jit(clf_feat), "localize": jax.jit(localize),
+           "iou_refine": jax.jit(iou_refine)}
   for n in sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter}):
     parts[f"update_{n}"] = jax.jit(update(n))
   return parts
@@ -157,19 +162,23 @@ def _variant(model, settings, frames, box, args):
   counted = make_parts(trk.for_settings(model, settings.replace(winograd_convs=False)), settings)
   p, coord = fns["patch"](state, image)
   layer2, layer3 = fns["backbone"](p)
-  clf_in = fns["cia_input"](layer3) if model.net.instance_encoder or model.net.category_encoder else layer3
+  inst = fns["instance"](layer3) if model.net.instance_encoder else layer3
+  clf_in = fns["category"](inst) if model.net.category_encoder else inst
   x = fns["clf_feat"](clf_in)
   k = jax.random.fold_in(key, 999)
   calls = {"patch": (state, image), "backbone": (p,), "clf_feat": (clf_in,), "localize": (state, x, coord),
            "iou_refine": (state, layer2, layer3, coord, k)}
-  if clf_in is not layer3:
-    calls["cia_input"] = (layer3,)
+  if model.net.instance_encoder:
+    calls["instance"] = (layer3,)
+  if model.net.category_encoder:
+    calls["category"] = (inst,)
   for name in fns:
     if name.startswith("update_"):
       calls[name] = (state, x, coord)
   calls["step"] = (model, settings, state, image, k)
   fns["step"] = trk.step
-  order = [n for n in ["patch", "backbone", "cia_input", "clf_feat", "localize", "iou_refine"] if n in calls]
+  order = [n for n in ["patch", "backbone", "instance", "category", "clf_feat", "localize", "iou_refine"]
+           if n in calls]
   order += sorted(n for n in calls if n.startswith("update_")) + ["step"]
   flops = {}
   for n in order:

@@ -161,16 +161,20 @@ class CIANet(nn.Module):
     `backbone` = layer3, `instance` = after the [IE] angle modulation (= `backbone` when IE is off),
     `category` = after the [CE] category encoder (= `instance` when CE is off), i.e. the classifier's input.
     """
-    x = layer3
-    out = {"backbone": layer3}
-    if self.instance_encoder:
-      x = self.modulator(layer3, self.proj(layer3, padding=1))
-    out["instance"] = x
-    if self.category_encoder:
-      dictionary = self.upper_classifier.dictionary() if self.num_known_categories else None
-      x = self.category_encoder_net(x, dictionary, deterministic=deterministic)
-    out["category"] = x
+    instance = self.instance_stage(layer3)
+    out = {"backbone": layer3, "instance": instance, "category": self.category_stage(instance, deterministic)}
     return {k: at_least_float32(v) for k, v in out.items()}
+
+  def instance_stage(self, layer3: jax.Array) -> jax.Array:
+    """[IE]: layer3 `[N, H, W, C3]` angle-modulated by its contrastive projection (layer3 when IE is off)."""
+    return self.modulator(layer3, self.proj(layer3, padding=1)) if self.instance_encoder else layer3
+
+  def category_stage(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """[CE]: the category encoder over the dictionary on `[N, H, W, C3]` (x when CE is off)."""
+    if not self.category_encoder:
+      return x
+    dictionary = self.upper_classifier.dictionary() if self.num_known_categories else None
+    return self.category_encoder_net(x, dictionary, deterministic=deterministic)
 
   def classification_input(self, layer3: jax.Array, deterministic: bool = True) -> jax.Array:
     """layer3 `[N, H, W, C3]` -> the classifier's input: [IE] angle modulation, then [CE] category encoder."""
