@@ -66,6 +66,8 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    `--frame-size WxH` (repeatable, 'native' for the frames as they are) tracks each sequence at those sizes, the
    frames resized and the boxes scaled: the same content and nearly the same decisions (update frames) at another
    frame size, so the ratio of the per-frame times measures what the frame size alone costs each tracker.
+   `--our-parts` also times our tracker's parts on the same frames (`profile_tracking.py`'s parts, each jitted
+   alone, grouped as the reference groups its methods) and prints them beside the reference's breakdown.
 
 `scripts/torch_reference.py track --dump-frame K` records one frame's internals (scores, translation, IoU-Net
 iterates) for a stage-by-stage look at the first diverging frame.
@@ -886,6 +888,54 @@ def format_breakdown_table(breakdowns: dict[str, dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
+# Our parts (`profile_tracking.py`'s, each jitted alone) grouped as the reference's parts group its methods: CIA's
+# instance encoder runs inside the reference's backbone part, its category encoder inside the classification
+# features. Our 'update' is the memory write of a frame without filter update (`update_0`); the reference's
+# is its mean over all frames, filter updates included.
+OUR_PARTS: dict[str, tuple[str, ...]] = {
+    "patch": ("patch",), "backbone": ("backbone", "instance"), "clf_features": ("category", "clf_feat"),
+    "localisation": ("localize",), "iou_refine": ("iou_refine",), "update": ("update_0",),
+}
+
+
+def our_part_breakdown(profile_rows) -> dict[str, float]:
+  """Seconds per frame of each reference part (`OUR_PARTS`) from `profile_tracking.profile` rows (variant, part,
+  GFLOP, median ms, GFLOP/s, % peak); 'total' = the whole compiled step ('step'). A part that this network lacks
+  (DiMP: instance, category) counts 0; 'other' is left out (the step fuses across the parts)."""
+  ms = {part: row_ms for _, part, _, row_ms, _, _ in profile_rows}
+  out = {key: 1e-3 * sum(ms.get(n, 0.0) for n in names) for key, names in OUR_PARTS.items()}
+  out["total"] = 1e-3 * ms["step"]
+  return out
+
+
+def format_parts_beside(ours: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> str:
+  """Markdown table: one row per reference part, per sequence 'ours / reference' ms per frame and their ratio (none
+  for the update and the total: ours are a frame without filter update, the reference's a mean over all frames)."""
+  names = [n for n in reference if n in ours]
+  lines = ["| part | " + " | ".join(f"{n}: ours / reference ms (reference / ours)" for n in names) + " |",
+           "|---|" + "---|" * len(names)]
+  for part, label in [*PART_LABELS.items(), ("total", "total (ours: a step without filter update)")]:
+    cells = []
+    for n in names:
+      o, r = ours[n].get(part), reference[n].get(part)
+      if o is None or r is None:
+        cells.append("-")
+      else:
+        same_work = part not in ("update", "total") and o > 0
+        cells.append(f"{1e3 * o:.1f} / {1e3 * r:.1f}" + (f" ({r / o:.1f}x)" if same_work else ""))
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _our_parts(model, settings, frames: np.ndarray, box, rounds: int) -> dict[str, float]:
+  """`our_part_breakdown` of `profile_tracking.profile` on these frames (up to 4 tracked frames, then the parts on
+  the next one)."""
+  import profile_tracking  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+  args = argparse.Namespace(seed=0, warmup_frames=min(4, len(frames) - 1), rounds=rounds)
+  rows = profile_tracking.profile(model, {"-": settings}, frames, np.asarray(box, np.float32), args, None)
+  return our_part_breakdown(rows)
+
+
 def limit_cpus(threads: int) -> list[int]:
   """Restricts this process (and the reference subprocesses it starts) to `threads` CPUs before JAX starts its
   thread pool (XLA sizes it from the affinity mask); returns the CPUs kept."""
@@ -943,7 +993,7 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
   shared VM's matmul rate can swing by a third within minutes)."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
 
-  rows, breakdowns, results = [], {}, {}
+  rows, breakdowns, ours_parts, results = [], {}, {}, {}
   jobs = []
   for seq_dir in seq_dirs:
     name, frames, box, seq = _load_sequence(seq_dir, args.max_frames or 40)
@@ -982,6 +1032,8 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
     rows.append((name, size, len(frames) - 1, ours_s, ref_s, ceiling))
     label = name if len(args.frame_size or [None]) == 1 else f"{name}@{size}"
     breakdowns[label] = part_breakdown(ref_parts, ref_t)
+    if args.our_parts:
+      ours_parts[label] = _our_parts(model, settings, frames, box, max(5, 3 * args.rounds))
     print(f"{name} ({size}): ours {1e3 * ours_s['median']:.1f} ms/frame, reference {1e3 * ref_s['median']:.1f} "
           f"ms/frame, ours / reference speed {ours_s['fps'] / ref_s['fps']:.2f}x (our compile + first 2 frames "
           f"{compile_s:.0f} s; min box IoU ours vs reference per run {min(ious):.3f}); work without filter update "
@@ -1005,6 +1057,11 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
                                     for r in ratios]
   print("\n## Where the reference spends a frame (mean ms per tracked frame, exclusive time per part)\n")
   print(format_breakdown_table(breakdowns))
+  if ours_parts:
+    print("\n## Our parts beside the reference's (ours: median ms of each part jitted alone, `profile_tracking.py`'s "
+          "parts grouped as the reference's; update = the memory write of a frame without filter update)\n")
+    print(format_parts_beside(ours_parts, breakdowns))
+    results["our_parts"] = ours_parts
   return results
 
 
@@ -1128,6 +1185,9 @@ def parse_args(argv=None):
                       "loop) and of the reference tracker over the same frames (default the first 40), --rounds "
                       "alternating runs each, medians, ratio, and the reference's per-part breakdown")
   p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
+  p.add_argument("--our-parts", action="store_true",
+                 help="--speed: also time our tracker's parts on the same frames (scripts/profile_tracking.py) and "
+                      "print them beside the reference's breakdown")
   p.add_argument("--threads", type=int, default=2,
                  help="--speed: CPUs for both sides (affinity mask; torch.set_num_threads in the reference)")
   p.add_argument("--frame-size", action="append", type=parse_frame_size, default=[], metavar="WxH|native",
@@ -1178,8 +1238,8 @@ def _check_inputs(args) -> None:
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
   if args.float64_truth and (args.float64 or args.skip_tracking or args.speed):
     raise ValueError("--float64-truth compares float32 tracking runs: not with --float64, --skip-tracking, --speed")
-  if args.frame_size and not args.speed:
-    raise ValueError("--frame-size is a --speed option")
+  if (args.frame_size or args.our_parts) and not args.speed:
+    raise ValueError("--frame-size and --our-parts are --speed options")
   if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
     raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:

@@ -290,6 +290,27 @@ def test_speed_summary_pools_rounds_and_skips_the_init_frame():
     cp.speed_summary([[1.0]])
 
 
+def test_our_parts_grouped_as_the_reference_parts_and_set_beside_them():
+  # profile_tracking rows: (variant, part, GFLOP, median ms, GFLOP/s, % peak).
+  rows = [("-", "patch", 0, 1.0, 0, 0), ("-", "backbone", 0, 30.0, 0, 0), ("-", "instance", 0, 4.0, 0, 0),
+          ("-", "category", 0, 20.0, 0, 0), ("-", "clf_feat", 0, 6.0, 0, 0), ("-", "localize", 0, 0.5, 0, 0),
+          ("-", "iou_refine", 0, 10.0, 0, 0), ("-", "update_0", 0, 3.0, 0, 0), ("-", "update_2", 0, 20.0, 0, 0),
+          ("-", "step", 0, 70.0, 0, 0)]
+  ours = cp.our_part_breakdown(rows)
+  assert ours["backbone"] == pytest.approx(0.034) and ours["clf_features"] == pytest.approx(0.026)
+  assert ours["update"] == pytest.approx(0.003) and ours["total"] == pytest.approx(0.070)
+  assert set(ours) == set(cp.OUR_PARTS) | {"total"}  # update_2 is not a frame's part; no 'other'
+  dimp = cp.our_part_breakdown([r for r in rows if r[1] not in ("instance", "category")])
+  assert dimp["backbone"] == pytest.approx(0.030) and dimp["clf_features"] == pytest.approx(0.006)
+  reference = {"seqA": {"backbone": 0.068, "clf_features": 0.026, "other": 0.001, "total": 0.150}}
+  table = cp.format_parts_beside({"seqA": ours}, reference)
+  assert "| backbone (normalisation + ResNet; CIA: + instance encoder) | 34.0 / 68.0 (2.0x) |" in table
+  assert "| classification features (CIA: + category encoder) | 26.0 / 26.0 (1.0x) |" in table
+  assert "| patch extraction (image -> tensor, crop + resize) | - |" in table  # absent on the reference side
+  assert "| rest of track() (bookkeeping) | - |" in table
+  assert "| total (ours: a step without filter update) | 70.0 / 150.0 |" in table  # not the same work: no ratio
+
+
 def test_part_breakdown_and_tables():
   times = [np.array([5.0, 0.30, 0.50]), np.array([4.0, 0.40, 0.40])]
   parts = [{"backbone": np.array([0, 0.1, 0.2]), "update": np.array([0, 0.05, 0.05])},
