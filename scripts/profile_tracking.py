@@ -17,7 +17,9 @@ few frames; the parts then run on that state and the next frame:
   clf_feat     DiMP's classification feature block
   localize     scores (filter correlation) + advanced localisation
   iou_refine   IoU-Net features, 10 boxes x box_refinement_iter gradient steps, top-k average
-  update_N     memory write + filter update running N steepest-descent iterations (N = 0: write only)
+  update_N     memory write + filter update running N steepest-descent iterations (N = 0: write only), with
+               the frame's flag and number traced as in the step; its GFLOP count the write and one
+               iteration (XLA's cost analysis counts a loop body once)
   step         the whole compiled `tracker.step` (the sum of the parts minus what XLA fuses across them)
 
 Each part is its own jitted function; rounds run every part once in turn (alternating, so load drifts hit all
@@ -31,6 +33,7 @@ counts direct convolutions whatever runs (`bench_common.step_flops`), so Winogra
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -88,7 +91,6 @@ def load_frames(root: str, name: str, factor: int, count: int):
 def make_parts(model, settings):
   """{name: (jitted fn, arg builder from (state, frame, feats))}: the stages of `tracker.step_impl`."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from cia_jax.models.cia import CIANet  # pylint: disable=g-import-not-at-top
   from cia_jax.ops.crop import sample_patch, sample_pos_scale  # pylint: disable=g-import-not-at-top
@@ -125,24 +127,34 @@ def make_parts(model, settings):
     return trk.refine_target(model, settings, state, layer2, layer3, state.pos_yx, state.target_sz_yx,
                              sample_pos, sample_scale, key)
 
-  def update(n_iter):
-    # A normal frame whose frame_num gives n_iter iterations: 0 (write only) or net_opt_update_iter; the hard-
-    # negative count via the flag.
-    def run(state, x, coord):
-      sample_pos, sample_scale = sample_pos_scale(coord, s)
-      box = trk.patch_box(state.pos_yx, state.target_sz_yx, sample_pos, sample_scale, s)
-      hard = n_iter == settings.net_opt_hn_iter and n_iter != settings.net_opt_update_iter
-      flag = jnp.asarray(trk.FLAG_HARD_NEGATIVE if hard else trk.FLAG_NORMAL, jnp.int32)
-      frame_num = jnp.asarray(1 + (settings.train_skipping if n_iter else 1), jnp.int32)
-      return trk.update_model(model, settings, state, x, box, flag, frame_num, state.tcm, None)[:2]
-    return run
+  def update(state, x, coord, flag, frame_num):
+    sample_pos, sample_scale = sample_pos_scale(coord, s)
+    box = trk.patch_box(state.pos_yx, state.target_sz_yx, sample_pos, sample_scale, s)
+    return trk.update_model(model, settings, state, x, box, flag, frame_num, state.tcm, None)[:2]
 
   parts = {"patch": jax.jit(patch), "backbone": jax.jit(backbone), "instance": jax.jit(instance),
            "category": jax.jit(category), "clf_feat": jax.jit(clf_feat), "localize": jax.jit(localize),
            "iou_refine": jax.jit(iou_refine)}
   for n in sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter}):
-    parts[f"update_{n}"] = jax.jit(update(n))
+    parts[f"update_{n}"] = jax.jit(update)
   return parts
+
+
+def update_args(settings, n_iter: int):
+  """(flag, frame_num) of a frame whose filter update runs `n_iter` iterations: a normal frame with no
+  update (0) or the periodic one (net_opt_update_iter), else a hard-negative frame (net_opt_hn_iter)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from cia_jax.track import tracker as trk  # pylint: disable=g-import-not-at-top
+  hard = n_iter == settings.net_opt_hn_iter and n_iter != settings.net_opt_update_iter
+  flag = trk.FLAG_HARD_NEGATIVE if hard else trk.FLAG_NORMAL
+  # Traced, as in the step: constants let XLA fold the update's branches and loop into a slower program
+  # (hard-negative 24 against 9 ms for CIA18).
+  return jnp.asarray(flag, jnp.int32), jnp.asarray(1 + (settings.train_skipping if n_iter else 1), jnp.int32)
+
+
+def _with_constants(update, consts, state, x, coord, *_):
+  return update(state, x, coord, *consts)
 
 
 def _variant(model, settings, frames, box, args):
@@ -174,7 +186,7 @@ def _variant(model, settings, frames, box, args):
     calls["category"] = (inst,)
   for name in fns:
     if name.startswith("update_"):
-      calls[name] = (state, x, coord)
+      calls[name] = (state, x, coord, *update_args(settings, int(name.split("_")[1])))
   calls["step"] = (model, settings, state, image, k)
   fns["step"] = trk.step
   order = [n for n in ["patch", "backbone", "instance", "category", "clf_feat", "localize", "iou_refine"]
@@ -183,7 +195,10 @@ def _variant(model, settings, frames, box, args):
   flops = {}
   for n in order:
     fn, a = fns[n], calls[n]
-    flops[n] = flops_of(counted.get(n, fn).lower(*a).compile())
+    counted_fn = counted.get(n, fn)
+    if n.startswith("update_"):  # counted with the flag and frame number folded in: the iterations it runs
+      counted_fn = jax.jit(functools.partial(_with_constants, counted[n], a[3:]))
+    flops[n] = flops_of(counted_fn.lower(*a).compile())
     jax.block_until_ready(fn(*a))  # compile + warm
   # The cost analysis counts the IoU-Net's whole-map fallback and its largest window: count the smallest window.
   full, small = iou_refine_flops(model, settings, calls["iou_refine"][0])
