@@ -77,11 +77,12 @@ class CIANet(nn.Module):
       test crops separately (two BN batches).
     dtype: compute dtype, 'float32' or 'bfloat16' (mixed precision: parameters stay float32, see the module
       docstring).
-    winograd: the 3x3 stride-1 convolutions of 128 and more input channels in `WINOGRAD_MODULES` (backbone,
-      contrastive projector, classification feature block) by Winograd's F(2x2, 3x3) (`ops/winograd.py`): same
-      variables, same results up to float rounding, fewer multiplications. The IoU-Net stays direct (on its
-      small windows Winograd was slower, design.md §9.2). The tracker's `winograd_convs` setting turns it on
-      (`with_winograd`); training keeps the direct convolutions.
+    winograd: the 3x3 stride-1 convolutions of at least this many input channels in `WINOGRAD_MODULES`
+      (backbone, contrastive projector, classification feature block) by Winograd's F(2x2, 3x3)
+      (`ops/winograd.py`): same variables, same results up to float rounding, fewer multiplications; 0: none.
+      The IoU-Net stays direct (on its small windows Winograd was slower, design.md §9.2). The tracker's
+      `winograd_convs` / `winograd_min_channels` settings set it (`with_winograd`); training keeps the direct
+      convolutions.
   """
 
   backbone_arch: str = "resnet18"
@@ -104,7 +105,7 @@ class CIANet(nn.Module):
   encoder_dropout: float = 0.1
   joint_backbone_batch: bool = True
   dtype: str = "float32"
-  winograd: bool = False
+  winograd: int = 0
 
   def setup(self):
     if self.backbone_arch not in _STAGES:
@@ -324,13 +325,13 @@ def with_dtype(net: CIANet, dtype: str) -> CIANet:
 WINOGRAD_MODULES = ("backbone", "proj", "classifier")
 
 
-def with_winograd(net: CIANet, winograd: bool) -> CIANet:
-  """`net` with its eligible 3x3 convolutions by Winograd's F(2x2, 3x3) or not; the same module when it already
-  does (no recompile), and a network without the option (a stand-in) as it is. The tracker's `winograd_convs`
-  setting goes through this."""
-  if not hasattr(net, "winograd") or net.winograd == winograd:
+def with_winograd(net: CIANet, min_channels: int) -> CIANet:
+  """`net` with its 3x3 stride-1 convolutions of at least `min_channels` input channels by Winograd's F(2x2, 3x3)
+  (0: none); the same module when it already does (no recompile), and a network without the option (a stand-in)
+  as it is. The tracker's `winograd_convs` / `winograd_min_channels` settings go through this."""
+  if not hasattr(net, "winograd") or net.winograd == min_channels:
     return net
-  return net.clone(winograd=winograd)
+  return net.clone(winograd=min_channels)
 
 
 def init_variables(net, key, image_size: int = 64, num_proposals: int = 2) -> dict:

@@ -53,7 +53,7 @@ class ContrastiveProjector(nn.Module):
   """
 
   dtype: Any = None
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: int) -> jax.Array:

@@ -112,9 +112,10 @@ class Conv2d(nn.Module):
     padding: zero padding on every side (pixels).
     use_bias: whether to add a bias.
     kernel_init / bias_init: initialisers (default: PyTorch's defaults).
-    winograd: compute 3x3 stride-1 convolutions with at least `winograd.MIN_CHANNELS` input channels by
-      Winograd's F(2x2, 3x3) (`ops/winograd.py`; float32 / float64 only, bfloat16 stays direct). Same
-      parameters, same results up to float rounding; the tracker's `winograd_convs` setting turns it on.
+    winograd: compute a 3x3 stride-1 convolution with at least this many input channels by Winograd's
+      F(2x2, 3x3) (`ops/winograd.py`; float32 / float64 only, bfloat16 stays direct); 0: never. Same
+      parameters, same results up to float rounding; the tracker's `winograd_convs` and
+      `winograd_min_channels` settings choose it.
   """
 
   features: int
@@ -125,7 +126,7 @@ class Conv2d(nn.Module):
   kernel_init: Initializer | None = None
   bias_init: Initializer | None = None
   dtype: Any = None  # computation dtype; None: that of x and the kernel promoted
-  winograd: bool = False
+  winograd: int = 0  # min input channels (0: direct)
 
   @nn.compact
   def __call__(self, x: jax.Array, padding: int | None = None) -> jax.Array:
@@ -139,7 +140,7 @@ class Conv2d(nn.Module):
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x = jnp.asarray(x)  # NumPy float64 -> JAX's default float
     dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
-    if (self.winograd and k == 3 and self.stride == 1 and x.shape[-1] >= winograd.MIN_CHANNELS
+    if (self.winograd and k == 3 and self.stride == 1 and x.shape[-1] >= self.winograd
         and jnp.dtype(dtype) in (jnp.float32, jnp.float64)):
       # A tracker transforms its kernels once per model (`winograd.prepare_variables`), not once per frame.
       if self.has_variable(winograd.COLLECTION, "kernel"):

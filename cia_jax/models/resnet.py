@@ -48,7 +48,7 @@ _BN_EPS = 1e-5
 
 
 def _conv(features: int, kernel_size: int, stride: int = 1, name: str | None = None, dtype: Any = None,
-          winograd: bool = False) -> Conv2d:
+          winograd: int = 0) -> Conv2d:
   """Bias-free conv with 'same-size' symmetric padding (k // 2) and the ResNet He-normal fan-out init."""
   return Conv2d(features, kernel_size, stride=stride, padding=kernel_size // 2, use_bias=False,
                 kernel_init=normal_fan_out_init(), name=name, dtype=dtype, winograd=winograd)
@@ -92,7 +92,7 @@ class BasicBlock(nn.Module):
   stride: int = 1
   use_downsample: bool = False
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -123,7 +123,7 @@ class Bottleneck(nn.Module):
   stride: int = 1
   use_downsample: bool = False
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -184,7 +184,7 @@ class ResLayer(nn.Module):
   num_blocks: int
   stride: int = 1
   dtype: Any = None  # compute dtype (None: that of the input and the float32 parameters promoted)
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -218,7 +218,7 @@ class ResNet(nn.Module):
   width: int = 64
   frozen_layers: Sequence[str] = ()
   dtype: Any = None  # compute dtype, e.g. jnp.bfloat16 (parameters and BN statistics stay float32)
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`; inference speed)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`; inference)
 
   @nn.compact
   def __call__(self, x: jax.Array, output_layers: Sequence[str] = ("layer3",),

@@ -8,8 +8,8 @@ Each 2x2 block of outputs is computed from a 4x4 tile of the input: the tile and
 Every transform coefficient is 0, +-1 or +-1/2, so the transforms are exact up to the rounding of a few
 additions; on float32 ResNet features the result differs from the float64 convolution by as much as XLA's direct
 float32 convolution does (tests/ops/test_winograd.py). The tracker uses it for the convolutions with at least
-`MIN_CHANNELS` input channels (`TrackerSettings.winograd_convs`, BENCHMARKS.md "Winograd convolutions"): below
-that the tiles' memory traffic costs more than the saved multiplications.
+`TrackerSettings.winograd_min_channels` input channels (BENCHMARKS.md "Winograd convolutions"): with fewer
+channels the tiles' memory traffic can cost more than the saved multiplications, depending on the CPU.
 
 Transforms, for a 4-sample input tile d, a 3-tap kernel g and a 2-sample output (the 2-D form applies them to
 rows, then to columns):
@@ -25,7 +25,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-MIN_CHANNELS = 128
 COLLECTION = "winograd"  # variable collection of the transformed kernels (`prepare_variables`)
 
 
@@ -92,18 +91,17 @@ def conv3x3_transformed(x: jax.Array, u: jax.Array, padding: int) -> jax.Array:
 
 
 def prepare_variables(variables: dict, modules: Sequence[str] | None = None) -> dict:
-  """`variables` plus a `COLLECTION` tree holding `kernel_transform` of every 3x3 'kernel' parameter with at
-  least `MIN_CHANNELS` input channels, at the parameter's module path.
+  """`variables` plus a `COLLECTION` tree holding `kernel_transform` of every 3x3 'kernel' parameter, at the
+  parameter's module path (whatever the channel threshold `Conv2d.winograd` is set to later).
 
-  A `Conv2d(winograd=True)` reads its transformed kernel from there instead of transforming its kernel at
+  A `Conv2d(winograd=n)` reads its transformed kernel from there instead of transforming its kernel at
   every call (for a tracker, at every frame). `modules`: only these top-level parameter subtrees (None: all).
   A stride-2 kernel gets one too and never reads it. Idempotent; the variables of a network without such
   kernels come back unchanged.
   """
 
   def eligible(name, value):
-    return (name == "kernel" and getattr(value, "ndim", 0) == 4 and tuple(value.shape[:2]) == (3, 3)
-            and value.shape[2] >= MIN_CHANNELS)
+    return name == "kernel" and getattr(value, "ndim", 0) == 4 and tuple(value.shape[:2]) == (3, 3)
 
   def select(tree):
     out = {}

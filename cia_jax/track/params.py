@@ -107,9 +107,12 @@ class TrackerSettings:
   # windows around the frame's boxes that holds them, on the whole maps when none does or the ascent leaves the
   # windows. (): always the whole maps. No effect on the boxes.
   iou_feature_windows: tuple = ((128, 160), (160, 192), (192, 224))
-  # The network's 3x3 stride-1 convolutions of >= 128 input channels by Winograd's F(2x2, 3x3) (`ops/winograd.py`,
-  # design.md §9.2): 2.25x fewer multiplications at the float32 rounding of the direct convolutions. False: direct.
+  # The network's 3x3 stride-1 convolutions of >= `winograd_min_channels` input channels by Winograd's F(2x2, 3x3)
+  # (`ops/winograd.py`, design.md §9.2): 2.25x fewer multiplications at the float32 rounding of the direct
+  # convolutions. False: direct. 128 leaves ResNet's 64-channel layer1 direct, faster on the Intel CPUs measured;
+  # 64 takes layer1 too, faster on AMD EPYC (BENCHMARKS.md "On an AMD EPYC").
   winograd_convs: bool = True
+  winograd_min_channels: int = 128
 
   def __post_init__(self):
     validate(self)
@@ -174,6 +177,9 @@ def validate(s: TrackerSettings) -> None:
     bad("batched_filter_update", "must be 'sequential' or 'vmap'")
   if not isinstance(s.winograd_convs, bool):
     bad("winograd_convs", "must be True or False")
+  if isinstance(s.winograd_min_channels, bool) or not isinstance(s.winograd_min_channels, int) or (
+      s.winograd_min_channels < 1):
+    bad("winograd_min_channels", "must be an integer >= 1")
   if not isinstance(s.iou_feature_windows, tuple) or any(
       not isinstance(w, tuple) or len(w) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in w)
       for w in s.iou_feature_windows):

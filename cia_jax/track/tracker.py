@@ -187,10 +187,11 @@ def true_image_size(image: jax.Array, image_sz_yx=None) -> jax.Array:
   return sz
 
 def for_settings(model: TrackingModel, settings: TrackerSettings) -> TrackingModel:
-  """`model` with the network as `settings` runs it: `compute_dtype` and `winograd_convs`. `init` and `step`
+  """`model` with the network as `settings` runs it: `compute_dtype` and the Winograd settings. `init` and `step`
   apply it themselves, so every caller (runner, lanes, VOT, video, export) gets them; profilers use it to run
   a stage as the step does."""
-  net = with_winograd(with_dtype(model.net, settings.compute_dtype), settings.winograd_convs)
+  wino = settings.winograd_min_channels if settings.winograd_convs else 0
+  net = with_winograd(with_dtype(model.net, settings.compute_dtype), wino)
   return model.replace(net=net)
 
 

@@ -432,7 +432,7 @@ def test_winograd_resnet_matches_numpy(block):
   of the basic net, layer4 of the bottleneck one), from the kernels or from `prepare_variables`' transforms."""
   from cia_jax.ops import winograd  # pylint: disable=g-import-not-at-top
   direct = resnet.ResNet(block=block, stage_sizes=(1, 2, 2, 1), width=32)
-  wino = direct.clone(winograd=True)
+  wino = direct.clone(winograd=128)
   abstract = jax.eval_shape(functools.partial(resnet.init_variables, direct), jax.random.key(0))
   variables = random_variables(abstract, seed=3)
   x = images((1, 48, 46, 3), seed=4)

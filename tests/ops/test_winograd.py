@@ -84,18 +84,18 @@ def test_bad_shapes_raise_clear_errors():
     winograd.conv3x3(x[:, :1, :1], k, 0)
 
 
-@pytest.mark.parametrize("cin,stride,dtype,padding,used", [
-    (128, 1, None, 1, True), (128, 1, None, 0, True), (64, 1, None, 1, False), (128, 2, None, 1, False),
-    (128, 1, jnp.bfloat16, 1, False)])
-def test_conv2d_takes_winograd_only_where_eligible(cin, stride, dtype, padding, used):
-  """`Conv2d(winograd=True)`: 3x3, stride 1, >= MIN_CHANNELS inputs, float32; its output stays the direct one's."""
+@pytest.mark.parametrize("cin,min_channels,stride,dtype,padding,used", [
+    (128, 128, 1, None, 1, True), (128, 128, 1, None, 0, True), (64, 128, 1, None, 1, False),
+    (64, 64, 1, None, 1, True), (128, 128, 2, None, 1, False), (128, 128, 1, jnp.bfloat16, 1, False)])
+def test_conv2d_takes_winograd_only_where_eligible(cin, min_channels, stride, dtype, padding, used):
+  """`Conv2d(winograd=n)`: 3x3, stride 1, >= n inputs, float32; its output stays the direct one's."""
   from cia_jax.models.layers import Conv2d  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 9, 8, cin)), jnp.float32)
-  conv = Conv2d(16, 3, stride=stride, padding=padding, dtype=dtype, winograd=True)
+  conv = Conv2d(16, 3, stride=stride, padding=padding, dtype=dtype, winograd=min_channels)
   variables = conv.init(jax.random.key(0), x)
   jaxpr = str(jax.make_jaxpr(lambda v: conv.apply(v, x))(variables))
   assert ("conv_general_dilated" not in jaxpr) == used
   got = np.asarray(conv.apply(variables, x), np.float64)
-  want = np.asarray(conv.clone(winograd=False).apply(variables, x), np.float64)
+  want = np.asarray(conv.clone(winograd=0).apply(variables, x), np.float64)
   tol = 2e-2 if dtype is not None else 2e-6
   np.testing.assert_allclose(got, want, atol=tol * np.abs(want).max())

@@ -1,7 +1,8 @@
 """`winograd_convs`: the tracker with its 3x3 convolutions by Winograd F(2x2, 3x3) follows the direct tracker.
 
-A random-weight DiMP network of width 32 (layer3 128 channels, so the backbone's layer3 and layer4 and the
-classification block are eligible), a 96 px patch, a synthetic moving square."""
+A random-weight DiMP network of width 32 (layer3 128 channels, so at the default `winograd_min_channels` 128 the
+backbone's layer3 and layer4 and the classification block are eligible, at 32 layer1 and layer2 too), a 96 px
+patch, a synthetic moving square."""
 
 from __future__ import annotations
 
@@ -54,23 +55,27 @@ def test_winograd_tracker_follows_the_direct_one(model):
   assert winograd.COLLECTION in prepared.variables and winograd.COLLECTION not in model.variables
   assert tracker.prepare(prepared).variables.keys() == prepared.variables.keys()  # idempotent
   want_boxes, want_scores = _track(model, base)
-  boxes, scores = _track(prepared, wino)  # (unprepared kernels: tests/models/test_resnet.py, tests/ops)
-  np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
-  np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-6)
+  for settings in (wino, wino.replace(winograd_min_channels=32)):
+    boxes, scores = _track(prepared, settings)  # (unprepared kernels: tests/models/test_resnet.py, tests/ops)
+    np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-6)
 
 
 def test_the_step_runs_fewer_direct_convolutions(model):
   frames, box = _frames()
   counts = {}
-  for flag in (False, True):
-    settings = params.get_settings("dimp18", **SETTINGS, winograd_convs=flag)
+  for flag, min_channels in ((False, 128), (True, 128), (True, 32)):
+    settings = params.get_settings("dimp18", **SETTINGS, winograd_convs=flag, winograd_min_channels=min_channels)
     state = tracker.init(model, settings, frames[0], box, jax.random.key(0))
     jaxpr = jax.make_jaxpr(lambda s, f, settings=settings: tracker.step_impl(model, settings, s, f,
                                                                              jax.random.key(1)))(state, frames[1])
-    counts[flag] = str(jaxpr).count("conv_general_dilated")
-  assert counts[True] < counts[False]
+    counts[flag, min_channels] = str(jaxpr).count("conv_general_dilated")
+  assert counts[True, 32] < counts[True, 128] < counts[False, 128]
 
 
 def test_winograd_convs_is_validated():
   with pytest.raises(ValueError, match="winograd_convs"):
     params.get_settings("dimp18", winograd_convs="yes")
+  for bad in (0, 64.0, True):
+    with pytest.raises(ValueError, match="winograd_min_channels"):
+      params.get_settings("dimp18", winograd_min_channels=bad)

@@ -62,7 +62,7 @@ class LinearFilter(nn.Module):
   hinge_threshold: float = 0.05
   activation_leak: float = 0.1
   dtype: Any = None
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   def setup(self):
     self.feature_extractor = ClassificationFeatures(self.arch, self.out_dim, self.in_dim, self.filter_size,

@@ -76,7 +76,7 @@ class ClassificationFeatures(nn.Module):
   in_dim: int | None = None
   filter_size: int = 4
   dtype: Any = None
-  winograd: bool = False  # 3x3 stride-1 convs by Winograd's F(2x2, 3x3) (`layers.Conv2d`)
+  winograd: int = 0  # 3x3 stride-1 convs of >= this many input channels by Winograd (`layers.Conv2d`)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
