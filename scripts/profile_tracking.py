@@ -196,7 +196,7 @@ def _variant(model, settings, frames, box, args):
   for n in order:
     fn, a = fns[n], calls[n]
     counted_fn = counted.get(n, fn)
-    if n.startswith("update_"):  # counted with the flag and frame number folded in: the iterations it runs
+    if n.startswith("update_"):  # counted with the flag and frame number folded in: its branch, one iteration
       counted_fn = jax.jit(functools.partial(_with_constants, counted[n], a[3:]))
     flops[n] = flops_of(counted_fn.lower(*a).compile())
     jax.block_until_ready(fn(*a))  # compile + warm
