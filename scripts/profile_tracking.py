@@ -89,7 +89,7 @@ def load_frames(root: str, name: str, factor: int, count: int):
 
 
 def make_parts(model, settings):
-  """{name: (jitted fn, arg builder from (state, frame, feats))}: the stages of `tracker.step_impl`."""
+  """{name: jitted fn}: the stages of `tracker.step_impl` (`_variant` builds their arguments)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   from cia_jax.models.cia import CIANet  # pylint: disable=g-import-not-at-top
