@@ -113,6 +113,12 @@ class TrackerSettings:
   # 64 takes layer1 too, faster on AMD EPYC (BENCHMARKS.md "On an AMD EPYC").
   winograd_convs: bool = True
   winograd_min_channels: int = 128
+  # Memory prefix sizes (slots) for the filter update: it runs on the smallest one that holds every filled slot
+  # (the memory fills in order), so an update early in a sequence costs about what the reference's partly
+  # filled memory costs. Each size compiles one more copy of the optimiser (about 0.7 s for CIA18 on a 2-core
+  # CPU), hence one by default; () or sizes outside (initial samples, capacity): always the whole memory.
+  # No effect on the boxes (float summation order aside). BENCHMARKS.md "Capacity buckets".
+  memory_buckets: tuple = (30,)
 
   def __post_init__(self):
     validate(self)
@@ -180,6 +186,9 @@ def validate(s: TrackerSettings) -> None:
   if isinstance(s.winograd_min_channels, bool) or not isinstance(s.winograd_min_channels, int) or (
       s.winograd_min_channels < 1):
     bad("winograd_min_channels", "must be an integer >= 1")
+  if not isinstance(s.memory_buckets, tuple) or any(
+      isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in s.memory_buckets):
+    bad("memory_buckets", "must be a tuple of positive integers (memory slots), e.g. (20, 30, 40), or ()")
   if not isinstance(s.iou_feature_windows, tuple) or any(
       not isinstance(w, tuple) or len(w) != 2 or any(not isinstance(v, int) or v <= 0 or v % 16 for v in w)
       for w in s.iou_feature_windows):

@@ -100,8 +100,24 @@ def prefetch_frames(paths: SequenceT[str], depth: int = 8,
         thread.join(timeout=0.05)
 
 
-def _frame_key(seq_key, frame: int):
-  return jax.random.fold_in(seq_key, frame)
+_KEY_BLOCK = 64
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _key_block(seq_keys, start, size: int):
+  """`fold_in(key, start + j)` for j < size of each key of `seq_keys` (`[]` or `[K]`) -> `[size, *seq_keys.shape]`."""
+  def fold(i):
+    if seq_keys.ndim == 0:
+      return jax.random.fold_in(seq_keys, i)
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(seq_keys)
+  return jax.vmap(fold)(start + jnp.arange(size))
+
+
+def frame_keys(seq_keys, n: int) -> list:
+  """The keys of frames 0..n-1, `fold_in(key, frame)` of each sequence key (`[]` or `[K]`): a list of n arrays
+  shaped like `seq_keys`. Made before the frame loop, in blocks (one compilation per shape), because a PRNG
+  dispatch right after a step costs 0.3-0.7 ms on a 2-core CPU (BENCHMARKS.md "Capacity buckets")."""
+  return [k for start in range(0, n, _KEY_BLOCK) for k in _key_block(seq_keys, start, _KEY_BLOCK)][:n]
 
 
 def num_frames(seq, max_frames: int | None) -> int:
@@ -158,6 +174,7 @@ def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None =
   box0 = first_box(seq)
   boxes = np.zeros((n, 4))
   times = np.zeros(n)
+  keys = frame_keys(key, n)
   state, shape = None, None
   for i in range(n):
     image = next(frames)
@@ -166,11 +183,11 @@ def track_sequence(model, settings, seq, seed: int = 0, max_frames: int | None =
     t0 = time.perf_counter()
     if i == 0:
       shape = image.shape
-      state = fns["init"](model, image, box0.astype(np.float32), _frame_key(key, 0))
+      state = fns["init"](model, image, box0.astype(np.float32), keys[0])
       jax.block_until_ready(state)
       boxes[0] = box0
     else:
-      state, out = fns["step"](model, state, image, _frame_key(key, i))
+      state, out = fns["step"](model, state, image, keys[i])
       boxes[i] = np.asarray(out["box_xywh"])
     times[i] = time.perf_counter() - t0
     if on_frame is not None:
@@ -206,7 +223,8 @@ def track_batch(model, settings, seqs: SequenceT, seed: int = 0, max_frames: int
   fns = fns or tracker_fns(settings)
   lengths = [num_frames(s, max_frames) for s in seqs]
   streams = [prefetch_frames(s.frame_paths[:n]) for s, n in zip(seqs, lengths)]
-  keys = [sequence_key(seed, s.name) for s in seqs]
+  # Frame i of every lane; a lane that has ended is fed its last frame and its outputs are unused.
+  batch_keys = frame_keys(jnp.stack([sequence_key(seed, s.name) for s in seqs]), max(lengths)) if seqs else []
   boxes = [np.zeros((n, 4)) for n in lengths]
   times = [np.zeros(n) for n in lengths]
   errors: list[Exception | None] = [None] * len(seqs)
@@ -228,15 +246,14 @@ def track_batch(model, settings, seqs: SequenceT, seed: int = 0, max_frames: int
       shape = shape or next(iter(images.values())).shape
       last = [images.get(k, last[k] if last[k] is not None else np.zeros(shape, np.uint8))
               for k in range(len(seqs))]
-      frame_keys = jnp.stack([_frame_key(key, min(i, max(n - 1, 0))) for key, n in zip(keys, lengths)])
       t0 = time.perf_counter()
       if state is None:
-        state = fns["vinit"](model, jnp.asarray(np.stack(last)), jnp.asarray(box0), frame_keys)
+        state = fns["vinit"](model, jnp.asarray(np.stack(last)), jnp.asarray(box0), batch_keys[i])
         jax.block_until_ready(state)
         out_boxes = box0
       else:
         # A finished or failed sequence is fed its last frame again; its state and outputs are simply not used.
-        state, out = fns["vstep"](model, state, jnp.asarray(np.stack(last)), frame_keys)
+        state, out = fns["vstep"](model, state, jnp.asarray(np.stack(last)), batch_keys[i])
         out_boxes = np.asarray(out["box_xywh"])
       dt = time.perf_counter() - t0
       for k in images:

@@ -533,16 +533,34 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 # --------------------------------------------------------------------------------------------------
 # One frame (design.md §5.5).
 
-def _optimize_one(model, filt, memory: SampleMemory, num_iter, max_iter: int):
-  """One sequence's filter update: `max_iter` static, `num_iter` traced; `lax.cond` skips everything (score
-  targets, masking, loop) when the count is 0, and the optimizer's `while_loop` runs exactly the count."""
-  def run(f):
-    label = None if memory.labels is None else memory.labels[:, None]
-    # Empty memory slots hold zeros (`memory.init_memory`): the optimizer need not mask them.
-    out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:, None], memory.boxes_xywh[:, None],
-                       memory.weights, max_iter, num_iter, label=label, zero_empty_slots=False)
-    return out[0]
-  return jax.lax.cond(num_iter > 0, run, lambda f: f, filt)
+def memory_prefixes(settings: TrackerSettings) -> tuple[int, ...]:
+  """The memory prefix sizes the filter update may run on (`settings.memory_buckets` above the initial samples
+  and below the capacity, then the capacity), smallest first."""
+  cap = settings.sample_memory_size
+  return (*sorted({b for b in settings.memory_buckets if settings.num_init_samples <= b < cap}), cap)
+
+
+def _optimize_one(model, filt, memory: SampleMemory, num_iter, max_iter: int, prefixes: tuple[int, ...]):
+  """One sequence's filter update: `max_iter` static, `num_iter` traced; the optimizer's `while_loop` runs
+  exactly the count, and nothing (score targets, loop) runs when it is 0.
+
+  The memory fills its slots in order (`memory.update_sample_weights`), so the update runs on the smallest of
+  `prefixes` that holds every filled slot, as the reference optimises on its stored samples only; an empty slot
+  (zeros, weight 0) adds nothing, so the filter is the full memory's up to float summation order.
+  """
+  def run_on(m):
+    def run(f):
+      label = None if memory.labels is None else memory.labels[:m, None]
+      # Empty memory slots hold zeros (`memory.init_memory`): the optimizer need not mask them.
+      out, _, _ = _apply(model, "optimize_filter", f[None], memory.features[:m, None],
+                         memory.boxes_xywh[:m, None], memory.weights[:m], max_iter, num_iter, label=label,
+                         zero_empty_slots=False)
+      return out[0]
+    return run
+
+  filled = jnp.minimum(memory.num_stored, prefixes[-1])
+  branch = jnp.searchsorted(jnp.asarray(prefixes, jnp.int32), filled.astype(jnp.int32))  # first prefix >= filled
+  return jax.lax.switch(jnp.where(num_iter > 0, branch + 1, 0), [lambda f: f, *map(run_on, prefixes)], filt)
 
 
 def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: int):
@@ -556,9 +574,9 @@ def _optimize(model, settings, filt, memory: SampleMemory, num_iter, max_iter: i
   """
   if max_iter == 0:
     return filt
-  one = functools.partial(_optimize_one, max_iter=max_iter)
-  if settings.batched_filter_update == "vmap":
-    return one(model, filt, memory, num_iter)
+  if settings.batched_filter_update == "vmap":  # a switch under vmap would run every branch
+    return _optimize_one(model, filt, memory, num_iter, max_iter, (settings.sample_memory_size,))
+  one = functools.partial(_optimize_one, max_iter=max_iter, prefixes=memory_prefixes(settings))
 
   @jax.custom_batching.custom_vmap
   def optimize(model, filt, memory, num_iter):
