@@ -33,12 +33,11 @@ import os
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, Sequence as SequenceT
 
-import jax
 import numpy as np
 
 from cia_jax.ops.candidates import find_local_maxima
 from cia_jax.ops.crop import crop_window, sample_pos_scale
-from cia_jax.track import runner
+from cia_jax.track import runner, tracker as trk
 from cia_jax.track.keeptrack import search_area_box
 from cia_jax.track.params import TrackerSettings
 
@@ -107,13 +106,13 @@ def dump_sequence(model, settings: TrackerSettings, seq, seed: int = 0, max_fram
     image = next(frames)
     if i == 0:
       shape = image.shape
-      state = fns["init"](model, image, runner.first_box(seq).astype(np.float32), jax.random.fold_in(key, 0))
+      state = fns["init"](model, image, runner.first_box(seq).astype(np.float32), trk.frame_key(key, 0))
       continue
     if image.shape != shape:
       raise ValueError(f"{seq.frame_paths[i]}: frame size {image.shape[:2]} differs from the first frame's "
                        f"{shape[:2]}")
     box, sample_pos, sample_scale = _crop_geometry(settings, shape[:2], state)
-    state, out = fns["step"](model, state, image, jax.random.fold_in(key, i))
+    state, out = fns["step"](model, state, image, trk.frame_key(key, i))
     scores = np.asarray(out["score_map"], np.float32)
     maxima = find_local_maxima(scores, CANDIDATE_THRESHOLD, scores.size)
     valid = np.asarray(maxima.valid)

@@ -33,7 +33,7 @@ import numpy as np
 
 from cia_jax.data.frames import read_frame, sequence_image_size
 from cia_jax import vot_regions as vot
-from cia_jax.track import runner
+from cia_jax.track import runner, tracker as trk
 from cia_jax.track.params import apply_overrides, get_settings
 
 InitFn = Callable[[np.ndarray, np.ndarray, int], Any]  # (image [H, W, 3] uint8, box [4] xywh, frame) -> state
@@ -90,11 +90,11 @@ def model_tracker(model, settings, seed: int, name: str) -> tuple[InitFn, StepFn
   key = runner.sequence_key(seed, name)
 
   def init(image, box, i):
-    state = fns["init"](model, image, box, jax.random.fold_in(key, i))
+    state = fns["init"](model, image, box, trk.frame_key(key, i))
     return jax.block_until_ready(state)
 
   def step(state, image, i):
-    state, out = fns["step"](model, state, image, jax.random.fold_in(key, i))
+    state, out = fns["step"](model, state, image, trk.frame_key(key, i))
     return state, np.asarray(out["box_xywh"])
 
   return init, step
