@@ -534,8 +534,8 @@ def refine_target(model: TrackingModel, settings: TrackerSettings, state: Tracke
 # One frame (design.md §5.5).
 
 def memory_prefixes(settings: TrackerSettings) -> tuple[int, ...]:
-  """The memory prefix sizes the filter update may run on (`settings.memory_buckets` above the initial samples
-  and below the capacity, then the capacity), smallest first."""
+  """The memory prefix sizes the filter update may run on, smallest first: the sizes of `settings.memory_buckets`
+  that hold at least the initial samples and fewer slots than the capacity, then the capacity."""
   cap = settings.sample_memory_size
   return (*sorted({b for b in settings.memory_buckets if settings.num_init_samples <= b < cap}), cap)
 
