@@ -135,8 +135,9 @@ def make_parts(model, settings):
   parts = {"patch": jax.jit(patch), "backbone": jax.jit(backbone), "instance": jax.jit(instance),
            "category": jax.jit(category), "clf_feat": jax.jit(clf_feat), "localize": jax.jit(localize),
            "iou_refine": jax.jit(iou_refine)}
+  update = jax.jit(update)  # one compilation: the iteration count comes from the traced flag and frame number
   for n in sorted({0, settings.net_opt_hn_iter, settings.net_opt_update_iter}):
-    parts[f"update_{n}"] = jax.jit(update)
+    parts[f"update_{n}"] = update
   return parts
 
 

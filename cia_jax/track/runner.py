@@ -105,16 +105,14 @@ _KEY_BLOCK = 64
 
 @functools.partial(jax.jit, static_argnums=2)
 def _key_block(seq_keys, start, size: int):
-  """`fold_in(key, start + j)` for j < size of each key of `seq_keys` (`[]` or `[K]`) -> `[size, *seq_keys.shape]`."""
-  def fold(i):
-    if seq_keys.ndim == 0:
-      return jax.random.fold_in(seq_keys, i)
-    return jax.vmap(lambda k: jax.random.fold_in(k, i))(seq_keys)
-  return jax.vmap(fold)(start + jnp.arange(size))
+  """`trk.frame_key(key, start + j)` for j < size of each key of `seq_keys` -> `[size, *seq_keys.shape]`."""
+  flat = seq_keys.reshape(-1)
+  keys = jax.vmap(lambda i: jax.vmap(lambda k: trk.frame_key(k, i))(flat))(start + jnp.arange(size))
+  return keys.reshape(size, *seq_keys.shape)
 
 
 def frame_keys(seq_keys, n: int) -> list:
-  """The keys of frames 0..n-1, `fold_in(key, frame)` of each sequence key (`[]` or `[K]`): a list of n arrays
+  """The keys of frames 0..n-1, `trk.frame_key(key, frame)` of each sequence key (`[]` or `[K]`): a list of n arrays
   shaped like `seq_keys`. Made before the frame loop, in blocks (one compilation per shape), because a PRNG
   dispatch right after a step costs 0.3-0.7 ms on a 2-core CPU (BENCHMARKS.md "Capacity buckets")."""
   return [k for start in range(0, n, _KEY_BLOCK) for k in _key_block(seq_keys, start, _KEY_BLOCK)][:n]

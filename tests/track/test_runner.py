@@ -2,6 +2,8 @@
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -165,3 +167,14 @@ def test_got10k_layout_is_read_back_by_the_evaluation(tiny_setup, tmp_path):
   assert boxes.shape == (3, 4)
   res = metrics.evaluate_sequence(boxes, seqs[0].boxes[:3], protocol="otb")
   assert 0.0 <= res["auc"] <= 1.0
+
+
+@pytest.mark.parametrize("n", [1, 64, 70])
+def test_frame_keys_are_fold_in_of_the_frame_index(n):
+  """`frame_keys` (made in blocks before the loop) equals `fold_in(sequence key, frame)` per frame, per lane."""
+  keys = jnp.stack([runner.sequence_key(0, "a"), runner.sequence_key(3, "b")])
+  single, batch = runner.frame_keys(keys[0], n), runner.frame_keys(keys, n)
+  assert len(single) == len(batch) == n and single[0].shape == () and batch[0].shape == (2,)
+  for i in range(n):
+    for lane, got in ((0, single[i]), (0, batch[i][0]), (1, batch[i][1])):
+      np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(jax.random.fold_in(keys[lane], i)))
