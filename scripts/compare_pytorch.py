@@ -66,6 +66,9 @@ e.g. 0.01; `--candidate-capacity` sets our static number of candidate slots (the
    `--frame-size WxH` (repeatable, 'native' for the frames as they are) tracks each sequence at those sizes, the
    frames resized and the boxes scaled: the same content and nearly the same decisions (update frames) at another
    frame size, so the ratio of the per-frame times measures what the frame size alone costs each tracker.
+   `--lockstep` runs both trackers together in each round, taking turns frame by frame (`scripts/lockstep.py`:
+   reference frame t just before our frame t in even rounds, just after it in odd ones, one process at a time,
+   50 ms idle between turns), so that a slow spell of a shared machine slows both sides alike instead of one run.
    `--our-parts` also times our tracker's parts on the same frames (`profile_tracking.py`'s parts, each jitted
    alone, grouped as the reference groups its methods) and prints them beside the reference's breakdown.
 
@@ -945,10 +948,32 @@ def limit_cpus(threads: int) -> list[int]:
   return cpus
 
 
-def _time_ours(model, settings, seq, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(boxes [T, 4], seconds [T]) of `cia-jax track`'s own loop (`runner.track_sequence`, jitted init / step)."""
+def _time_ours(model, settings, seq, frames: np.ndarray, source=None) -> tuple[np.ndarray, np.ndarray]:
+  """(boxes [T, 4], seconds [T]) of `cia-jax track`'s own loop (`runner.track_sequence`, jitted init / step) over
+  `frames`, taken from `source` (an iterator over them) when given."""
   from cia_jax.track import runner  # pylint: disable=g-import-not-at-top
-  return runner.track_sequence(model, settings, seq, max_frames=len(frames), frames=iter(frames))
+  return runner.track_sequence(model, settings, seq, max_frames=len(frames),
+                               frames=iter(frames) if source is None else source)
+
+
+def _time_lockstep(model, settings, seq, frames: np.ndarray, ref_args: list[str], torch_python: str,
+                   threads: int, reference_first: bool) -> tuple[np.ndarray, np.ndarray]:
+  """`_time_ours` and one reference run (`torch_reference.py track ... --lockstep 1`, writing its own times to
+  its `--out`) taking turns frame by frame: reference frame t runs just before our frame t (`reference_first`) or
+  just after it, one process at a time (scripts/lockstep.py). Both initialise first, each alone."""
+  import lockstep  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+  env = dict(os.environ, PYTHONWARNINGS="ignore", TORCH_REF_THREADS=str(threads))
+  leader = lockstep.Leader([torch_python, str(_HERE / "torch_reference.py"), *ref_args, "--lockstep", "1"], env=env)
+  try:
+    turns = lockstep.interleave(frames, leader.turn, len(frames), follower_first=reference_first)
+    out = _time_ours(model, settings, seq, frames, turns)
+    for _ in turns:  # the reference's frames still due
+      pass
+  except BaseException:
+    leader.kill()
+    raise
+  leader.finish()
+  return out
 
 
 def parse_frame_size(text: str) -> tuple[int, int] | None:
@@ -1014,17 +1039,22 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
     compile_s = time.perf_counter() - t0
     ours_t, ref_t, ref_parts, ious, peaks = [], [], [], [], []
     for r in range(args.rounds):
-      for side in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):  # alternate who goes first
-        if side == "ours":
+      path = os.path.join(work, f"{name}_{size}_speed_{r}.npz")
+      if args.lockstep:  # one run of each, frame by frame in turn; who goes first alternates per round
+        boxes, times = _time_lockstep(model, settings, seq, frames, [*ref_args, "--out", path], args.torch_python,
+                                      args.threads, reference_first=r % 2 == 0)
+        ours_t.append(times)
+        peaks.append(_jax_matmul_peak())
+      for side in () if args.lockstep else (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):
+        if side == "ours":  # alternate who goes first
           boxes, times = _time_ours(model, settings, seq, frames)
           ours_t.append(times)
           peaks.append(_jax_matmul_peak())
         else:
-          path = os.path.join(work, f"{name}_{size}_speed_{r}.npz")
           _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
-          ref = dict(np.load(path))
-          ref_t.append(ref["times"])
-          ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
+      ref = dict(np.load(path))
+      ref_t.append(ref["times"])
+      ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
       ious.append(float(box_iou_xywh(boxes[1:], ref["boxes"][1:]).min()))
     ours_s, ref_s = speed_summary(ours_t), speed_summary(ref_t)
     peak_gflops = float(np.median(peaks))
@@ -1186,6 +1216,9 @@ def parse_args(argv=None):
                       "loop) and of the reference tracker over the same frames (default the first 40), --rounds "
                       "alternating runs each, medians, ratio, and the reference's per-part breakdown")
   p.add_argument("--rounds", type=int, default=3, help="--speed: runs of each tracker per sequence")
+  p.add_argument("--lockstep", action="store_true",
+                 help="--speed: each round runs both trackers together, taking turns frame by frame (scripts/"
+                      "lockstep.py), so a slow spell of a shared machine slows both sides alike")
   p.add_argument("--our-parts", action="store_true",
                  help="--speed: also time our tracker's parts on the same frames (scripts/profile_tracking.py) and "
                       "print them beside the reference's breakdown")
@@ -1239,8 +1272,8 @@ def _check_inputs(args) -> None:
     raise FileNotFoundError(f"--sequences-root {args.sequences_root}: not a directory")
   if args.float64_truth and (args.float64 or args.skip_tracking or args.speed):
     raise ValueError("--float64-truth compares float32 tracking runs: not with --float64, --skip-tracking, --speed")
-  if (args.frame_size or args.our_parts) and not args.speed:
-    raise ValueError("--frame-size and --our-parts are --speed options")
+  if (args.frame_size or args.our_parts or args.lockstep) and not args.speed:
+    raise ValueError("--frame-size, --our-parts and --lockstep are --speed options")
   if args.speed and (args.rounds < 1 or args.threads < 1 or args.float64):
     raise ValueError("--speed needs --rounds >= 1 and --threads >= 1, and runs float32 only")
   if args.max_frames is not None and args.max_frames < 2:

@@ -729,12 +729,21 @@ def cmd_track(args) -> int:
   tracker.initialize(images[0] if images else np.array(frames[0]), {"init_bbox": box})
   times[0] = time.perf_counter() - t0
   tracker._tracking = True  # record_crops: the init's augmented crops are not tracked frames
+  follower = None
+  if args.lockstep:  # compare_pytorch.py --speed --lockstep: each frame waits for its turn (scripts/lockstep.py)
+    import lockstep  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+    follower = lockstep.Follower()
+    follower.ready()
   for t in range(1, n):
     if timer:
       timer.frame = {}
+    if follower:
+      follower.wait_turn()
     t0 = time.perf_counter()
     res = tracker.track(images[t] if images else np.array(frames[t]))
     times[t] = time.perf_counter() - t0
+    if follower:
+      follower.done()
     for p in timer.frame if timer else ():
       parts[p][t] = timer.frame[p]
     boxes.append(res["target_bbox"])
@@ -815,6 +824,8 @@ def main(argv=None) -> int:
                      help="keeptrack: record the first N association-net calls (inputs, outputs; see record_matches)")
       p.add_argument("--timing", type=int, default=0,
                      help="1: decode all frames first and record per-part times (PARTS) of every frame")
+      p.add_argument("--lockstep", type=int, default=0,
+                     help="1: run each frame on the leader's turn over stdin / stdout (scripts/lockstep.py)")
   args = parser.parse_args(argv)
   torch.set_num_threads(int(os.environ.get("TORCH_REF_THREADS", "1")))
   if getattr(args, "float64", 0):

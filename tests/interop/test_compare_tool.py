@@ -202,6 +202,8 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
         "--float64"], "--speed"),
       (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path),
         "--frame-size", "1280x720"], "--frame-size"),
+      (["--reference-root", str(tmp_path), "--checkpoint", str(ckpt), "--sequence", str(tmp_path), "--lockstep"],
+       "--lockstep"),
   ]
   for argv, needle in cases:
     assert cp.main(base + argv) == 2, argv
