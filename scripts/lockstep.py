@@ -6,8 +6,10 @@ reference and frame t of ours run back to back, one process at a time (the other
 slows both alike and the ratio of their per-frame medians stays put.
 
 The protocol is lines over the follower's stdin / stdout: the follower prints `READY` once set up (its tracker
-initialised), then waits for `GO` before each frame and prints `DONE` after it; anything else it prints is
-ignored. Standard library only: the reference side imports this in the torch venv.
+initialised), then waits for `GO` before each frame and prints `DONE` after it, and after its last frame waits
+for the leader to close the pipe before it goes on (saving, exiting) so that nothing of it runs beside the
+leader's last frame; anything else it prints is ignored. Standard library only: the reference side imports this
+in the torch venv.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class Follower:
 
   def done(self) -> None:
     self._say(DONE)
+
+  def wait_end(self) -> None:
+    """Blocks until the leader closes the pipe (`Leader.finish`, after the leader's last frame); SystemExit when
+    the leader asks for a frame more than this follower has."""
+    for line in iter(self._in.readline, ""):
+      if line.strip() == GO:
+        raise SystemExit("lockstep: the leader asked for a frame after this follower's last one")
 
 
 class Leader:

@@ -754,6 +754,8 @@ def cmd_track(args) -> int:
       positions.append(_np(tracker.pos))
     if args.verbose and t % 10 == 0:
       print(f"frame {t}/{n - 1}", flush=True)
+  if follower:
+    follower.wait_end()  # nothing of this process runs beside the leader's last frame
   out = {"boxes": np.asarray(boxes, np.float64), "max_scores": np.asarray(scores, np.float64),
          "flags": np.asarray(flags)}
   out.update({f"dump/{k}": v for k, v in dump.items()})

@@ -51,6 +51,8 @@ _FOLLOWER = textwrap.dedent("""
     time.sleep(0.03)
     spans.append((t0, time.perf_counter()))
     f.done()
+  f.wait_end()
+  spans.append((time.perf_counter(), time.perf_counter()))  # when it went on after its last frame
   if len(sys.argv) > 4:
     sys.exit("follower: " + sys.argv[4])
   with open(sys.argv[3], "w") as out:
@@ -81,6 +83,8 @@ def test_leader_and_follower_processes_never_run_at_once(tmp_path):
     pass
   leader.finish()
   theirs = json.loads(spans_file.read_text())
+  after = theirs.pop()
+  assert after[0] >= mine[-1][1]  # the follower went on only after the leader's last frame
   assert len(theirs) == n - 1
   spans = sorted([("L", *s) for s in mine] + [("F", *s) for s in theirs], key=lambda s: s[1])
   assert [s[0] for s in spans] == ["L"] + ["F", "L"] * (n - 1)  # strictly alternating (perf_counter is system-wide)
