@@ -86,6 +86,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fractions
+import functools
 import json
 import os
 import pathlib
@@ -1040,18 +1041,20 @@ def run_speed(args, work: str, seq_dirs: list[str], model, settings) -> dict:
     ours_t, ref_t, ref_parts, ious, peaks = [], [], [], [], []
     for r in range(args.rounds):
       path = os.path.join(work, f"{name}_{size}_speed_{r}.npz")
-      if args.lockstep:  # one run of each, frame by frame in turn; who goes first alternates per round
+      reference_first = r % 2 == 0  # who goes first alternates per round
+      run_reference = functools.partial(_run_reference, args.torch_python, [*ref_args, "--out", path], args.verbose,
+                                        threads=args.threads)
+      if args.lockstep:  # one run of each, frame by frame in turn
         boxes, times = _time_lockstep(model, settings, seq, frames, [*ref_args, "--out", path], args.torch_python,
-                                      args.threads, reference_first=r % 2 == 0)
-        ours_t.append(times)
-        peaks.append(_jax_matmul_peak())
-      for side in () if args.lockstep else (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):
-        if side == "ours":  # alternate who goes first
-          boxes, times = _time_ours(model, settings, seq, frames)
-          ours_t.append(times)
-          peaks.append(_jax_matmul_peak())
-        else:
-          _run_reference(args.torch_python, [*ref_args, "--out", path], args.verbose, threads=args.threads)
+                                      args.threads, reference_first)
+      else:
+        if reference_first:
+          run_reference()
+        boxes, times = _time_ours(model, settings, seq, frames)
+      ours_t.append(times)
+      peaks.append(_jax_matmul_peak())  # right after our run
+      if not args.lockstep and not reference_first:
+        run_reference()
       ref = dict(np.load(path))
       ref_t.append(ref["times"])
       ref_parts.append({k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("parts/")})
